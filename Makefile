@@ -1,0 +1,52 @@
+# voxgan: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+RECIPE ?= shapes
+MESHES ?= data/meshes/shapes
+SHARDS ?= shards
+RES ?= 16
+WORKERS ?=
+DEMO_STEPS ?= 300
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint voxelize demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: TORCH=$(TORCH) RECIPE=$(RECIPE) MESHES=$(MESHES) SHARDS=$(SHARDS) RES=$(RES)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install voxgan with its test extras (TORCH=torch==2.13.0)
+
+test: $(STAMP) ## install if needed, lint, run the test suite
+	$(BIN)/ruff check voxgan tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check voxgan tests benchmarks
+
+voxelize: $(STAMP) ## mesh dataset to shards: make voxelize [RECIPE=modelnet40 MESHES=/path SHARDS=shards RES=16]
+	@if [ "$(RECIPE)" = "shapes" ] && [ ! -d "$(MESHES)" ]; then \
+		$(BIN)/voxgan shapes "$(MESHES)"; fi
+	$(BIN)/voxgan voxelize "$(MESHES)" "$(SHARDS)" --recipe $(RECIPE) --resolution $(RES) $(if $(WORKERS),--workers $(WORKERS))
+
+demo: voxelize ## shapes shards, a short CPU training run, OBJ + PNG export, evaluation
+	$(BIN)/voxgan train --data $(SHARDS) --steps $(DEMO_STEPS) --out runs
+	$(BIN)/voxgan export --format obj --num 16 --out exports
+	$(BIN)/voxgan export --format png --num 64 --out exports
+	$(BIN)/voxgan evaluate --data $(SHARDS) --split test
+
+bench: $(STAMP) ## run the speed benchmarks behind BENCHMARKS.md
+	$(BIN)/python benchmarks/run.py
+
+clean: ## remove generated shards, runs and exports (keeps data/meshes)
+	rm -rf shards runs exports

@@ -1,0 +1,233 @@
+"""The on-disk format: HDF5 shards of bit-packed occupancy grids plus a ``manifest.json``.
+
+A shard folder holds ``manifest.json`` and files named ``{split}-{index:05d}.h5``. Each file has
+the attributes in :data:`REQUIRED_ATTRS` and the datasets ``voxels`` (N, R³/8) uint8,
+``labels`` (N,) int32, ``sources`` (N,) UTF-8 and ``mesh_to_grid`` (N, 4, 4) float64.
+Occupancy is indexed ``[x, y, z]`` with +z up; voxel (i, j, k) spans [i, i+1) × [j, j+1) × [k, k+1)
+in grid coordinates. Every write goes to a temporary name in the same folder and is renamed into
+place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from voxgan import __version__
+from voxgan.errors import VoxganError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+COMPRESSION = "gzip"  # readable by every HDF5 build; see BENCHMARKS.md
+COMPRESSION_LEVEL = 4
+CHUNK_BYTES = 256 * 1024
+SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})\.h5$")
+REQUIRED_ATTRS = ("schema_version", "resolution", "mode", "packing", "split", "class_names", "up_axis")
+
+
+def shard_name(split: str, index: int) -> str:
+    """File name of shard ``index`` of ``split``, e.g. ``train-00000.h5``."""
+    return f"{split}-{index:05d}.h5"
+
+
+def pack(occupancy: np.ndarray) -> np.ndarray:
+    """Bit-pack occupancy grids.
+
+    occupancy : (N, R, R, R) bool  ->  (N, R³/8) uint8, each row ``np.packbits(grid.reshape(-1))``.
+    """
+    occupancy = np.asarray(occupancy, dtype=bool)
+    return np.packbits(occupancy.reshape(len(occupancy), -1), axis=1)
+
+
+def unpack(packed: np.ndarray, resolution: int) -> np.ndarray:
+    """Inverse of :func:`pack`: (N, R³/8) uint8  ->  (N, R, R, R) bool."""
+    packed = np.asarray(packed, dtype=np.uint8)
+    bits = np.unpackbits(packed, axis=1, count=resolution**3)
+    return bits.reshape(len(packed), resolution, resolution, resolution).view(bool)
+
+
+def chunk_rows(resolution: int, count: int) -> int:
+    """Samples per HDF5 chunk: about :data:`CHUNK_BYTES` of packed voxels, at most ``count``."""
+    row_bytes = resolution**3 // 8
+    return max(1, min(count, CHUNK_BYTES // row_bytes))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ShardHeader:
+    """What every shard of one folder shares (the HDF5 attributes)."""
+
+    resolution: int
+    mode: str = "solid"
+    split: str = "train"
+    class_names: tuple[str, ...] = ()
+    recipe: str = ""
+    up_axis: str = "z"
+
+
+def write_shard(
+    path: Path,
+    header: ShardHeader,
+    voxels: np.ndarray,
+    labels: np.ndarray,
+    sources: list[str],
+    mesh_to_grid: np.ndarray,
+) -> dict:
+    """Write one shard atomically and return its manifest entry ``{file, count, sha256}``.
+
+    voxels : (N, R³/8) uint8 packed (see :func:`pack`); labels : (N,) int;
+    sources : N relative paths; mesh_to_grid : (N, 4, 4) float64.
+    """
+    path = Path(path)
+    count = len(voxels)
+    r = header.resolution
+    assert voxels.shape == (count, r**3 // 8) and voxels.dtype == np.uint8, voxels.shape
+    assert len(labels) == len(sources) == len(mesh_to_grid) == count
+    rows = chunk_rows(r, max(count, 1))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.attrs.update(
+                schema_version=SCHEMA_VERSION,
+                resolution=r,
+                mode=header.mode,
+                packing="bits",
+                split=header.split,
+                class_names=json.dumps(list(header.class_names)),
+                up_axis=header.up_axis,
+                voxgan_version=__version__,
+                recipe=header.recipe,
+            )
+            opts = dict(compression=COMPRESSION, compression_opts=COMPRESSION_LEVEL)
+            f.create_dataset("voxels", data=voxels, chunks=(rows, voxels.shape[1]), **opts)
+            f.create_dataset("labels", data=np.asarray(labels, np.int32), chunks=(rows,), **opts)
+            f.create_dataset(
+                "sources", data=list(sources), dtype=h5py.string_dtype("utf-8"), chunks=(rows,), **opts
+            )
+            f.create_dataset(
+                "mesh_to_grid",
+                data=np.asarray(mesh_to_grid, np.float64).reshape(count, 4, 4),
+                chunks=(rows, 4, 4),
+                **opts,
+            )
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"file": path.name, "count": count, "sha256": file_sha256(path)}
+
+
+def read_header(f: h5py.File, name: str = "") -> ShardHeader:
+    """Read and check a shard's attributes; raise VoxganError naming the file when they are wrong."""
+    name = name or f.filename
+    missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
+    if missing:
+        raise VoxganError(f"{name}: not a voxgan shard (missing attributes {', '.join(missing)})")
+    version = int(f.attrs["schema_version"])
+    if version != SCHEMA_VERSION:
+        raise VoxganError(
+            f"{name}: schema version {version}, this voxgan reads {SCHEMA_VERSION}; re-run voxgan voxelize"
+        )
+    if f.attrs["packing"] != "bits":
+        raise VoxganError(f"{name}: unknown packing {f.attrs['packing']!r}")
+    return ShardHeader(
+        resolution=int(f.attrs["resolution"]),
+        mode=str(f.attrs["mode"]),
+        split=str(f.attrs["split"]),
+        class_names=tuple(json.loads(f.attrs["class_names"])),
+        recipe=str(f.attrs.get("recipe", "")),
+        up_axis=str(f.attrs["up_axis"]),
+    )
+
+
+@dataclass
+class Shard:
+    """A whole shard in memory: occupancy (N, R, R, R) bool, labels (N,), sources, mesh_to_grid (N, 4, 4)."""
+
+    header: ShardHeader
+    occupancy: np.ndarray
+    labels: np.ndarray
+    sources: list[str]
+    mesh_to_grid: np.ndarray
+
+
+def read_shard(path: Path) -> Shard:
+    """Load a whole shard (for tools and tests; training streams with :mod:`voxgan.data`)."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            header = read_header(f, str(path))
+            return Shard(
+                header=header,
+                occupancy=unpack(f["voxels"][:], header.resolution),
+                labels=f["labels"][:].astype(np.int64),
+                sources=[s.decode() if isinstance(s, bytes) else s for s in f["sources"][:]],
+                mesh_to_grid=f["mesh_to_grid"][:],
+            )
+    except OSError as error:
+        raise VoxganError(f"{path}: cannot read shard ({error}); re-run voxgan voxelize") from None
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_manifest(folder: Path) -> dict:
+    """Read ``folder/manifest.json``; VoxganError when missing, unreadable or of another schema."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise VoxganError(f"{folder}: no {MANIFEST}; is this a shard folder made by voxgan voxelize?")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise VoxganError(f"{path}: unreadable manifest ({error}); re-run voxgan voxelize") from None
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise VoxganError(f"{path}: schema version {version}, this voxgan reads {SCHEMA_VERSION}")
+    return manifest
+
+
+def verify(folder: Path) -> list[str]:
+    """Check each listed shard against its sha256; return one line per problem (empty: all good)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    problems = []
+    for info in manifest["splits"].values():
+        for entry in info["shards"]:
+            path = folder / entry["file"]
+            if not path.is_file():
+                problems.append(f"{entry['file']}: missing")
+            elif file_sha256(path) != entry["sha256"]:
+                problems.append(f"{entry['file']}: corrupt (sha256 differs from the manifest)")
+    return problems
