@@ -28,11 +28,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install voxgan with its test extras (TORCH=torch==2.13.0)
 
 test: $(STAMP) ## install if needed, lint, run the test suite
-	$(BIN)/ruff check voxgan tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check voxgan tests benchmarks
+lint: $(STAMP) ## ruff check
+	$(BIN)/ruff check .
 
 voxelize: $(STAMP) ## mesh dataset to shards: make voxelize [RECIPE=modelnet40 MESHES=/path SHARDS=shards RES=16]
 	@if [ "$(RECIPE)" = "shapes" ] && [ ! -d "$(MESHES)" ]; then \
