@@ -1,0 +1,788 @@
+"""Mesh folder -> voxel shards (``voxgan voxelize``) and the shard-folder summary (``voxgan info``).
+
+A run: find the mesh files (:mod:`voxgan.layouts`), give each a class and split, voxelize them in
+worker processes in a fixed order, and write each split's samples to shards of ``shard_size`` samples
+(:mod:`voxgan.shards`). The manifest is rewritten atomically after every shard with ``"complete":
+false`` and ``"progress"`` (for each split, how many of its files the finished shards cover), so a run
+killed at any moment resumes from its last finished shard and gives the same shards as an uninterrupted
+run. Every mesh file found ends as a sample or as an entry in the manifest's ``errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voxgan import __version__, layouts, shards
+from voxgan.errors import VoxganError
+from voxgan.recipes import Recipe, count_mismatches, shapenet_class_map
+
+MODES = ("solid", "surface")
+UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
+SPLIT_ORDER = ("train", "val", "test")
+DEFAULT_SHARD_SIZE = 1024  # 16³: 512 KiB packed per shard; ModelNet40 train gives 10 shards
+DEFAULT_MAX_FACES = 2_000_000
+RESUME_IGNORES = ("workers", "overwrite")  # options that may change between a run and its resume
+
+
+class ConfigError(VoxganError):
+    """A bad option value; ``option`` names the command-line option (the CLI turns it into exit 2)."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
+def default_workers() -> int:
+    """One worker process per core."""
+    return os.cpu_count() or 1
+
+
+@dataclass
+class VoxelizeConfig:
+    """Every option of a ``voxgan voxelize`` run (recorded in the manifest's ``config``).
+
+    ``shard_size`` samples per shard file (1024 by default: 512 KiB packed at 16³, 32 MiB at 64³, and
+    ModelNet40 gives 10 train shards, enough for ranks x loader workers to share). ``test_fraction`` is
+    the share of files put in ``test`` by path hash (folder, flat, shapenet without ``split_file``).
+    ``grid_coords`` takes mesh coordinates as grid coordinates (identity affine, no normalisation).
+    ``class_names`` fixes the label order; ``class_map`` renames raw classes (folder names, synset ids).
+    ``expected`` holds a complete copy's counts (train, test, total, classes) to warn about.
+    """
+
+    input_dir: Path
+    output_dir: Path
+    resolution: int = 16
+    mode: str = "solid"
+    layout: str = "auto"
+    workers: int = field(default_factory=default_workers)
+    shard_size: int = DEFAULT_SHARD_SIZE
+    max_faces: int = DEFAULT_MAX_FACES
+    overwrite: bool = False
+    padding: float = 0.5
+    test_fraction: float = 0.2
+    up_axis: str = "z"
+    include: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    class_map: dict[str, str] = field(default_factory=dict)
+    split_file: Path | None = None
+    grid_coords: bool = False
+    recipe: str = ""
+    recipe_text: str = ""
+    expected: dict[str, int] = field(default_factory=dict)
+
+
+def make_config(input_dir: Path, output_dir: Path, recipe: Recipe | None = None, **options) -> VoxelizeConfig:
+    """Build a config: defaults, then the recipe's values, then ``options`` that are not None.
+
+    options : any :class:`VoxelizeConfig` field; None means "not given" (the recipe's value or the
+    default stays).
+    """
+    values: dict = {}
+    if recipe is not None:
+        values.update(recipe.voxelize)
+        values.update(layout=recipe.layout, include=recipe.include, class_names=recipe.class_names)
+        values.update(class_map=recipe.class_map, expected=recipe.expected)
+        values.update(recipe=recipe.name, recipe_text=recipe.text)
+        if recipe.up_axis is not None:
+            values["up_axis"] = recipe.up_axis
+        if recipe.test_fraction is not None:
+            values["test_fraction"] = recipe.test_fraction
+    values.update({key: value for key, value in options.items() if value is not None})
+    if "include" in values:
+        values["include"] = tuple(values["include"])
+    if "class_names" in values:
+        values["class_names"] = tuple(values["class_names"])
+    return VoxelizeConfig(input_dir=Path(input_dir), output_dir=Path(output_dir), **values)
+
+
+def check_config(config: VoxelizeConfig) -> None:
+    """Raise :class:`ConfigError` naming the option of the first bad value."""
+    r = config.resolution
+    if not isinstance(r, int) or r < 8 or r > 256 or r % 8:
+        raise ConfigError(
+            "--resolution", f"resolution {r} is not a multiple of 8 between 8 and 256 (16, 32, 64)"
+        )
+    if config.mode not in MODES:
+        raise ConfigError("--mode", f"mode {config.mode!r} is not one of {', '.join(MODES)}")
+    if config.layout not in ("auto", *layouts.LAYOUTS):
+        raise ConfigError(
+            "--layout", f"layout {config.layout!r} is not one of auto, {', '.join(layouts.LAYOUTS)}"
+        )
+    if config.workers < 1:
+        raise ConfigError("--workers", f"workers {config.workers} must be at least 1")
+    if config.shard_size < 1:
+        raise ConfigError("--shard-size", f"shard size {config.shard_size} must be at least 1")
+    if config.max_faces < 1:
+        raise ConfigError("--max-faces", f"max faces {config.max_faces} must be at least 1")
+    if not 0 <= config.padding < r / 2:
+        raise ConfigError(
+            "--padding", f"padding {config.padding} must be at least 0 and below half the resolution"
+        )
+    if not 0 <= config.test_fraction <= 1:
+        raise ConfigError("--test-fraction", f"test fraction {config.test_fraction} must be between 0 and 1")
+    if config.up_axis not in UP_AXES:
+        raise ConfigError("--up-axis", f"up axis {config.up_axis!r} is not one of {', '.join(UP_AXES)}")
+    if not config.input_dir.is_dir():
+        raise ConfigError("INPUT_DIR", f"input folder {config.input_dir} does not exist or is not a folder")
+    if config.split_file is not None and not Path(config.split_file).is_file():
+        raise ConfigError("--split-file", f"split file {config.split_file} does not exist")
+    if config.output_dir.exists() and not config.output_dir.is_dir():
+        raise ConfigError("OUTPUT_DIR", f"output {config.output_dir} exists and is not a folder")
+
+
+def config_record(config: VoxelizeConfig) -> dict:
+    """The config as JSON-ready values (the manifest's ``config``); the recipe text is kept apart."""
+    record = asdict(config)
+    record.pop("recipe_text")
+    for key in ("input_dir", "output_dir", "split_file"):
+        if record[key] is not None:
+            record[key] = str(Path(record[key]).resolve())
+    record["include"] = list(record["include"])
+    record["class_names"] = list(record["class_names"])
+    return record
+
+
+# --- Planning: which files, which class and split ----------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What a run will do: the layout, every mesh file, each kept file's entry, the errors known upfront."""
+
+    layout: str
+    mesh_paths: list[str]
+    skipped: dict[str, int]
+    entries: list[layouts.MeshEntry]
+    class_names: tuple[str, ...]
+    errors: list[tuple[str, str]]
+    fingerprint: str
+
+
+def mesh_extensions() -> frozenset[str]:
+    """The suffixes voxgan reads, lower case with the dot (meshes and binvox)."""
+    from voxgan.meshes import MESH_EXTENSIONS, VOXEL_EXTENSIONS
+
+    return frozenset(
+        e.lower() if e.startswith(".") else "." + e.lower() for e in (*MESH_EXTENSIONS, *VOXEL_EXTENSIONS)
+    )
+
+
+def fingerprint_of(root: Path, mesh_paths: list[str]) -> str:
+    """sha256 over the mesh files' relative paths and sizes: a resumed run must see the same input."""
+    digest = hashlib.sha256()
+    for source in mesh_paths:
+        digest.update(f"{source}\0{(root / source).stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def plan_run(config: VoxelizeConfig) -> Plan:
+    """Find the mesh files, detect the layout, give each file a class and split."""
+    root = config.input_dir.resolve()
+    found = layouts.find_mesh_files(
+        root, mesh_extensions(), config.include, exclude_dirs=(config.output_dir,)
+    )
+    layout = layouts.detect_layout(found.mesh_paths) if config.layout == "auto" else config.layout
+    class_map = dict(config.class_map)
+    if layout == "shapenet" and not class_map:
+        class_map = shapenet_class_map()
+    split_table = layouts.read_shapenet_split_file(config.split_file) if config.split_file else None
+    entries, errors = layouts.assign_entries(
+        found.mesh_paths,
+        layout,
+        test_fraction=config.test_fraction,
+        class_map=class_map,
+        split_table=split_table,
+    )
+    class_names = layouts.class_names_of(entries, config.class_names)
+    known = set(class_names)
+    kept = []
+    for entry in entries:
+        if entry.class_name is not None and entry.class_name not in known:
+            errors.append(
+                (entry.source, f"class {entry.class_name!r} is not one of the recipe's {len(known)} classes")
+            )
+        else:
+            kept.append(entry)
+    return Plan(
+        layout=layout,
+        mesh_paths=found.mesh_paths,
+        skipped=found.skipped,
+        entries=kept,
+        class_names=class_names,
+        errors=errors,
+        fingerprint=fingerprint_of(root, found.mesh_paths),
+    )
+
+
+def found_counts(plan: Plan) -> dict[str, int]:
+    """Counts to compare with a recipe's ``[expected]``: files per split, in total, and classes."""
+    counts = Counter(entry.split for entry in plan.entries)
+    counts["total"] = len(plan.mesh_paths)
+    counts["classes"] = len({e.class_name for e in plan.entries if e.class_name is not None})
+    return dict(counts)
+
+
+def ordered_splits(names) -> list[str]:
+    """Split names in the order train, val, test, then the others sorted."""
+    rank = {name: index for index, name in enumerate(SPLIT_ORDER)}
+    return sorted(set(names), key=lambda s: (rank.get(s, len(rank)), s))
+
+
+# --- Work on one file (runs in the worker processes) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a worker needs to turn one file into one sample."""
+
+    root: str
+    resolution: int
+    mode: str
+    padding: float
+    up_axis: str
+    max_faces: int
+    grid_coords: bool
+
+
+@dataclass
+class Outcome:
+    """One file's result: ``packed`` (R³/8,) uint8 and ``mesh_to_grid`` (4, 4), or a one-line ``reason``."""
+
+    source: str
+    packed: np.ndarray | None = None
+    mesh_to_grid: np.ndarray | None = None
+    reason: str | None = None
+
+
+def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Load and voxelize one file; returns (occupancy (R, R, R) bool, mesh_to_grid (4, 4) float64)."""
+    from voxgan import meshes, voxelize
+
+    path = Path(settings.root) / source
+    r = settings.resolution
+    if Path(source).suffix.lower() in {e.lower() for e in meshes.VOXEL_EXTENSIONS}:
+        grid, voxel_to_mesh = meshes.load_binvox(path, settings.root)
+        if settings.grid_coords:
+            mesh_to_grid = np.eye(4)
+        else:
+            corners = occupied_box_corners(grid)
+            mesh_to_grid = meshes.grid_transform(
+                meshes.apply_transform(corners, voxel_to_mesh),
+                r,
+                padding=settings.padding,
+                up_axis=settings.up_axis,
+            )
+        occupancy = voxelize.resample_occupancy(grid, mesh_to_grid @ voxel_to_mesh, r)
+    else:
+        vertices, faces = meshes.load_mesh(path, settings.root, max_faces=settings.max_faces)
+        if settings.grid_coords:
+            mesh_to_grid = np.eye(4)
+        else:
+            mesh_to_grid = meshes.grid_transform(
+                vertices, r, padding=settings.padding, up_axis=settings.up_axis
+            )
+        occupancy = voxelize.voxelize(
+            meshes.apply_transform(vertices, mesh_to_grid), faces, r, mode=settings.mode
+        )
+    assert occupancy.shape == (r, r, r) and occupancy.dtype == bool, occupancy.shape
+    return occupancy, np.asarray(mesh_to_grid, np.float64)
+
+
+def occupied_box_corners(grid: np.ndarray) -> np.ndarray:
+    """The 8 corners (8, 3) of the box around a voxel grid's occupied cells, in voxel coordinates."""
+    filled = np.argwhere(grid)
+    if len(filled) == 0:
+        raise VoxganError("binvox holds no occupied voxel")
+    low, high = filled.min(axis=0).astype(float), filled.max(axis=0).astype(float) + 1
+    return np.array([[(low, high)[bit >> axis & 1][axis] for axis in range(3)] for bit in range(8)])
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one short line."""
+    text = " ".join(str(error).split())
+    if not isinstance(error, VoxganError):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text[:300]
+
+
+def voxelize_source(settings: Settings, source: str) -> Outcome:
+    """One file to one :class:`Outcome`; any failure becomes that file's reason, never an exception."""
+    try:
+        occupancy, mesh_to_grid = occupancy_of(settings, source)
+    except (Exception, MemoryError, RecursionError) as error:
+        return Outcome(source, reason=one_line(error))
+    if not occupancy.any():
+        return Outcome(source, reason="no voxel occupied (the shape lies outside the grid or has no volume)")
+    return Outcome(source, packed=np.packbits(occupancy.reshape(-1)), mesh_to_grid=mesh_to_grid)
+
+
+_worker_settings: Settings | None = None
+
+
+def start_worker(settings: Settings) -> None:
+    """Worker process initialiser: keep the settings; die with the parent (Linux) so no worker is orphaned."""
+    global _worker_settings
+    _worker_settings = settings
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def worker_voxelize(source: str) -> Outcome:
+    """Entry point of a pool task."""
+    assert _worker_settings is not None
+    return voxelize_source(_worker_settings, source)
+
+
+def run_isolated(settings: Settings, source: str) -> Outcome:
+    """Voxelize one file in a fresh process, so a crash (segfault, out of memory) is its error."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(1, initializer=start_worker, initargs=(settings,)) as pool:
+            return pool.submit(worker_voxelize, source).result()
+    except BrokenProcessPool:
+        return Outcome(source, reason="the worker process died reading this file (a crash in a parser?)")
+
+
+def outcomes_in_order(settings: Settings, sources: list[str], workers: int) -> Iterator[Outcome]:
+    """Voxelize ``sources`` and yield their outcomes in the same order, whatever ``workers`` is.
+
+    workers=1 runs in this process. Otherwise a process pool works in chunks; when a worker dies the
+    pool is rebuilt, the chunk it was on is redone one file per process, and the rest goes on.
+    """
+    if workers <= 1:
+        for source in sources:
+            yield voxelize_source(settings, source)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    position = 0
+    while position < len(sources):
+        pending = sources[position:]
+        chunk = max(1, min(16, len(pending) // (workers * 8)))
+        try:
+            with ProcessPoolExecutor(workers, initializer=start_worker, initargs=(settings,)) as pool:
+                for outcome in pool.map(worker_voxelize, pending, chunksize=chunk):
+                    position += 1
+                    yield outcome
+        except BrokenProcessPool:
+            for source in sources[position : position + chunk]:
+                position += 1
+                yield run_isolated(settings, source)
+
+
+# --- Writing: shards per split, manifest after each shard --------------------------------------------
+
+
+@dataclass
+class SplitWriter:
+    """Collects one split's samples and writes a shard each ``shard_size`` samples."""
+
+    folder: Path
+    header: shards.ShardHeader
+    shard_size: int
+    entries: list[dict] = field(default_factory=list)  # finished shards' manifest entries
+    progress: list[int] = field(default_factory=list)  # files of the split covered after each shard
+    files_done: int = 0
+    packed: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    matrices: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, outcome: Outcome, label: int) -> bool:
+        """Count one file of the split; keep its sample; return True when a shard was written."""
+        self.files_done += 1
+        if outcome.packed is None:
+            return False
+        self.packed.append(outcome.packed)
+        self.labels.append(label)
+        self.sources.append(outcome.source)
+        self.matrices.append(outcome.mesh_to_grid)
+        if len(self.packed) >= self.shard_size:
+            self.flush()
+            return True
+        return False
+
+    def flush(self) -> None:
+        """Write the buffered samples (if any) as the next shard."""
+        if not self.packed:
+            if self.progress:
+                self.progress[-1] = self.files_done  # trailing errors belong to the last shard
+            return
+        path = self.folder / shards.shard_name(self.header.split, len(self.entries))
+        entry = shards.write_shard(
+            path,
+            self.header,
+            np.stack(self.packed),
+            np.asarray(self.labels),
+            self.sources,
+            np.stack(self.matrices),
+        )
+        self.entries.append(entry)
+        self.progress.append(self.files_done)
+        self.packed, self.labels, self.sources, self.matrices = [], [], [], []
+
+    @property
+    def count(self) -> int:
+        """Samples in the finished shards."""
+        return sum(entry["count"] for entry in self.entries)
+
+
+def build_manifest(
+    config: VoxelizeConfig,
+    plan: Plan,
+    writers: dict[str, SplitWriter],
+    errors: list[tuple[str, str]],
+    *,
+    complete: bool,
+    seconds: float,
+) -> dict:
+    """The manifest as DESIGN.md specifies it, plus ``complete``, ``progress``, ``inputs`` and ``seconds``."""
+    recipe = {"name": config.recipe, "text": config.recipe_text} if config.recipe else None
+    return {
+        "schema_version": shards.SCHEMA_VERSION,
+        "complete": complete,
+        "resolution": config.resolution,
+        "mode": config.mode,
+        "layout": plan.layout,
+        "recipe": recipe,
+        "classes": list(plan.class_names),
+        "splits": {
+            split: {"count": writer.count, "shards": list(writer.entries)}
+            for split, writer in writers.items()
+        },
+        "errors": [{"source": source, "reason": reason} for source, reason in sorted(errors)],
+        "skipped": plan.skipped,
+        "config": config_record(config),
+        "inputs": {"mesh_files": len(plan.mesh_paths), "sha256": plan.fingerprint},
+        "progress": {split: list(writer.progress) for split, writer in writers.items()},
+        "seconds": round(seconds, 3),
+        "voxgan_version": __version__,
+    }
+
+
+def is_run_file(name: str) -> bool:
+    """True for the files a run writes: the manifest, shards and their temporaries."""
+    return (
+        name == shards.MANIFEST
+        or shards.SHARD_PATTERN.match(name) is not None
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
+
+
+def clear_run_files(folder: Path, keep: set[str] = frozenset()) -> None:
+    """Remove a run's files from ``folder`` except ``keep``; other files are left alone."""
+    for path in folder.iterdir():
+        if path.is_file() and is_run_file(path.name) and path.name not in keep:
+            path.unlink()
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Options whose values differ between a previous run's config and this one (ignoring workers)."""
+    keys = sorted((set(old) | set(new)) - set(RESUME_IGNORES))
+    return [key for key in keys if old.get(key) != new.get(key)]
+
+
+def resume_writers(config: VoxelizeConfig, plan: Plan, headers: dict[str, shards.ShardHeader]) -> dict:
+    """Open OUTPUT_DIR: clear it (``overwrite``), or keep the finished shards of a previous identical run.
+
+    Returns one :class:`SplitWriter` per split, holding the shards kept and the files they cover.
+    """
+    folder = config.output_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    writers = {
+        split: SplitWriter(folder=folder, header=header, shard_size=config.shard_size)
+        for split, header in headers.items()
+    }
+    if config.overwrite:
+        clear_run_files(folder)
+        return writers
+    if not (folder / shards.MANIFEST).is_file():
+        leftovers = sorted(p.name for p in folder.iterdir() if shards.SHARD_PATTERN.match(p.name))
+        if leftovers:
+            raise VoxganError(
+                f"{folder} holds shards ({leftovers[0]}, ...) but no manifest.json; --overwrite replaces them"
+            )
+        clear_run_files(folder)
+        return writers
+    manifest = shards.read_manifest(folder)
+    changed = config_differences(manifest.get("config", {}), config_record(config))
+    if manifest.get("inputs", {}).get("sha256") != plan.fingerprint:
+        changed.append("the mesh files found")
+    if changed:
+        raise VoxganError(
+            f"{folder} holds a run made with other options ({', '.join(changed)}); "
+            "use --overwrite to replace it, or choose another OUTPUT_DIR"
+        )
+    keep = set()
+    for split, writer in writers.items():
+        old = manifest.get("splits", {}).get(split, {}).get("shards", [])
+        progress = manifest.get("progress", {}).get(split, [])
+        for entry, files_done in zip(old, progress, strict=False):
+            path = folder / entry["file"]
+            if not path.is_file() or shards.file_sha256(path) != entry["sha256"]:
+                break
+            writer.entries.append(entry)
+            writer.progress.append(files_done)
+            writer.files_done = files_done
+            keep.add(entry["file"])
+    clear_run_files(folder, keep | {shards.MANIFEST})
+    return writers
+
+
+def run_voxelize(
+    config: VoxelizeConfig,
+    *,
+    report: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Voxelize every mesh file under ``config.input_dir`` into shards in ``config.output_dir``.
+
+    report : receives one-line notes (the layout used, resume, count warnings); progress : show a tqdm
+    bar on stderr. Returns the final manifest. Raises VoxganError when no mesh file is found or when
+    no sample could be written.
+
+    Example
+    -------
+    >>> run_voxelize(make_config("data/meshes/shapes", "shards", resolution=16))  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    report = report or (lambda line: None)
+    check_config(config)
+    plan = plan_run(config)
+    detected = " (detected)" if config.layout == "auto" else ""
+    skipped_total = sum(plan.skipped.values())
+    mesh_count = len(plan.mesh_paths)
+    report(f"layout {plan.layout}{detected}: {mesh_count} mesh files, {skipped_total} other files skipped")
+    if not plan.mesh_paths:
+        extensions = ", ".join(sorted(mesh_extensions()))
+        raise VoxganError(
+            f"{config.input_dir}: no mesh file found ({extensions}; {skipped_total} other files skipped)"
+        )
+    if config.expected:
+        mismatches = count_mismatches(config.expected, found_counts(plan))
+        if mismatches:
+            report(
+                f"warning: this copy differs from a complete {config.recipe or 'dataset'} "
+                f"({'; '.join(mismatches)}): an incomplete download?"
+            )
+
+    splits = ordered_splits(entry.split for entry in plan.entries)
+    headers = {
+        split: shards.ShardHeader(
+            resolution=config.resolution,
+            mode=config.mode,
+            split=split,
+            class_names=plan.class_names,
+            recipe=config.recipe,
+            up_axis="z",
+        )
+        for split in splits
+    }
+    writers = resume_writers(config, plan, headers)
+    resumed = sum(len(w.entries) for w in writers.values())
+    if resumed:
+        report(f"resuming: {resumed} finished shards kept")
+
+    position_in_split: dict[str, int] = Counter()
+    jobs: list[tuple[layouts.MeshEntry, int]] = []
+    done_errors: list[tuple[str, str]] = []
+    for entry in plan.entries:
+        position = position_in_split[entry.split]
+        position_in_split[entry.split] += 1
+        if position >= writers[entry.split].files_done:
+            jobs.append((entry, position))
+    previous = shards.read_manifest(config.output_dir) if resumed else {}
+    pending_sources = {entry.source for entry, _ in jobs}
+    entry_sources = {entry.source for entry in plan.entries}
+    for error in previous.get("errors", []):
+        if error["source"] in entry_sources and error["source"] not in pending_sources:
+            done_errors.append((error["source"], error["reason"]))
+    errors = list(plan.errors) + done_errors
+
+    def save(complete: bool) -> None:
+        manifest = build_manifest(
+            config, plan, writers, errors, complete=complete, seconds=time.perf_counter() - started
+        )
+        shards.write_json_atomic(config.output_dir / shards.MANIFEST, manifest)
+
+    save(complete=False)
+    settings = Settings(
+        root=str(config.input_dir.resolve()),
+        resolution=config.resolution,
+        mode=config.mode,
+        padding=config.padding,
+        up_axis=config.up_axis,
+        max_faces=config.max_faces,
+        grid_coords=config.grid_coords,
+    )
+    labels = {entry.source: layouts.label_of(entry, plan.class_names) for entry, _ in jobs}
+    split_of = {entry.source: entry.split for entry, _ in jobs}
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(jobs), unit="mesh", file=sys.stderr, disable=not progress or not jobs, mininterval=0.5
+    )
+    try:
+        for outcome in outcomes_in_order(settings, [e.source for e, _ in jobs], config.workers):
+            if outcome.reason is not None:
+                errors.append((outcome.source, outcome.reason))
+                bar.set_postfix(errors=len(errors), refresh=False)
+            if writers[split_of[outcome.source]].add(outcome, labels[outcome.source]):
+                save(complete=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    for writer in writers.values():
+        writer.flush()
+    manifest = build_manifest(
+        config, plan, writers, errors, complete=True, seconds=time.perf_counter() - started
+    )
+    samples = sum(writer.count for writer in writers.values())
+    assert samples + len(errors) == len(plan.mesh_paths), (samples, len(errors), len(plan.mesh_paths))
+    shards.write_json_atomic(config.output_dir / shards.MANIFEST, manifest)
+    if samples == 0:
+        first = errors[0] if errors else ("", "no file")
+        raise VoxganError(
+            f"no sample written: all {len(plan.mesh_paths)} mesh files failed ({first[0]}: {first[1]}); "
+            f"see {config.output_dir / shards.MANIFEST}"
+        )
+    return manifest
+
+
+# --- Summary and `voxgan info` -----------------------------------------------------------------------
+
+
+def class_counts(folder: Path, manifest: dict) -> dict[str, Counter]:
+    """Samples per class name for each split, read from the shards' labels (missing shards count 0)."""
+    import h5py
+
+    names = manifest.get("classes", [])
+    counts: dict[str, Counter] = {}
+    for split, info in manifest["splits"].items():
+        counter: Counter = Counter()
+        for entry in info["shards"]:
+            path = Path(folder) / entry["file"]
+            if not path.is_file():
+                continue
+            try:
+                with h5py.File(path, "r") as f:
+                    labels = f["labels"][:]
+            except (OSError, KeyError):
+                continue
+            for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+                counter[names[label] if 0 <= label < len(names) else "(no class)"] += int(count)
+        counts[split] = counter
+    return counts
+
+
+def format_summary(folder: Path, manifest: dict, *, max_errors: int = 5) -> str:
+    """A text table: samples per class and split, errors (first few), skipped files, seconds."""
+    counts = class_counts(folder, manifest)
+    splits = list(manifest["splits"])
+    rows = list(manifest.get("classes", [])) or ["(no class)"]
+    if any("(no class)" in c for c in counts.values()) and "(no class)" not in rows:
+        rows.append("(no class)")
+    width = max([len("class"), *map(len, rows)])
+    column = max([6, *map(len, splits)])
+    recipe = (manifest.get("recipe") or {}).get("name") or "none"
+    r = manifest["resolution"]
+    lines = [
+        f"{folder}: {r}x{r}x{r} {manifest['mode']}, layout {manifest['layout']}, recipe {recipe}, "
+        f"{len(manifest.get('classes', []))} classes",
+        "class".ljust(width) + "".join(s.rjust(column + 2) for s in splits) + "total".rjust(column + 2),
+    ]
+    for name in rows:
+        values = [counts[s].get(name, 0) for s in splits]
+        lines.append(
+            name.ljust(width)
+            + "".join(str(v).rjust(column + 2) for v in values)
+            + str(sum(values)).rjust(column + 2)
+        )
+    totals = [manifest["splits"][s]["count"] for s in splits]
+    lines.append(
+        "total".ljust(width)
+        + "".join(str(v).rjust(column + 2) for v in totals)
+        + str(sum(totals)).rjust(column + 2)
+    )
+    shard_count = sum(len(info["shards"]) for info in manifest["splits"].values())
+    lines.append(f"shards: {shard_count}")
+    errors = manifest.get("errors", [])
+    lines.append(f"errors: {len(errors)}")
+    for error in errors[:max_errors]:
+        lines.append(f"  {error['source']}: {error['reason']}")
+    if len(errors) > max_errors:
+        lines.append(f"  ... {len(errors) - max_errors} more in manifest.json")
+    skipped = manifest.get("skipped", {})
+    listed = ", ".join(f"{ext} {n}" for ext, n in skipped.items()) if skipped else "none"
+    lines.append(f"skipped: {sum(skipped.values())} ({listed})")
+    if "seconds" in manifest:
+        samples = sum(totals) + len(errors)
+        rate = samples / manifest["seconds"] if manifest["seconds"] > 0 else 0.0
+        lines.append(f"seconds: {manifest['seconds']:.1f} ({rate:.1f} meshes/s)")
+    return "\n".join(lines)
+
+
+def preview_volumes(folder: Path, manifest: dict, per_class: int = 4) -> tuple[np.ndarray, list[str]]:
+    """A few samples of each class from the first shards of each split.
+
+    Returns (volumes (N, R, R, R) bool, N titles naming each sample's class).
+    """
+    names = manifest.get("classes", [])
+    wanted = max(1, len(names)) * per_class
+    picked: dict[int, list[np.ndarray]] = {}
+    for info in manifest["splits"].values():
+        for entry in info["shards"]:
+            shard = shards.read_shard(Path(folder) / entry["file"])
+            for grid, label in zip(shard.occupancy, shard.labels, strict=True):
+                bucket = picked.setdefault(int(label), [])
+                if len(bucket) < per_class:
+                    bucket.append(grid)
+            if sum(map(len, picked.values())) >= wanted:
+                break
+    volumes, titles = [], []
+    for label in sorted(picked):
+        for grid in picked[label]:
+            volumes.append(grid)
+            titles.append(names[label] if 0 <= label < len(names) else "sample")
+    if not volumes:
+        raise VoxganError(f"{folder}: no sample to preview")
+    return np.stack(volumes), titles
+
+
+def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]:
+    """Summarise a shard folder and verify each shard's sha256; optionally write a preview PNG.
+
+    Returns (summary text, problems): one problem line per missing or corrupt shard, and one when the
+    run that made the folder did not finish.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VoxganError(f"{folder}: no such folder")
+    manifest = shards.read_manifest(folder)
+    problems = shards.verify(folder)
+    if not manifest.get("complete", True):
+        problems.append("the voxelize run did not finish (re-run the same voxgan voxelize command to resume)")
+    summary = format_summary(folder, manifest)
+    if preview is not None and not any(p.endswith("missing") or "corrupt" in p for p in problems):
+        from voxgan.render import render_volumes
+
+        volumes, titles = preview_volumes(folder, manifest)
+        render_volumes(volumes, preview, titles=titles, ncols=min(len(volumes), 8))
+    return summary, problems
