@@ -44,6 +44,105 @@ def _root(
 
 # --- voxelize, info: voxgan.pipeline ------------------------------------------------------------
 
+
+@app.command()
+def voxelize(
+    input_dir: Annotated[Path, typer.Argument(help="Folder of mesh files (searched recursively).")],
+    output_dir: Annotated[Path, typer.Argument(help="Shard folder to write (resumed if it exists).")],
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Dataset recipe: a name in pipelines/ (modelnet40, ...) or a .toml path."),
+    ] = None,
+    layout: Annotated[
+        str | None, typer.Option(help="auto | modelnet | shapenet | folder | flat [auto].")
+    ] = None,
+    resolution: Annotated[
+        int | None, typer.Option(help="Grid size R, a multiple of 8 (16, 32, 64) [16].")
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="solid | surface [solid].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [number of cores].")] = None,
+    shard_size: Annotated[int | None, typer.Option(help="Samples per shard file [1024].")] = None,
+    max_faces: Annotated[int | None, typer.Option(help="Refuse meshes with more faces [2000000].")] = None,
+    padding: Annotated[
+        float | None, typer.Option(help="Empty margin in voxels around each shape [0.5].")
+    ] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Share put in test by path hash (folder, flat, shapenet) [0.2].")
+    ] = None,
+    up_axis: Annotated[
+        str | None, typer.Option(help="The meshes' up axis: x y z -x -y -z [z]; shards are +z up.")
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(help="Take only files matching this pattern, e.g. '*.off' (repeatable)."),
+    ] = None,
+    split_file: Annotated[Path | None, typer.Option(help="ShapeNet's official split CSV (all.csv).")] = None,
+    grid_coords: Annotated[
+        bool, typer.Option("--grid-coords", help="Mesh coordinates are grid coordinates: no normalisation.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT_DIR's shards instead of resuming.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Voxelize every mesh file under INPUT_DIR into HDF5 shards and a manifest.json in OUTPUT_DIR.
+
+    Example: voxgan voxelize data/ModelNet40 shards --recipe modelnet40 --resolution 32
+    """
+    from voxgan import pipeline
+    from voxgan.recipes import load_recipe
+
+    try:
+        chosen = load_recipe(recipe) if recipe else None
+    except VoxganError as error:
+        raise typer.BadParameter(str(error), param_hint="--recipe") from None
+    options = dict(
+        layout=layout,
+        resolution=resolution,
+        mode=mode,
+        workers=workers,
+        shard_size=shard_size,
+        max_faces=max_faces,
+        padding=padding,
+        test_fraction=test_fraction,
+        up_axis=up_axis,
+        include=include or None,
+        split_file=split_file,
+        grid_coords=grid_coords or None,
+        overwrite=overwrite,
+    )
+    config = pipeline.make_config(input_dir, output_dir, chosen, **options)
+    try:
+        pipeline.check_config(config)
+    except pipeline.ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint=error.option) from None
+    manifest = pipeline.run_voxelize(
+        config, report=lambda line: typer.echo(line, err=True), progress=not quiet
+    )
+    typer.echo(pipeline.format_summary(config.output_dir, manifest))
+
+
+@app.command()
+def info(
+    shard_dir: Annotated[Path, typer.Argument(help="A shard folder written by voxgan voxelize.")],
+    preview: Annotated[
+        Path | None, typer.Option(help="Also write a PNG grid of a few samples per class to this file.")
+    ] = None,
+) -> None:
+    """Summarise a shard folder and verify each shard's sha256; exit 1 naming any missing or corrupt shard.
+
+    Example: voxgan info shards --preview shards-preview.png
+    """
+    from voxgan import pipeline
+
+    summary, problems = pipeline.run_info(shard_dir, preview)
+    typer.echo(summary)
+    if preview is not None and not problems:
+        typer.echo(f"preview: {preview}")
+    if problems:
+        raise VoxganError(f"{shard_dir}: {len(problems)} problem(s): {'; '.join(problems)}")
+
+
 # --- shapes: voxgan.shapes -------------------------------------------------------------------------
 
 # --- train: voxgan.train ---------------------------------------------------------------------------
