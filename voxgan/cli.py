@@ -145,6 +145,50 @@ def info(
 
 # --- shapes: voxgan.shapes -------------------------------------------------------------------------
 
+
+@app.command()
+def shapes(
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="OUT_DIR", help="Folder to create: <class>/{train,test}/<class>_NNNN.*")
+    ],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
+    train_per_class: Annotated[int, typer.Option(help="Training meshes per class.")] = 100,
+    test_per_class: Annotated[int, typer.Option(help="Test meshes per class.")] = 20,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT_DIR if not empty.")] = False,
+) -> None:
+    """Generate the built-in procedural mesh dataset: 10 classes of furniture and objects, z up.
+
+    Writes OBJ, OFF, binary STL and PLY files; the folder appears only once complete.
+
+    Example: voxgan shapes data/meshes/shapes && voxgan voxelize data/meshes/shapes shards --recipe shapes
+    """
+    import time
+
+    from voxgan.shapes import CLASSES, generate_shapes
+
+    if seed < 0:
+        raise typer.BadParameter(f"must be 0 or more, got {seed}", param_hint="--seed")
+    for hint, count in (("--train-per-class", train_per_class), ("--test-per-class", test_per_class)):
+        if count < 0:
+            raise typer.BadParameter(f"must be 0 or more, got {count}", param_hint=hint)
+    if train_per_class + test_per_class == 0:
+        raise typer.BadParameter("--train-per-class and --test-per-class are both 0: nothing to write")
+    start = time.perf_counter()
+    counts = generate_shapes(
+        out_dir,
+        seed=seed,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        overwrite=overwrite,
+        progress=True,
+    )
+    total = sum(sum(split.values()) for split in counts.values())
+    typer.echo(
+        f"wrote {total} meshes ({len(CLASSES)} classes x {train_per_class} train + {test_per_class} test) "
+        f"to {out_dir} in {time.perf_counter() - start:.1f} s"
+    )
+
+
 # --- train: voxgan.train ---------------------------------------------------------------------------
 
 # --- export, evaluate: voxgan.export, voxgan.metrics -----------------------------------------------
