@@ -37,7 +37,8 @@ from voxgan.errors import VoxganError
 SYNTHETIC_PREFIX = "synthetic:"
 SHAPE_KINDS = ("sphere", "box", "cylinder", "torus")
 DEFAULT_EPOCH_SIZE = 1000
-DEFAULT_SHUFFLE_BUFFER = 8192
+DEFAULT_SHUFFLE_BUFFER = 8192  # samples, or fewer when they would take more than SHUFFLE_BUFFER_BYTES
+SHUFFLE_BUFFER_BYTES = 64 << 20  # packed bytes per shuffle window (256 MiB of 64³ grids would be too much)
 DEFAULT_RESOLUTION = 16
 NOISE_FILL_RANGE = (0.1, 0.5)  # each noise volume: every voxel occupied with a probability drawn from this
 
@@ -243,7 +244,7 @@ class ShardDataset(_PositionMixin, IterableDataset):
     shuffle : shuffle blocks and samples (seeded by ``seed`` and the epoch) or read in file order.
     augment : random turns about z and flips of x and y (+z stays up).
     drop_last : drop the last partial batch and the samples that do not divide among ranks.
-    shuffle_buffer : samples shuffled together (rounded up to whole batches).
+    shuffle_buffer : samples shuffled together (rounded up to whole batches); default 8192, at most 64 MiB.
     resolution : expected resolution; a different one in the manifest is an error.
     rank, world_size : override the distributed rank (default: :func:`distributed_rank_and_world`).
     """
@@ -259,7 +260,7 @@ class ShardDataset(_PositionMixin, IterableDataset):
         seed: int = 0,
         augment: bool = False,
         drop_last: bool = False,
-        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        shuffle_buffer: int | None = None,
         resolution: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
@@ -307,6 +308,8 @@ class ShardDataset(_PositionMixin, IterableDataset):
         else:
             self.rank_samples = math.ceil(self.sample_count / self.world_size)
         self.num_batches = math.ceil(self.rank_samples / self.batch_size)
+        if shuffle_buffer is None:
+            shuffle_buffer = min(DEFAULT_SHUFFLE_BUFFER, SHUFFLE_BUFFER_BYTES // (self.resolution**3 // 8))
         self.window_samples = math.ceil(max(shuffle_buffer, 1) / self.batch_size) * self.batch_size
         self.num_windows = math.ceil(self.rank_samples / self.window_samples)
         self._init_position()
@@ -753,7 +756,7 @@ def make_loader(
     resolution: int | None = None,
     epoch_size: int = DEFAULT_EPOCH_SIZE,
     drop_last: bool = False,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    shuffle_buffer: int | None = None,
     persistent_workers: bool = False,
     pin_memory: bool | None = None,
     multiprocessing_context: str | None = None,
