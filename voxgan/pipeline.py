@@ -568,13 +568,13 @@ def run_voxelize(
     plan = plan_run(config)
     detected = " (detected)" if config.layout == "auto" else ""
     skipped_total = sum(plan.skipped.values())
-    mesh_count = len(plan.mesh_paths)
-    report(f"layout {plan.layout}{detected}: {mesh_count} mesh files, {skipped_total} other files skipped")
     if not plan.mesh_paths:
         extensions = ", ".join(sorted(mesh_extensions()))
         raise VoxganError(
             f"{config.input_dir}: no mesh file found ({extensions}; {skipped_total} other files skipped)"
         )
+    mesh_count = len(plan.mesh_paths)
+    report(f"layout {plan.layout}{detected}: {mesh_count} mesh files, {skipped_total} other files skipped")
     if config.expected:
         mismatches = count_mismatches(config.expected, found_counts(plan))
         if mismatches:
