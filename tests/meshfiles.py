@@ -199,7 +199,7 @@ def _gltf_document(buffer_uri: str | None) -> tuple[dict, bytes]:
 
     node 0: translation (10, 0, 0) -> [10, 11] x [0, 1] x [0, 1]
     node 1: scale 2, child node 2: translation (0, 5, 0) -> [0, 2] x [10, 12] x [0, 2]
-    node 3: column-major matrix, quarter turn about z then translation (0, 0, -3) -> [-1, 0] x [0, 1] x [-3, -2]
+    node 3: column-major matrix, quarter turn about z, then (0, 0, -3) -> [-1, 0] x [0, 1] x [-3, -2]
     """
     positions = box_vertices().astype("<f4").tobytes()
     indices = box_triangles().astype("<u2").tobytes()
@@ -220,8 +220,14 @@ def _gltf_document(buffer_uri: str | None) -> tuple[dict, bytes]:
         ],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1, "mode": 4}]}],
         "accessors": [
-            {"bufferView": 0, "componentType": 5126, "count": 8, "type": "VEC3",
-             "min": [0, 0, 0], "max": [1, 1, 1]},
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": 8,
+                "type": "VEC3",
+                "min": [0, 0, 0],
+                "max": [1, 1, 1],
+            },
             {"bufferView": 1, "componentType": 5123, "count": 36, "type": "SCALAR"},
         ],  # fmt: skip
         "bufferViews": [

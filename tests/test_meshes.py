@@ -1,0 +1,457 @@
+"""voxgan.meshes: every format and quirk loads right, broken files fail with a reason, nothing outside the
+input folder is read, and the grid transform normalises as specified."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+sys.path.insert(0, str(Path(__file__).parent))
+import meshfiles  # noqa: E402
+
+from voxgan.meshes import (  # noqa: E402
+    MESH_EXTENSIONS,
+    VOXEL_EXTENSIONS,
+    MeshError,
+    apply_transform,
+    grid_transform,
+    load_binvox,
+    load_mesh,
+    up_to_z,
+)
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def triangle_set(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Triangles as rows of 9 coordinates, corners rotated to start at the smallest one (orientation
+    kept), rows sorted: equal for the same triangles in any order and any vertex numbering."""
+    corners = np.round(vertices[faces], 5)  # (F, 3, 3)
+    keys = [tuple(map(tuple, tri)) for tri in corners]
+    rows = []
+    for tri in keys:
+        start = min(range(3), key=lambda i: tri[i])
+        rows.append(sum((tri[(start + k) % 3] for k in range(3)), ()))
+    return np.array(sorted(rows))
+
+
+class OpenWatch:
+    """Linux inotify on a folder: records every open or read of anything in it (or of the folder)."""
+
+    IN_ACCESS, IN_OPEN = 0x1, 0x20
+
+    def __init__(self, folder: Path):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK)
+        assert self.fd >= 0
+        watch = self.libc.inotify_add_watch(self.fd, str(folder).encode(), self.IN_ACCESS | self.IN_OPEN)
+        assert watch >= 0
+
+    def events(self) -> bytes:
+        try:
+            return os.read(self.fd, 65536)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def outside(tmp_path: Path):
+    """(root, outside folder holding a valid secret buffer, watch on the outside folder)."""
+    root = tmp_path / "input"
+    secret_folder = tmp_path / "outside"
+    root.mkdir()
+    meshfiles.write_secret_buffer(secret_folder / "secret.bin")
+    (secret_folder / "secret.png").write_text(meshfiles.SECRET_TEXT)
+    (secret_folder / "secret.mtl").write_text(meshfiles.SECRET_TEXT)
+    watch = OpenWatch(secret_folder)
+    yield root, secret_folder, watch
+    watch.close()
+
+
+# --- every format and quirk -----------------------------------------------------------------------
+
+
+def test_extension_sets():
+    assert {".obj", ".off", ".stl", ".ply", ".glb", ".gltf"} == MESH_EXTENSIONS
+    assert {".binvox"} == VOXEL_EXTENSIONS
+
+
+@pytest.mark.parametrize("writer", sorted(meshfiles.GOOD_FILES))
+def test_good_fixture_loads_with_counts_and_bounds(tmp_path: Path, writer: str):
+    path = getattr(meshfiles, writer)(tmp_path / meshfiles.GOOD_FILES[writer])
+    vertices, faces = load_mesh(path, tmp_path)
+    expected = meshfiles.EXPECTED[writer]
+    assert vertices.dtype == np.float64 and vertices.shape == (expected.vertices, 3)
+    assert faces.dtype == np.int64 and faces.shape == (expected.faces, 3)
+    np.testing.assert_allclose([vertices.min(axis=0), vertices.max(axis=0)], expected.bounds, atol=1e-6)
+    assert faces.min() == 0 and faces.max() == len(vertices) - 1
+    assert (faces[:, 0] != faces[:, 1]).all() and (faces[:, 1] != faces[:, 2]).all()
+
+
+def test_multipart_obj_keeps_every_part_with_its_faces(tmp_path: Path):
+    path = meshfiles.write_obj_multipart(tmp_path / "two.obj")
+    vertices, faces = load_mesh(path, tmp_path)
+    centroids = vertices[faces].mean(axis=1)
+    assert (centroids[:, 0] <= 1.0).sum() == 12  # first box, 6 quads
+    assert (centroids[:, 0] >= 2.0).sum() == 12  # second box, negative indices
+    # the negative indices point at the second box's own vertices, not the first box's
+    assert (vertices[faces[centroids[:, 0] >= 2.0]][..., 0] >= 2.0).all()
+
+
+def test_glb_node_transforms_are_applied_per_instance(tmp_path: Path):
+    path = meshfiles.write_glb_scene(tmp_path / "scene.glb")
+    vertices, faces = load_mesh(path, tmp_path)
+    boxes = [vertices[faces[i : i + 12]].reshape(-1, 3) for i in range(0, 36, 12)]
+    boxes_bounds = sorted((tuple(b.min(axis=0)), tuple(b.max(axis=0))) for b in boxes)
+    assert boxes_bounds == sorted(
+        [
+            ((10.0, 0.0, 0.0), (11.0, 1.0, 1.0)),  # translation
+            ((0.0, 10.0, 0.0), (2.0, 12.0, 2.0)),  # parent scale 2 of child translation
+            ((-1.0, 0.0, -3.0), (0.0, 1.0, -2.0)),  # column-major matrix: quarter turn, then down
+        ]
+    )
+
+
+def test_off_polygons_are_fan_triangulated_onto_the_same_surface(tmp_path: Path):
+    quads = load_mesh(meshfiles.write_off_modelnet_header(tmp_path / "q.off"), tmp_path)
+    triangles = meshfiles.box_vertices(), meshfiles.box_triangles()
+    area = [trimesh.Trimesh(*mesh, process=False).area for mesh in (quads, triangles)]
+    volume = [trimesh.Trimesh(*mesh, process=False).volume for mesh in (quads, triangles)]
+    assert area == pytest.approx([6.0, 6.0]) and volume == pytest.approx([1.0, 1.0])
+
+
+def test_binary_stl_whose_header_starts_with_solid_is_read_as_binary(tmp_path: Path):
+    path = meshfiles.write_stl_binary(tmp_path / "solid.stl", solid_prefix=True)
+    assert path.read_bytes().startswith(b"solid")
+    vertices, faces = load_mesh(path, tmp_path)
+    assert faces.shape == (12, 3)
+
+
+def test_nan_vertex_drops_only_the_faces_using_it(tmp_path: Path):
+    vertices, faces = load_mesh(meshfiles.write_obj_some_nan(tmp_path / "n.obj"), tmp_path)
+    assert np.isfinite(vertices).all() and faces.shape == (12, 3)
+
+
+def test_uppercase_extension_loads(tmp_path: Path):
+    path = meshfiles.write_off_modelnet_header(tmp_path / "BOX.OFF")
+    assert load_mesh(path, tmp_path)[1].shape == (12, 3)
+
+
+# --- the vectorised parsers agree with trimesh -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def realistic_files(tmp_path_factory) -> tuple[Path, trimesh.Trimesh]:
+    folder = tmp_path_factory.mktemp("realistic")
+    mesh = trimesh.creation.icosphere(subdivisions=3)
+    mesh.vertices += np.random.default_rng(0).normal(0, 0.01, mesh.vertices.shape)
+    mesh.export(folder / "sphere.obj")
+    mesh.export(folder / "sphere.off")
+    mesh.export(folder / "sphere.stl")
+    mesh.export(folder / "sphere_ascii.stl", file_type="stl_ascii")
+    mesh.export(folder / "sphere.ply")
+    mesh.export(folder / "sphere_ascii.ply", encoding="ascii")
+    mesh.export(folder / "sphere.glb")
+    return folder, mesh
+
+
+@pytest.mark.parametrize(
+    "name", ["sphere.obj", "sphere.off", "sphere.stl", "sphere_ascii.stl", "sphere.ply", "sphere_ascii.ply",
+             "sphere.glb"]
+)  # fmt: skip
+def test_loader_matches_trimesh_on_files_trimesh_wrote(realistic_files, name: str):
+    folder, _ = realistic_files
+    ours = load_mesh(folder / name, folder)
+    theirs = trimesh.load_mesh(folder / name, process=False)
+    assert len(ours[1]) == len(theirs.faces) == 1280
+    np.testing.assert_allclose(triangle_set(*ours), triangle_set(theirs.vertices, theirs.faces), atol=2e-5)
+
+
+def test_obj_with_quads_and_negative_indices_matches_trimesh(tmp_path: Path):
+    path = meshfiles.write_obj_multipart(tmp_path / "two.obj")
+    ours = load_mesh(path, tmp_path)
+    theirs = trimesh.load_mesh(path, process=False, skip_materials=True)
+    assert trimesh.Trimesh(*ours, process=False).volume == pytest.approx(theirs.volume) == pytest.approx(2.0)
+    assert trimesh.Trimesh(*ours, process=False).area == pytest.approx(theirs.area)
+
+
+# --- broken files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writer", sorted(meshfiles.BROKEN))
+def test_broken_file_raises_mesh_error_with_reason(tmp_path: Path, writer: str):
+    name, reason = meshfiles.BROKEN[writer]
+    path = getattr(meshfiles, writer)(tmp_path / name)
+    with pytest.raises(MeshError) as caught:
+        load_mesh(path, tmp_path)
+    message = str(caught.value)
+    assert reason in message and "\n" not in message
+
+
+@pytest.mark.parametrize("extension", sorted(MESH_EXTENSIONS))
+def test_garbage_and_empty_files_of_every_extension_raise_mesh_error(tmp_path: Path, extension: str):
+    for seed in range(3):
+        with pytest.raises(MeshError):
+            load_mesh(meshfiles.write_garbage(tmp_path / f"g{seed}{extension}", seed=seed), tmp_path)
+    with pytest.raises(MeshError, match="empty file"):
+        load_mesh(meshfiles.write_empty(tmp_path / f"e{extension}"), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "writer", ["write_off_huge_header", "write_stl_huge_header", "write_ply_huge_header"]
+)
+def test_header_claiming_a_billion_faces_fails_without_allocating(tmp_path: Path, writer: str):
+    name, _ = meshfiles.BROKEN[writer]
+    path = getattr(meshfiles, writer)(tmp_path / name)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MeshError, match="1,000,000,000"):
+            load_mesh(path, tmp_path)
+        with pytest.raises(MeshError, match=r"too many faces \(1,000,000,000 > --max-faces 500,000\)"):
+            load_mesh(path, tmp_path, max_faces=500_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20
+
+
+@pytest.mark.parametrize(
+    "writer", ["write_obj_multipart", "write_off_modelnet_header", "write_stl_binary", "write_stl_ascii",
+               "write_ply", "write_glb_scene", "write_gltf_external_buffer"]
+)  # fmt: skip
+def test_max_faces_refuses_larger_meshes_and_accepts_equal(tmp_path: Path, writer: str):
+    path = getattr(meshfiles, writer)(tmp_path / meshfiles.GOOD_FILES[writer])
+    faces = meshfiles.EXPECTED[writer].faces
+    with pytest.raises(MeshError, match=rf"too many faces \(\d+ > --max-faces {faces - 1}\)"):
+        load_mesh(path, tmp_path, max_faces=faces - 1)
+    assert len(load_mesh(path, tmp_path, max_faces=faces)[1]) == faces
+
+
+def test_unknown_extension_and_missing_file(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("v 0 0 0\n")
+    with pytest.raises(MeshError, match="not a mesh file extension"):
+        load_mesh(tmp_path / "notes.txt", tmp_path)
+    with pytest.raises(MeshError, match="cannot read file"):
+        load_mesh(tmp_path / "missing.obj", tmp_path)
+
+
+# --- nothing outside the input folder is read ------------------------------------------------------
+
+
+def test_open_watch_sees_a_read_of_the_secret(outside):
+    _, secret_folder, watch = outside
+    (secret_folder / "secret.bin").read_bytes()
+    assert watch.events()  # the watch works: the tests below would see a read
+
+
+def test_gltf_buffer_outside_root_is_never_read(outside):
+    root, secret_folder, watch = outside
+    path = meshfiles.write_gltf_pointing_at(root / "model.gltf", "../outside/secret.bin")
+    with pytest.raises(MeshError, match="outside the input folder"):
+        load_mesh(path, root)
+    assert watch.events() == b""
+    # with a root holding the secret, the same file loads the secret's geometry: the guard stopped it
+    vertices, _ = load_mesh(path, secret_folder.parent)
+    assert vertices.max() == 12.0
+
+
+@pytest.mark.parametrize("escape", ["../outside/secret.bin", "%2E%2E/outside/secret.bin", "ABSOLUTE"])
+def test_glb_buffer_escaping_root_is_refused(outside, escape: str):
+    root, secret_folder, watch = outside
+    uri = str(secret_folder / "secret.bin") if escape == "ABSOLUTE" else escape
+    path = meshfiles.write_glb_pointing_at(root / "model.glb", uri)
+    with pytest.raises(MeshError, match="refusing"):
+        load_mesh(path, root)
+    assert watch.events() == b""
+
+
+def test_gltf_buffer_at_http_is_never_fetched(tmp_path: Path):
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    try:
+        for uri in (
+            f"http://127.0.0.1:{port}/secret.bin",
+            f"https://127.0.0.1:{port}/s.bin",
+            "file:///etc/passwd",
+        ):
+            path = meshfiles.write_gltf_pointing_at(tmp_path / "remote.gltf", uri)
+            with pytest.raises(MeshError, match="refusing to fetch a URL"):
+                load_mesh(path, tmp_path)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody connected
+    finally:
+        server.close()
+
+
+def test_gltf_buffer_in_a_sibling_folder_inside_root_loads(tmp_path: Path):
+    meshfiles.write_secret_buffer(tmp_path / "shared" / "box.bin")
+    path = meshfiles.write_gltf_pointing_at(tmp_path / "models" / "a.gltf", "../shared/box.bin")
+    assert load_mesh(path, tmp_path)[1].shape == (36, 3)
+
+
+def test_obj_material_and_gltf_image_and_ply_texture_outside_are_never_read(outside):
+    root, _, watch = outside
+    obj = (root / "m.obj").write_text(
+        "mtllib ../outside/secret.mtl\nusemtl x\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+    )
+    assert obj and load_mesh(root / "m.obj", root)[1].shape == (1, 3)
+    document, blob = meshfiles._gltf_document(None)
+    document["images"] = [{"uri": "../outside/secret.png"}]
+    (root / "img.glb").write_bytes(meshfiles._glb(document, blob))
+    assert load_mesh(root / "img.glb", root)[1].shape == (36, 3)
+    ply = meshfiles.write_ply(root / "t.ply").read_bytes().replace(b"../../outside/", b"../outside/")
+    (root / "t.ply").write_bytes(ply)
+    assert load_mesh(root / "t.ply", root)[1].shape == (12, 3)
+    assert watch.events() == b""
+
+
+def test_symlink_to_a_mesh_outside_root_is_refused(outside):
+    root, secret_folder, watch = outside
+    target = meshfiles.write_off_modelnet_header(secret_folder / "box.off")
+    watch.events()
+    (root / "link.off").symlink_to(target)
+    with pytest.raises(MeshError, match="outside the input folder"):
+        load_mesh(root / "link.off", root)
+    assert watch.events() == b""
+
+
+# --- binvox ---------------------------------------------------------------------------------------
+
+
+def test_binvox_axis_order_from_hand_written_bytes(tmp_path: Path):
+    # 2x2x2 grid; stored order is y fastest, then z, then x: the second stored voxel is x=0, z=0, y=1
+    head = b"#binvox 1\ndim 2 2 2\ntranslate 0 0 0\nscale 1\ndata\n"
+    (tmp_path / "one.binvox").write_bytes(head + bytes([0, 1, 1, 1, 0, 6]))
+    occupancy, _ = load_binvox(tmp_path / "one.binvox", tmp_path)
+    assert occupancy.shape == (2, 2, 2) and occupancy.dtype == bool
+    assert np.argwhere(occupancy).tolist() == [[0, 1, 0]]
+    # the third stored voxel is x=0, z=1, y=0
+    (tmp_path / "two.binvox").write_bytes(head + bytes([0, 2, 1, 1, 0, 5]))
+    assert np.argwhere(load_binvox(tmp_path / "two.binvox", tmp_path)[0]).tolist() == [[0, 0, 1]]
+
+
+def test_binvox_asymmetric_grid_round_trips_and_matches_trimesh(tmp_path: Path):
+    expected = meshfiles.asymmetric_occupancy(6)
+    path = meshfiles.write_binvox(tmp_path / "l.binvox", expected, translate=(0.5, -1.0, 2.0), scale=3.0)
+    occupancy, voxel_to_mesh = load_binvox(path, tmp_path)
+    np.testing.assert_array_equal(occupancy, expected)
+    assert occupancy.flags.c_contiguous
+    # trimesh's binvox reader finds the same voxels (it maps them to space with scale / (D - 1); binvox's
+    # own definition, followed here, is model = translate + scale * (ijk + 0.5) / D at a voxel centre)
+    np.testing.assert_array_equal(trimesh.load(path).matrix, expected)
+    centres = apply_transform(np.array([[0.5, 0.5, 0.5], [5.5, 0.5, 0.5]]), voxel_to_mesh)
+    np.testing.assert_allclose(centres, [[0.75, -0.75, 2.25], [3.25, -0.75, 2.25]])
+    np.testing.assert_allclose(apply_transform(np.zeros((1, 3)), voxel_to_mesh), [[0.5, -1.0, 2.0]])
+    np.testing.assert_allclose(apply_transform(np.full((1, 3), 6.0), voxel_to_mesh), [[3.5, 2.0, 5.0]])
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"#binvox 1\ndim 2 2 2\ndata\n" + bytes([1, 7]), "runs cover 7 voxels"),
+        (b"#binvox 1\ndim 2 2 3\ndata\n" + bytes([1, 12]), "not cubic"),
+        (b"#binvox 1\ndim 100000 100000 100000\ndata\n" + bytes([1, 8]), "not cubic with a side"),
+        (b"#binvox 1\ntranslate 0 0 0\ndata\n", "dim"),
+        (b"not binvox", "no '#binvox' header"),
+    ],
+)
+def test_broken_binvox_raises_mesh_error(tmp_path: Path, data: bytes, reason: str):
+    (tmp_path / "b.binvox").write_bytes(data)
+    with pytest.raises(MeshError, match=reason):
+        load_binvox(tmp_path / "b.binvox", tmp_path)
+
+
+# --- normalisation --------------------------------------------------------------------------------
+
+
+def grid_bounds(vertices, matrix):
+    mapped = apply_transform(vertices, matrix)
+    return mapped.min(axis=0), mapped.max(axis=0)
+
+
+def off_planes(values: np.ndarray) -> bool:
+    return bool((np.abs(values - np.round(values)) > 1e-6).all())
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+@pytest.mark.parametrize("padding", [0.5, 1.0, 2.0, 0.0])
+def test_grid_transform_centres_scales_and_keeps_extremes_off_planes(resolution: int, padding: float):
+    rng = np.random.default_rng(resolution)
+    vertices = rng.normal(size=(50, 3)) * [3.0, 1.0, 0.5] + [10.0, -4.0, 2.0]
+    matrix = grid_transform(vertices, resolution, padding=padding)
+    low, high = grid_bounds(vertices, matrix)
+    assert (high - low).max() == pytest.approx(resolution - 2 * max(padding, 1 / 64))
+    np.testing.assert_allclose((low + high) / 2, resolution / 2, atol=1 / 32 + 1e-9)
+    assert (low > 0).all() and (high < resolution).all()
+    assert off_planes(low) and off_planes(high)
+    linear = matrix[:3, :3]
+    np.testing.assert_allclose(linear, np.eye(3) * linear[0, 0])  # uniform, no rotation for z up
+
+
+def test_grid_transform_shifts_a_box_whose_faces_would_lie_on_grid_planes():
+    cube = meshfiles.box_vertices((-1, -1, -1), (1, 1, 1))
+    matrix = grid_transform(cube, 16, padding=1.0)  # unshifted the faces would lie on planes 1 and 15
+    low, high = grid_bounds(cube, matrix)
+    np.testing.assert_allclose(high - low, 14.0)
+    assert off_planes(low) and off_planes(high)
+    np.testing.assert_allclose(low, 1 + 1 / 64)
+
+
+def test_grid_transform_zero_extent_raises():
+    with pytest.raises(MeshError, match="zero extent"):
+        grid_transform(np.ones((4, 3)), 16)
+
+
+@pytest.mark.parametrize("up", ["x", "y", "z", "-x", "-y", "-z"])
+def test_up_to_z_is_a_proper_rotation_taking_up_to_plus_z(up: str):
+    rotation = up_to_z(up)
+    assert rotation.shape == (4, 4)
+    np.testing.assert_allclose(rotation[:3, :3] @ rotation[:3, :3].T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(rotation[:3, :3]) == pytest.approx(1.0)
+    axis = np.zeros(3)
+    axis["xyz".index(up[-1])] = -1.0 if up.startswith("-") else 1.0
+    np.testing.assert_allclose(rotation[:3, :3] @ axis, [0, 0, 1], atol=1e-12)
+
+
+def test_up_to_z_for_y_up_data_like_shapenet():
+    rotation = up_to_z("y")[:3, :3]
+    np.testing.assert_allclose(rotation @ [0, 1, 0], [0, 0, 1], atol=1e-12)  # y -> z
+    np.testing.assert_allclose(rotation @ [0, 0, 1], [0, -1, 0], atol=1e-12)  # z -> -y
+    np.testing.assert_allclose(rotation @ [1, 0, 0], [1, 0, 0], atol=1e-12)  # x stays
+    with pytest.raises(MeshError, match="unknown up axis"):
+        up_to_z("w")
+
+
+def test_grid_transform_turns_a_y_up_chair_upright():
+    # a "chair": tall back along +y (up in the file) at the -z side, seat facing +z
+    seat = meshfiles.box_vertices((0, 0.4, 0), (1, 0.5, 1))
+    back = meshfiles.box_vertices((0, 0.5, 0), (1, 2.0, 0.1))
+    vertices = np.concatenate([seat, back])
+    matrix = grid_transform(vertices, 32, up_axis="y")
+    mapped = apply_transform(vertices, matrix)
+    seat_grid, back_grid = mapped[:8], mapped[8:]
+    assert back_grid[:, 2].max() > seat_grid[:, 2].max()  # the back rises above the seat along +z
+    assert back_grid[:, 1].min() > seat_grid[:, 1].min()  # file -z (the back) becomes +y
+    assert (mapped[:, 2].max() - mapped[:, 2].min()) == pytest.approx(31.0)  # the tall axis is z now
+
+
+def test_apply_transform_shapes_and_values():
+    matrix = np.eye(4)
+    matrix[:3, 3] = [1, 2, 3]
+    out = apply_transform(np.zeros((5, 3)), matrix)
+    assert out.shape == (5, 3) and out.dtype == np.float64
+    np.testing.assert_allclose(out, np.tile([1, 2, 3], (5, 1)))
