@@ -227,9 +227,10 @@ def plan_run(config: VoxelizeConfig) -> Plan:
 
 
 def found_counts(plan: Plan) -> dict[str, int]:
-    """Counts to compare with a recipe's ``[expected]``: files per split, in total, and classes."""
+    """Counts to compare with a recipe's ``[expected]``: files per split and in total (of the classes
+    taken, one per ShapeNet model), and the number of classes."""
     counts = Counter(entry.split for entry in plan.entries)
-    counts["total"] = len(plan.mesh_paths)
+    counts["total"] = len(plan.entries)
     counts["classes"] = len({e.class_name for e in plan.entries if e.class_name is not None})
     return dict(counts)
 
