@@ -723,6 +723,7 @@ def generate_shapes(
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise VoxganError(f"{out_dir} already exists and is not empty; pass --overwrite to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
@@ -732,6 +733,27 @@ def generate_shapes(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {name: {"train": train_per_class, "test": test_per_class} for name in CLASSES}
+
+
+def remove_stale_staging(out_dir: Path) -> None:
+    """Delete hidden staging folders of ``out_dir`` left by runs that were killed (their process is gone)."""
+    for folder in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        pid = folder.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine; elsewhere than POSIX, assume it does)."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def replace_folder(new: Path, target: Path) -> None:
