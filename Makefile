@@ -6,6 +6,7 @@ RECIPE ?= shapes
 MESHES ?= data/meshes/shapes
 SHARDS ?= shards
 RES ?= 16
+SHAPES_ARGS ?=
 WORKERS ?=
 DEMO_STEPS ?= 300
 BIN := $(VENV)/bin
@@ -36,7 +37,7 @@ lint: $(STAMP) ## ruff check
 
 voxelize: $(STAMP) ## mesh dataset to shards: make voxelize [RECIPE=modelnet40 MESHES=/path SHARDS=shards RES=16]
 	@if [ "$(RECIPE)" = "shapes" ] && [ ! -d "$(MESHES)" ]; then \
-		$(BIN)/voxgan shapes "$(MESHES)"; fi
+		$(BIN)/voxgan shapes "$(MESHES)" $(SHAPES_ARGS); fi
 	$(BIN)/voxgan voxelize "$(MESHES)" "$(SHARDS)" --recipe $(RECIPE) --resolution $(RES) $(if $(WORKERS),--workers $(WORKERS))
 
 demo: voxelize ## shapes shards, a short CPU training run, OBJ + PNG export, evaluation
