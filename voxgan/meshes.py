@@ -122,10 +122,11 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     finite = np.isfinite(vertices).all(axis=1)
     if not finite.any():
         raise MeshError("no finite vertices")
-    in_range = ((faces >= 0) & (faces < len(vertices))).all(axis=1)
-    keep = in_range.copy()
-    keep[in_range] = finite[faces[in_range]].all(axis=1)
-    keep &= (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        keep &= ((faces >= 0) & (faces < len(vertices))).all(axis=1)
+    if not finite.all():
+        keep &= finite[np.where(keep[:, None], faces, 0)].all(axis=1)
     if not keep.all():
         faces = faces[keep]
     if len(faces) == 0:
@@ -187,7 +188,7 @@ def _tokens_per_line(text: bytes, line_count: int) -> np.ndarray:
     space = buffer <= 32
     starts = ~space
     starts[1:] &= space[:-1]
-    line_of_byte = np.cumsum(buffer == 10)
+    line_of_byte = np.cumsum(buffer == 10, dtype=np.int32)
     return np.bincount(line_of_byte[starts], minlength=line_count)[:line_count]
 
 
@@ -251,9 +252,7 @@ def _fan_triangulate(indices: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 # --- OBJ ------------------------------------------------------------------------------------------
 
-_OBJ_VERTEX = (b"v ", b"v\t")
-_OBJ_FACE = (b"f ", b"f\t")
-_OBJ_CORNER_TAIL = re.compile(rb"/[^\s]*")
+_SPACE, _TAB, _NEWLINE, _SLASH = 32, 9, 10, 47
 
 
 def parse_obj(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -261,41 +260,84 @@ def parse_obj(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray,
 
     Materials (``mtllib``, ``usemtl``), texture coordinates and normals are ignored, so no other file
     is ever opened. Face corners may be ``i``, ``i/t``, ``i//n`` or ``i/t/n``; negative indices count
-    back from the last vertex defined; polygons are fan-triangulated.
+    back from the last vertex defined; polygons are fan-triangulated. Lines are selected and parsed
+    with numpy over the whole byte buffer, without a Python loop over lines.
 
     Returns
     -------
     vertices : (V, 3) float64
     faces : (F, 3) int64, zero-based, not yet cleaned
     """
-    if b"\\\n" in data or b"\\\r\n" in data:
+    if b"\\\n" in data or b"\\\r\n" in data:  # line continuations
         data = data.replace(b"\\\r\n", b" ").replace(b"\\\n", b" ")
-    lines = data.split(b"\n")
     if b"\n " in data or b"\n\t" in data or data[:1] in (b" ", b"\t"):
-        lines = [line.lstrip() for line in lines]
-    vertex_lines = [line[2:] for line in lines if line[:2] in _OBJ_VERTEX]
-    face_lines = [line[2:] for line in lines if line[:2] in _OBJ_FACE]
-    if not vertex_lines:
+        data = b"\n".join(line.lstrip() for line in data.split(b"\n"))
+    buffer = np.frombuffer(data + b"\n", dtype=np.uint8)
+    ends = np.flatnonzero(buffer == _NEWLINE)
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    first = buffer[starts]
+    second = buffer[np.minimum(starts + 1, len(buffer) - 1)]
+    keyword_alone = (second == _SPACE) | (second == _TAB)
+    is_vertex = (first == ord("v")) & keyword_alone
+    is_face = (first == ord("f")) & keyword_alone
+    vertex_count, face_count = int(is_vertex.sum()), int(is_face.sum())
+    if vertex_count == 0:
         raise MeshError("no vertices")
-    if not face_lines:
+    if face_count == 0:
         raise MeshError("no faces")
-    _check_face_limit(len(face_lines), max_faces)
-    vertices = _obj_rows(b"\n".join(vertex_lines), len(vertex_lines))
-    text = b"\n".join(face_lines)
-    if b"/" in text:
-        text = _OBJ_CORNER_TAIL.sub(b"", text)
+    _check_face_limit(face_count, max_faces)
+    vertex_text = _gather_lines(buffer, starts[is_vertex] + 2, ends[is_vertex] + 1)
+    vertices = _obj_rows(vertex_text, vertex_count)
+    face_bytes = np.frombuffer(_gather_lines(buffer, starts[is_face] + 2, ends[is_face] + 1), dtype=np.uint8)
+    face_bytes, counts = _drop_corner_tails(face_bytes, face_count)
+    text = face_bytes.tobytes()
     corners = _numbers(text, np.int64)
-    counts = _tokens_per_line(text, len(face_lines))
     if corners is None or len(corners) != counts.sum():
         raise MeshError(
             f"cannot parse OBJ: face {_first_non_numeric_line(text) + 1}: index is not an integer"
         )
-    if (corners < 0).any():
-        corners = _obj_resolve_negative(lines, corners, counts)
+    if (corners < 0).any():  # relative to the vertices defined before the face's line
+        defined_before = np.cumsum(is_vertex)[is_face]
+        corners = np.where(corners < 0, np.repeat(defined_before, counts) + corners + 1, corners)
     corners = np.where(corners > 0, corners - 1, -1)  # 0 is no valid OBJ index: dropped when cleaning
     faces = _fan_triangulate(corners, counts)
     _check_face_limit(len(faces), max_faces)
     return vertices, faces
+
+
+def _gather_lines(buffer: np.ndarray, begins: np.ndarray, ends: np.ndarray) -> bytes:
+    """The bytes ``buffer[begins[i]:ends[i]]`` of every i, concatenated (ranges sorted, disjoint)."""
+    marks = np.zeros(len(buffer) + 1, dtype=np.int8)
+    marks[begins] += 1
+    marks[ends] -= 1
+    inside = np.cumsum(marks[:-1], dtype=np.int8) > 0
+    return buffer[inside].tobytes()
+
+
+def _drop_corner_tails(text: np.ndarray, line_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blank the ``/t/n`` tail of every face corner and count the corners of every line.
+
+    Parameters
+    ----------
+    text : (N,) uint8, newline-separated face lines without their ``f``
+
+    Returns
+    -------
+    text : (N,) uint8 with only the vertex indices left
+    corners : (line_count,) int64 corners per line
+    """
+    space = text <= _SPACE
+    token_start = ~space
+    token_start[1:] &= space[:-1]
+    line_of_byte = np.cumsum(text == _NEWLINE, dtype=np.int32)
+    corners = np.bincount(line_of_byte[token_start], minlength=line_count)[:line_count]
+    slash = text == _SLASH
+    if slash.any():
+        slashes_so_far = np.cumsum(slash, dtype=np.int32)
+        at_last_space = np.maximum.accumulate(np.where(space, slashes_so_far, 0))
+        text = np.where((slashes_so_far > at_last_space) & ~space, np.uint8(_SPACE), text)
+    return text, corners
 
 
 def _obj_rows(text: bytes, line_count: int) -> np.ndarray:
@@ -303,15 +345,6 @@ def _obj_rows(text: bytes, line_count: int) -> np.ndarray:
         return _rows(text, line_count, 3, "coordinates", "OBJ", 1)
     except MeshError as error:  # line numbers count vertices here, not file lines
         raise MeshError(str(error).replace(": line ", ": vertex ")) from None
-
-
-def _obj_resolve_negative(lines: list[bytes], corners: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Turn negative (relative) OBJ indices into absolute 1-based ones."""
-    vertex_positions = [n for n, line in enumerate(lines) if line[:2] in _OBJ_VERTEX]
-    face_positions = [n for n, line in enumerate(lines) if line[:2] in _OBJ_FACE]
-    defined_before = np.searchsorted(vertex_positions, face_positions)
-    per_corner = np.repeat(defined_before, counts)
-    return np.where(corners < 0, per_corner + corners + 1, corners)
 
 
 # --- OFF ------------------------------------------------------------------------------------------
@@ -878,7 +911,13 @@ def apply_transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float64)
     assert points.ndim == 2 and points.shape[1] == 3, points.shape
     assert matrix.shape == (4, 4), matrix.shape
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
+    if (matrix == np.eye(4)).all():
+        return points.copy()
+    # broadcast products, not matmul: no BLAS threads fighting the worker processes
+    linear, shift = matrix[:3, :3], matrix[:3, 3]
+    return (
+        points[:, 0:1] * linear[:, 0] + points[:, 1:2] * linear[:, 1] + points[:, 2:3] * linear[:, 2] + shift
+    )
 
 
 def grid_transform(
