@@ -143,6 +143,33 @@ def test_nan_vertex_drops_only_the_faces_using_it(tmp_path: Path):
     assert np.isfinite(vertices).all() and faces.shape == (12, 3)
 
 
+def test_obj_quirks_inline_comments_continuations_indented_lines_and_vertex_colours(tmp_path: Path):
+    text = (
+        "# header\n  v 0 0 0 # indented, commented\nv 1 0 0 1 0 0\nv 0 1 \\\n 0\n\tv 0 0 1\n"
+        "f 1 2 3 # a triangle\nf 1 3 4\nf 1 \\\n 4 2\nl 1 2\nvt 0 0\nvn 0 0 1\n"
+    )
+    (tmp_path / "quirks.obj").write_text(text)
+    vertices, faces = load_mesh(tmp_path / "quirks.obj", tmp_path)
+    np.testing.assert_allclose(vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    assert faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 3, 1]]
+
+
+def test_obj_vertex_line_missing_a_coordinate_names_the_vertex(tmp_path: Path):
+    (tmp_path / "short.obj").write_text("v 0 0 0\nv 1 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(MeshError, match="cannot parse OBJ: vertex 2: expected 3 coordinates, found 2"):
+        load_mesh(tmp_path / "short.obj", tmp_path)
+
+
+@pytest.mark.parametrize("writer, line", [("write_off_modelnet_header", 11), ("write_ply_ascii", 21)])
+def test_polygon_line_short_of_its_count_raises_with_its_line(tmp_path: Path, writer: str, line: int):
+    path = getattr(meshfiles, writer)(tmp_path / meshfiles.GOOD_FILES[writer])
+    lines = path.read_text().splitlines()
+    lines[line - 1] = "4 4 5"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MeshError, match=f"line {line}: face lists fewer indices than its count"):
+        load_mesh(path, tmp_path)
+
+
 def test_uppercase_extension_loads(tmp_path: Path):
     path = meshfiles.write_off_modelnet_header(tmp_path / "BOX.OFF")
     assert load_mesh(path, tmp_path)[1].shape == (12, 3)

@@ -287,9 +287,10 @@ def parse_obj(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray,
     if face_count == 0:
         raise MeshError("no faces")
     _check_face_limit(face_count, max_faces)
-    vertex_text = _gather_lines(buffer, starts[is_vertex] + 2, ends[is_vertex] + 1)
+    vertex_text = _without_comments(_gather_lines(buffer, starts[is_vertex] + 2, ends[is_vertex] + 1))
     vertices = _obj_rows(vertex_text, vertex_count)
-    face_bytes = np.frombuffer(_gather_lines(buffer, starts[is_face] + 2, ends[is_face] + 1), dtype=np.uint8)
+    face_text = _without_comments(_gather_lines(buffer, starts[is_face] + 2, ends[is_face] + 1))
+    face_bytes = np.frombuffer(face_text, dtype=np.uint8)
     face_bytes, counts = _drop_corner_tails(face_bytes, face_count)
     text = face_bytes.tobytes()
     corners = _numbers(text, np.int64)
@@ -313,6 +314,11 @@ def _gather_lines(buffer: np.ndarray, begins: np.ndarray, ends: np.ndarray) -> b
     marks[ends] -= 1
     inside = np.cumsum(marks[:-1], dtype=np.int8) > 0
     return buffer[inside].tobytes()
+
+
+def _without_comments(text: bytes) -> bytes:
+    """``text`` with every ``# ...`` comment up to the end of its line removed."""
+    return _COMMENT.sub(b"", text) if b"#" in text else text
 
 
 def _drop_corner_tails(text: np.ndarray, line_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -397,7 +403,7 @@ def parse_off(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray,
 
 
 def _off_tokens(body: bytes, vertex_count: int, face_count: int):
-    """Fast path: a plain OFF with no face colours, read as one stream of numbers; None if it is not."""
+    """Fast path: a plain all-triangle OFF read as one stream of numbers; None if it is not that."""
     values = _numbers(body)
     if values is None or len(values) < 3 * vertex_count + 4 * face_count:
         return None
@@ -409,21 +415,7 @@ def _off_tokens(body: bytes, vertex_count: int, face_count: int):
         if not (indices == faces).all():
             return None
         return vertices, indices
-    counts = np.empty(face_count, dtype=np.int64)
-    position = 0
-    for face in range(face_count):  # polygons of mixed sizes: walk the stream
-        if position >= len(stream):
-            return None
-        counts[face] = stream[position]
-        position += int(stream[position]) + 1
-    if position != len(stream) or (counts < 1).any():
-        return None
-    starts = np.cumsum(counts + 1) - counts
-    corners = stream[_ragged_positions(starts, counts)]
-    indices = corners.astype(np.int64)
-    if not (indices == corners).all():
-        return None
-    return vertices, _fan_triangulate(indices, counts)
+    return None  # polygons or face colours: the line-by-line path knows where each face ends
 
 
 def _ragged_positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -448,24 +440,37 @@ def _off_lines(body: bytes, vertex_count: int, face_count: int, first_line: int)
     except MeshError as error:
         raise MeshError(_off_line_number(str(error), numbered, first_line)) from None
     face_text = b"\n".join(face_lines)
-    values = _numbers(face_text)
-    tokens = _tokens_per_line(face_text, face_count)
+    try:
+        indices, counts = _counted_polygons(face_text, face_count, "OFF")
+    except MeshError as error:
+        raise MeshError(_off_line_number(str(error), numbered[vertex_count:], first_line)) from None
+    return vertices, _fan_triangulate(indices, counts)
+
+
+def _counted_polygons(text: bytes, face_count: int, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons written one a line as ``k i1 .. ik [anything]`` (OFF, ASCII PLY).
+
+    Returns
+    -------
+    indices : (sum(counts),) int64
+    counts : (face_count,) int64
+    """
+    values = _numbers(text)
+    tokens = _tokens_per_line(text, face_count)
     if values is None or len(values) != tokens.sum():
-        bad = _first_non_numeric_line(face_text)
-        raise MeshError(
-            f"cannot parse OFF: line {first_line + numbered[vertex_count + bad][0]}: not a number"
-        )
+        raise MeshError(f"cannot parse {fmt}: line {_first_non_numeric_line(text)}: not a number")
     starts = np.cumsum(tokens) - tokens
+    if (tokens == 0).any():
+        raise MeshError(f"cannot parse {fmt}: line {np.flatnonzero(tokens == 0)[0]}: empty face")
     counts = values[starts].astype(np.int64)
     short = np.flatnonzero((counts < 1) | (counts + 1 > tokens))
     if len(short):
-        line = first_line + numbered[vertex_count + short[0]][0]
-        raise MeshError(f"cannot parse OFF: line {line}: face lists fewer indices than its count")
+        raise MeshError(f"cannot parse {fmt}: line {short[0]}: face lists fewer indices than its count")
     corners = values[_ragged_positions(starts + 1, counts)]
     indices = corners.astype(np.int64)
     if not (indices == corners).all():
-        raise MeshError("cannot parse OFF: a face index is not an integer")
-    return vertices, _fan_triangulate(indices, counts)
+        raise MeshError(f"cannot parse {fmt}: a face index is not an integer")
+    return indices, counts
 
 
 def _off_line_number(message: str, numbered: list, first_line: int) -> str:
@@ -536,8 +541,10 @@ _PLY_SIZES = {
 
 
 def parse_ply(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Parse PLY (ASCII or binary) with trimesh, after checking the header's counts here.
+    """Parse PLY after checking the header's counts against ``max_faces`` and the file size.
 
+    ASCII files with the usual layout (``vertex`` then ``face``, scalar vertex properties, the face's
+    index list first) are parsed here with numpy; the rest (binary, unusual layouts) by trimesh.
     Texture files named in the header are never read.
 
     Returns
@@ -545,11 +552,12 @@ def parse_ply(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray,
     vertices : (V, 3) float64
     faces : (F, 3) int64, not yet cleaned
     """
-    elements, ascii_format, body_size = _ply_header(data)
-    face_count = next((count for name, count, _ in elements if name == "face"), 0)
-    vertex_count = next((count for name, count, _ in elements if name == "vertex"), 0)
+    elements, ascii_format, body_start = _ply_header(data)
+    counts = {name: count for name, count, _ in elements}
+    face_count, vertex_count = counts.get("face", 0), counts.get("vertex", 0)
     _check_face_limit(face_count, max_faces)
-    least = sum(count * (2 * len(props) - 1 if ascii_format else sum(props)) for _, count, props in elements)
+    body_size = len(data) - body_start
+    least = sum(count * _ply_least_size(props, ascii_format) for _, count, props in elements)
     if least > body_size:
         raise MeshError(
             f"cannot parse PLY: header claims {vertex_count:,} vertices and {face_count:,} faces "
@@ -559,6 +567,8 @@ def parse_ply(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray,
         raise MeshError("no vertices")
     if face_count == 0:
         raise MeshError("no faces")
+    if ascii_format and _ply_usual_layout(elements):
+        return _ply_ascii(data[body_start:], elements, data[:body_start].count(b"\n") + 1)
     from trimesh.exchange.ply import load_ply
 
     try:
@@ -572,15 +582,15 @@ def parse_ply(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray,
     return vertices, _polygons_to_triangles(faces)
 
 
-def _ply_header(data: bytes) -> tuple[list[tuple[str, int, list[int]]], bool, int]:
-    """Elements ``(name, count, least bytes (binary) or tokens (ASCII) per property)``, ascii, body size."""
+def _ply_header(data: bytes) -> tuple[list[tuple[str, int, list[tuple[str, int, bool]]]], bool, int]:
+    """Elements ``(name, count, [(property, bytes, is_list)])``, whether ASCII, and where the body starts."""
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
         raise MeshError("cannot parse PLY: no 'ply ... end_header' header")
-    body_start = data.find(b"\n", end)
-    body_size = len(data) - body_start - 1 if body_start >= 0 else 0
+    newline = data.find(b"\n", end)
+    body_start = newline + 1 if newline >= 0 else len(data)
     ascii_format = False
-    elements: list[tuple[str, int, list[int]]] = []
+    elements: list[tuple[str, int, list[tuple[str, int, bool]]]] = []
     for line in data[:end].decode("latin-1").splitlines():
         words = line.split()
         if not words:
@@ -591,14 +601,56 @@ def _ply_header(data: bytes) -> tuple[list[tuple[str, int, list[int]]], bool, in
             if len(words) != 3 or not words[2].isdigit():
                 raise MeshError(f"cannot parse PLY: bad header line: {line.strip()[:60]}")
             elements.append((words[1], int(words[2]), []))
-        elif words[0] == "property" and elements:
-            if words[1] == "list" and len(words) >= 3:
-                elements[-1][2].append(_PLY_SIZES.get(words[2], 1))  # a list has at least its count
-            else:
-                elements[-1][2].append(_PLY_SIZES.get(words[1], 1))
+        elif words[0] == "property" and elements and len(words) >= 3:
+            is_list = words[1] == "list"
+            kind = words[2] if is_list else words[1]
+            elements[-1][2].append((words[-1], _PLY_SIZES.get(kind, 1), is_list))
+    return elements, ascii_format, body_start
+
+
+def _ply_least_size(props: list[tuple[str, int, bool]], ascii_format: bool) -> int:
+    """The fewest bytes one element can take: its count byte(s) for a list, each token and a separator."""
     if ascii_format:
-        elements = [(name, count, [1] * len(props)) for name, count, props in elements]
-    return elements, ascii_format, body_size
+        return max(2 * len(props) - 1, 1)
+    return max(sum(size for _, size, _ in props), 1)
+
+
+def _ply_usual_layout(elements) -> bool:
+    if len(elements) < 2 or elements[0][0] != "vertex" or elements[1][0] != "face":
+        return False
+    vertex_props, face_props = elements[0][2], elements[1][2]
+    names = [name for name, _, _ in vertex_props]
+    scalar = not any(is_list for _, _, is_list in vertex_props)
+    return scalar and {"x", "y", "z"} <= set(names) and bool(face_props) and face_props[0][2]
+
+
+def _ply_ascii(body: bytes, elements, first_line: int) -> tuple[np.ndarray, np.ndarray]:
+    """ASCII PLY body, one element a line: vertex lines then face lines (``k i1 .. ik [more]``).
+
+    ``first_line`` is the file's line number of the body's first line, for error messages.
+    """
+    (_, vertex_count, vertex_props), (_, face_count, _) = elements[0], elements[1]
+    buffer = np.frombuffer(body, dtype=np.uint8)
+    ends = np.flatnonzero(buffer == _NEWLINE)
+    if len(ends) < vertex_count + face_count - 1:
+        raise MeshError(
+            f"cannot parse PLY: header claims {vertex_count:,} vertices and {face_count:,} faces "
+            f"but {len(ends) + 1:,} lines follow (truncated?)"
+        )
+    ends = np.append(ends, len(buffer))
+    vertex_end = ends[vertex_count - 1] + 1
+    rows = _rows(body[:vertex_end], vertex_count, len(vertex_props), "properties", "PLY", first_line)
+    columns = [name for name, _, _ in vertex_props]
+    vertices = rows[:, [columns.index(axis) for axis in "xyz"]]
+    face_text = body[vertex_end : ends[vertex_count + face_count - 1]]
+    try:
+        indices, counts = _counted_polygons(face_text, face_count, "PLY")
+    except MeshError as error:
+        message = re.sub(
+            r": line (\d+):", lambda m: f": line {first_line + vertex_count + int(m[1])}:", str(error)
+        )
+        raise MeshError(message) from None
+    return vertices, _fan_triangulate(indices, counts)
 
 
 def _polygons_to_triangles(faces) -> np.ndarray:
