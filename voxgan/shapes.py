@@ -89,28 +89,26 @@ def revolve(profile, segments: int = ROUND_SEGMENTS, closed: bool = False) -> Me
     profile = np.asarray(profile, dtype=np.float64)
     assert profile.ndim == 2 and profile.shape[1] == 2, profile.shape
     theta = 2 * np.pi * np.arange(segments) / segments
-    vertices, rings = [], []
-    for r, z in profile:
-        start = sum(len(v) for v in vertices)
-        if r <= 1e-12:
-            vertices.append(np.array([[0.0, 0.0, z]]))
-            rings.append(np.full(segments, start))
-        else:
-            vertices.append(np.stack([r * np.cos(theta), r * np.sin(theta), np.full(segments, z)], axis=1))
-            rings.append(start + np.arange(segments))
-    pairs = list(zip(range(len(rings) - 1), range(1, len(rings)), strict=True))
-    if closed:
-        pairs.append((len(rings) - 1, 0))
+    on_axis = profile[:, 0] <= 1e-12
+    sizes = np.where(on_axis, 1, segments)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    around = np.arange(segments)
+    rings = np.where(on_axis[:, None], starts[:, None], starts[:, None] + around)  # (K, S) vertex indices
+    vertices = [
+        np.array([[0.0, 0.0, z]])
+        if pole
+        else np.stack([r * np.cos(theta), r * np.sin(theta), np.full(segments, z)], 1)
+        for (r, z), pole in zip(profile, on_axis, strict=True)
+    ]
+    following = np.roll(around, -1)
+    lower = np.arange(len(profile)) if closed else np.arange(len(profile) - 1)
     faces = []
-    for i, j in pairs:
-        a, d = rings[i], rings[j]
-        b, c = np.roll(a, -1), np.roll(d, -1)
-        pole_i, pole_j = a[0] == a[1], d[0] == d[1]
-        if pole_i and pole_j:
-            continue
-        if not pole_i:
+    for i in lower:
+        j = (i + 1) % len(profile)
+        a, b, c, d = rings[i], rings[i, following], rings[j, following], rings[j]
+        if not on_axis[i]:
             faces.append(np.stack([a, b, c], axis=1))
-        if not pole_j:
+        if not on_axis[j]:
             faces.append(np.stack([a, c, d], axis=1))
     vertices = np.concatenate(vertices)
     faces = np.concatenate(faces).astype(np.int64)
