@@ -191,6 +191,111 @@ def shapes(
 
 # --- train: voxgan.train ---------------------------------------------------------------------------
 
+
+@app.command()
+def train(
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="RUN_DIR", help="With --resume: the run folder to continue [newest in --out]."
+        ),
+    ] = None,
+    data: Annotated[
+        str, typer.Option(help="A shard folder, synthetic:shapes or synthetic:noise.")
+    ] = "synthetic:shapes",
+    out: Annotated[
+        Path, typer.Option(help="Folder that receives the run folders NNNNN-<description>/.")
+    ] = Path("runs"),
+    epochs: Annotated[
+        int, typer.Option(help="Passes over the data (1,000 volumes for a synthetic source).")
+    ] = 50,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many steps instead (1 step = 1 G + n_critic D updates)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Volumes per batch, per process.")] = 32,
+    resolution: Annotated[int, typer.Option(help="Grid size: 16, 32 or 64 (must match shards).")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of weights, data order, latents: same seed, same run.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda.")] = "auto",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    conditional: Annotated[
+        bool, typer.Option("--conditional", help="Class-conditional: generate a chosen class (needs labels).")
+    ] = False,
+    log_every: Annotated[int, typer.Option(help="Steps between stats.jsonl lines.")] = 10,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (and at the end).")] = 100,
+    eval_every: Annotated[int, typer.Option(help="Steps between evaluations (0: never).")] = 0,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue RUN_DIR (or the newest run in --out) from its latest.pt."),
+    ] = False,
+    lr: Annotated[float, typer.Option(help="Adam learning rate of both networks.")] = 1e-4,
+    generator_width: Annotated[int, typer.Option(help="Generator channels at full resolution.")] = 32,
+    critic_width: Annotated[int, typer.Option(help="Critic channels at full resolution.")] = 32,
+    penalty_every: Annotated[
+        int, typer.Option(help="Gradient penalty on every k-th critic update, weighted 10k (lazy).")
+    ] = 4,
+    epoch_size: Annotated[int, typer.Option(help="Volumes per epoch of a synthetic source.")] = 1000,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generator (CUDA).")] = False,
+) -> None:
+    """Train the self-attention WGAN-GP on shards or a synthetic source; writes runs/NNNNN-*/.
+
+    Runs under torchrun too (DistributedDataParallel; only rank 0 writes).
+
+    Example: voxgan train --data shards --epochs 50   |   voxgan train --resume   |
+    torchrun --nproc_per_node=2 -m voxgan train --steps 1000
+    """
+    from voxgan.train import TrainConfig, find_latest_run
+    from voxgan.train import train as run_training
+
+    for hint, value, low in (
+        ("--epochs", epochs, 1),
+        ("--steps", steps if steps is not None else 1, 1),
+        ("--batch-size", batch_size, 1),
+        ("--workers", workers, 0),
+        ("--log-every", log_every, 1),
+        ("--checkpoint-every", checkpoint_every, 1),
+        ("--eval-every", eval_every, 0),
+        ("--generator-width", generator_width, 1),
+        ("--critic-width", critic_width, 1),
+        ("--penalty-every", penalty_every, 1),
+        ("--epoch-size", epoch_size, 1),
+    ):
+        if value < low:
+            raise typer.BadParameter(f"must be {low} or more, got {value}", param_hint=hint)
+    if resolution not in (16, 32, 64):
+        raise typer.BadParameter(f"must be 16, 32 or 64, got {resolution}", param_hint="--resolution")
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(f"must be auto, cpu or cuda, got {device!r}", param_hint="--device")
+    if not lr > 0:
+        raise typer.BadParameter(f"must be positive, got {lr}", param_hint="--lr")
+    if run_dir is not None and not resume:
+        raise typer.BadParameter(f"unexpected argument {run_dir}; to continue a run use --resume {run_dir}")
+    resume_from = (run_dir or find_latest_run(out)) if resume else None
+    config = TrainConfig(
+        data=data,
+        out=str(out),
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        resolution=resolution,
+        seed=seed,
+        device=device,
+        workers=workers,
+        conditional=conditional,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+        eval_every=eval_every,
+        lr=lr,
+        generator_width=generator_width,
+        critic_width=critic_width,
+        penalty_every=penalty_every,
+        epoch_size=epoch_size,
+        compile=compile,
+    )
+    run = run_training(config, resume=resume_from)
+    typer.echo(f"run: {run}")
+
+
 # --- export, evaluate: voxgan.export, voxgan.metrics -----------------------------------------------
 
 

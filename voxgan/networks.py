@@ -1,0 +1,217 @@
+"""The networks: SAGAN-style self-attention, the generator and the critic, for 16³, 32³ and 64³.
+
+Both networks are built from one block per resolution step, used as many times as the resolution needs
+(4³ → 8³ → 16³ → ...), with :class:`SelfAttention3d` after the steps whose output resolution is listed in
+``attention``. Shapes are written ``(B, C, D, H, W)``; volumes are indexed ``[x, y, z]`` like the shards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+BASE_RESOLUTION = 4  # both networks start (generator) or end (critic) at a 4³ feature map
+RESOLUTIONS = (16, 32, 64)
+
+
+def channels_at(resolution: int, out_resolution: int, width: int, max_multiplier: int = 8) -> int:
+    """Feature channels at ``resolution`` of a network whose full resolution is ``out_resolution``.
+
+    ``width`` channels at full resolution, doubling at every halving, capped at ``width * max_multiplier``.
+    """
+    return width * min(out_resolution // resolution, max_multiplier)
+
+
+def resolution_steps(out_resolution: int) -> list[int]:
+    """The resolutions after each up-sampling step: 16 -> [8, 16], 32 -> [8, 16, 32], 64 -> [8, ..., 64]."""
+    if out_resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {out_resolution}")
+    steps = int(math.log2(out_resolution // BASE_RESOLUTION))
+    return [BASE_RESOLUTION * 2 ** (i + 1) for i in range(steps)]
+
+
+class SelfAttention3d(nn.Module):
+    """Self-attention over all voxels of a feature map, as in SAGAN (Zhang et al. 2019).
+
+    1×1×1 query, key and value projections, a softmax over all D·H·W positions, the result scaled by a
+    learnable ``gamma`` (initialised to 0, so the block starts as the identity) and added to the input.
+    Written as explicit matmul + softmax, so that it has the second derivative the gradient penalty needs
+    (fused attention kernels have none).
+
+    Parameters
+    ----------
+    channels : feature channels C of the input.
+    key_channels : channels of the query and key projections (SAGAN uses C/8); at least 1.
+    """
+
+    def __init__(self, channels: int, key_channels: int | None = None):
+        super().__init__()
+        key_channels = max(1, key_channels if key_channels is not None else channels // 8)
+        self.query = nn.Conv3d(channels, key_channels, 1)
+        self.key = nn.Conv3d(channels, key_channels, 1)
+        self.value = nn.Conv3d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(()))
+        self.scale = key_channels**-0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x : (B, C, D, H, W) -> (B, C, D, H, W)."""
+        b, c, d, h, w = x.shape
+        query = self.query(x).flatten(2).transpose(1, 2)  # (B, N, Ck)
+        key = self.key(x).flatten(2)  # (B, Ck, N)
+        value = self.value(x).flatten(2)  # (B, C, N)
+        weights = torch.softmax(torch.bmm(query, key) * self.scale, dim=-1)  # (B, N, N), rows sum to 1
+        attended = torch.bmm(value, weights.transpose(1, 2))  # (B, C, N)
+        return x + self.gamma * attended.view(b, c, d, h, w)
+
+
+class UpBlock(nn.Module):
+    """One generator resolution step: (B, Cin, r, r, r) -> (B, Cout, 2r, 2r, 2r), then optional attention."""
+
+    def __init__(self, in_channels: int, out_channels: int, attention: bool, key_divisor: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose3d(in_channels, out_channels, 4, stride=2, padding=1, bias=False)
+        self.norm = nn.GroupNorm(min(8, out_channels), out_channels)
+        self.attention = SelfAttention3d(out_channels, out_channels // key_divisor) if attention else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.norm(self.conv(x)))
+        return self.attention(x) if self.attention is not None else x
+
+
+class DownBlock(nn.Module):
+    """One critic resolution step: (B, Cin, r, r, r) -> (B, Cout, r/2, r/2, r/2), optionally with attention.
+
+    No batch normalisation: the gradient penalty is per sample, and a batch statistic would couple samples.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, attention: bool, key_divisor: int):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 4, stride=2, padding=1)
+        self.attention = SelfAttention3d(out_channels, out_channels // key_divisor) if attention else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.conv(x), 0.2)
+        return self.attention(x) if self.attention is not None else x
+
+
+class Generator(nn.Module):
+    """Noise (and a class) to an occupancy volume in [0, 1].
+
+    ``G(z, labels)``: z (B, latent_dim) float, labels (B,) int64 or None -> (B, 1, R, R, R).
+    A linear layer makes a 4³ feature map, then one :class:`UpBlock` per doubling up to R, then a 3×3×3
+    convolution to one channel and a sigmoid. When ``num_classes > 0`` a learned class embedding is
+    concatenated to z.
+
+    Parameters
+    ----------
+    resolution : R, one of 16, 32, 64.
+    latent_dim : length of z (100 in the original design).
+    width : channels at the full resolution; doubling at every halving, capped at 8×.
+    attention : output resolutions of the steps followed by self-attention, e.g. (8,).
+    num_classes : 0 for an unconditional generator.
+    key_divisor : query/key channels = C // key_divisor.
+    """
+
+    def __init__(
+        self,
+        resolution: int = 16,
+        latent_dim: int = 100,
+        width: int = 32,
+        attention: tuple[int, ...] = (8,),
+        num_classes: int = 0,
+        key_divisor: int = 8,
+    ):
+        super().__init__()
+        self.resolution, self.latent_dim, self.num_classes = resolution, latent_dim, num_classes
+        steps = resolution_steps(resolution)
+        self.embedding = nn.Embedding(num_classes, latent_dim) if num_classes > 0 else None
+        in_features = latent_dim * (2 if num_classes > 0 else 1)
+        self.base_channels = channels_at(BASE_RESOLUTION, resolution, width)
+        self.project = nn.Linear(in_features, self.base_channels * BASE_RESOLUTION**3)
+        self.project_norm = nn.GroupNorm(min(8, self.base_channels), self.base_channels)
+        blocks, channels = [], self.base_channels
+        for step_resolution in steps:
+            out_channels = channels_at(step_resolution, resolution, width)
+            blocks.append(UpBlock(channels, out_channels, step_resolution in attention, key_divisor))
+            channels = out_channels
+        self.blocks = nn.ModuleList(blocks)
+        self.to_volume = nn.Conv3d(channels, 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z : (B, latent_dim), labels : (B,) int64 or None -> (B, 1, R, R, R) occupancy in [0, 1]."""
+        assert z.ndim == 2 and z.shape[1] == self.latent_dim, (
+            f"z must be (B, {self.latent_dim}), got {z.shape}"
+        )
+        if self.embedding is not None:
+            assert labels is not None and labels.shape == z.shape[:1], (
+                "a conditional generator needs labels (B,)"
+            )
+            z = torch.cat([z, self.embedding(labels)], dim=1)
+        r = BASE_RESOLUTION
+        x = self.project(z).view(len(z), self.base_channels, r, r, r)  # (B, C, 4, 4, 4)
+        x = F.relu(self.project_norm(x))
+        for block in self.blocks:
+            x = block(x)
+        volume = torch.sigmoid(self.to_volume(x))  # (B, 1, R, R, R)
+        assert volume.shape[2:] == (self.resolution,) * 3
+        return volume
+
+
+class Critic(nn.Module):
+    """An occupancy volume (and a class) to one unbounded score per sample (WGAN critic).
+
+    ``D(volumes, labels)``: volumes (B, 1, R, R, R) float, labels (B,) int64 or None -> (B,).
+    A 3×3×3 convolution, one :class:`DownBlock` per halving down to 4³, then a linear score. When
+    ``num_classes > 0`` the score gets a projection term, ⟨embed(label), features⟩ (Miyato & Koyama 2018).
+
+    Parameters
+    ----------
+    resolution : R, one of 16, 32, 64.
+    width : channels at the full resolution; doubling at every halving, capped at 8×.
+    attention : output resolutions of the steps followed by self-attention, e.g. (8,) or (4,).
+    num_classes : 0 for an unconditional critic.
+    key_divisor : query/key channels = C // key_divisor.
+    """
+
+    def __init__(
+        self,
+        resolution: int = 16,
+        width: int = 32,
+        attention: tuple[int, ...] = (4,),
+        num_classes: int = 0,
+        key_divisor: int = 8,
+    ):
+        super().__init__()
+        self.resolution, self.num_classes = resolution, num_classes
+        self.from_volume = nn.Conv3d(1, width, 3, padding=1)
+        blocks, channels = [], width
+        for step_resolution in reversed(resolution_steps(resolution)):
+            out_resolution = step_resolution // 2
+            out_channels = channels_at(out_resolution, resolution, width)
+            blocks.append(DownBlock(channels, out_channels, out_resolution in attention, key_divisor))
+            channels = out_channels
+        self.blocks = nn.ModuleList(blocks)
+        features = channels * BASE_RESOLUTION**3
+        self.score = nn.Linear(features, 1)
+        self.embedding = nn.Embedding(num_classes, features) if num_classes > 0 else None
+
+    def forward(self, volumes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """volumes : (B, 1, R, R, R), labels : (B,) int64 or None -> (B,) scores."""
+        assert volumes.shape[1:] == (1,) + (self.resolution,) * 3, (
+            f"volumes must be (B, 1, R, R, R): {volumes.shape}"
+        )
+        x = F.leaky_relu(self.from_volume(volumes), 0.2)
+        for block in self.blocks:
+            x = block(x)
+        assert x.shape[2:] == (BASE_RESOLUTION,) * 3
+        features = x.flatten(1)  # (B, C·4³)
+        score = self.score(features).squeeze(1)
+        if self.embedding is not None:
+            assert labels is not None and labels.shape == score.shape, (
+                "a conditional critic needs labels (B,)"
+            )
+            score = score + (self.embedding(labels) * features).sum(dim=1)
+        return score
