@@ -1,0 +1,139 @@
+"""End-to-end ``voxgan voxelize`` rate against merely loading the same mesh files.
+
+Run: ``.venv/bin/python benchmarks/bench_pipeline.py`` (about a minute on 2 cores; ``--count 60``: less).
+
+Writes a ModelNet-layout folder of ``--count`` meshes (OFF with ModelNet's fused header, OBJ, binary
+STL and binary PLY in turn; spheres, tori, capsules and boxes of 1k to 50k triangles, log-uniform)
+into a temporary folder, then prints one table, every row over the same files:
+
+- ``trimesh.load``: each file loaded with ``trimesh.load`` in one process, one after the other;
+- ``voxgan.meshes.load_mesh``: the same with voxgan's loader;
+- ``voxgan voxelize --workers N``: the command in a fresh process (start-up, discovery, loading,
+  normalisation, voxelization, shard and manifest writing all included), N = 1 and 2.
+
+The target of issue 2: the end-to-end rate at least 0.75x the ``trimesh.load``-only rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = (".off", ".obj", ".stl", ".ply")
+CLASSES = ("ball", "ring", "pill", "crate")
+
+
+def make_mesh(kind: str, faces_wanted: int, rng: np.random.Generator):
+    """A trimesh mesh of about ``faces_wanted`` triangles of the given kind."""
+    import trimesh
+
+    if kind == "ball":
+        subdivisions = int(np.clip(round(np.log(faces_wanted / 20) / np.log(4)), 2, 5))
+        mesh = trimesh.creation.icosphere(subdivisions=subdivisions)
+    elif kind == "ring":
+        sections = int(np.clip(np.sqrt(faces_wanted / 2), 8, 200))
+        mesh = trimesh.creation.torus(
+            1.0, 0.3 + 0.2 * rng.random(), major_sections=sections, minor_sections=sections
+        )
+    elif kind == "pill":
+        count = int(np.clip(np.sqrt(faces_wanted / 2), 8, 200))
+        mesh = trimesh.creation.capsule(height=1 + rng.random(), radius=0.4, count=[count, count])
+    else:
+        mesh = trimesh.creation.box(extents=1 + rng.random(3))
+        while len(mesh.faces) * 4 <= faces_wanted:
+            mesh = mesh.subdivide()
+    mesh.apply_transform(trimesh.transformations.random_rotation_matrix(rng.random(3)))
+    return mesh
+
+
+def write_dataset(root: Path, count: int, seed: int = 0) -> tuple[list[Path], int]:
+    """``count`` mesh files in ModelNet layout under ``root``; returns (paths, total triangles)."""
+    from voxgan.meshes import MeshError  # noqa: F401  (fails early when voxgan is not installed)
+
+    rng = np.random.default_rng(seed)
+    paths, total = [], 0
+    for i in range(count):
+        kind = CLASSES[i % len(CLASSES)]
+        split = "test" if i % 5 == 4 else "train"
+        mesh = make_mesh(kind, int(np.exp(rng.uniform(np.log(1000), np.log(50000)))), rng)
+        path = root / kind / split / f"{kind}_{i:04d}{FORMATS[(i // len(CLASSES)) % len(FORMATS)]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".off":  # ModelNet's quirk: counts on the OFF line
+            body = "".join(f"{x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in mesh.vertices)
+            body += "".join(f"3 {a} {b} {c}\n" for a, b, c in mesh.faces)
+            path.write_text(f"OFF{len(mesh.vertices)} {len(mesh.faces)} 0\n{body}")
+        else:
+            mesh.export(path)
+        paths.append(path)
+        total += len(mesh.faces)
+    return paths, total
+
+
+def time_trimesh_load(paths: list[Path]) -> float:
+    import trimesh
+
+    started = time.perf_counter()
+    for path in paths:
+        trimesh.load(path)
+    return time.perf_counter() - started
+
+
+def time_load_mesh(paths: list[Path], root: Path) -> float:
+    from voxgan.meshes import load_mesh
+
+    started = time.perf_counter()
+    for path in paths:
+        load_mesh(path, root)
+    return time.perf_counter() - started
+
+
+def time_voxelize(root: Path, out: Path, workers: int, resolution: int) -> tuple[float, dict]:
+    """Wall-clock seconds of ``voxgan voxelize`` in a fresh process, and its manifest."""
+    command = [sys.executable, "-m", "voxgan", "voxelize", str(root), str(out), "--workers", str(workers)]
+    command += ["--resolution", str(resolution), "--overwrite", "--quiet"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    return seconds, json.loads((out / "manifest.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200, help="mesh files to write [200]")
+    parser.add_argument("--resolution", type=int, default=16, help="grid size [16]")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="voxgan-bench-") as tmp:
+        root = Path(tmp) / "meshes"
+        paths, triangles = write_dataset(root, args.count)
+        megabytes = sum(p.stat().st_size for p in paths) / 2**20
+        print(
+            f"{len(paths)} meshes ({triangles / len(paths):,.0f} triangles on average, {megabytes:.0f} MiB; "
+            f"OFF/OBJ/STL/PLY), {args.resolution}³ solid, {os.cpu_count()} cores"
+        )
+        time_trimesh_load(paths[:8])  # warm the imports and the page cache
+        rows = [("trimesh.load (1 process)", time_trimesh_load(paths), None)]
+        rows.append(("voxgan.meshes.load_mesh (1 process)", time_load_mesh(paths, root), None))
+        for workers in (1, 2):
+            seconds, manifest = time_voxelize(root, Path(tmp) / f"shards{workers}", workers, args.resolution)
+            samples = sum(info["count"] for info in manifest["splits"].values())
+            assert samples == len(paths), (samples, manifest["errors"][:3])
+            rows.append((f"voxgan voxelize --workers {workers} (end to end)", seconds, manifest["seconds"]))
+    baseline = len(paths) / rows[0][1]
+    print(f"{'what':48} {'seconds':>8} {'meshes/s':>9} {'x trimesh.load':>15}")
+    for name, seconds, inside in rows:
+        rate = len(paths) / seconds
+        note = f"   (run_voxelize itself: {inside:.2f} s)" if inside is not None else ""
+        print(f"{name:48} {seconds:8.2f} {rate:9.1f} {rate / baseline:15.2f}{note}")
+    print("target: voxgan voxelize end to end >= 0.75 x trimesh.load")
+
+
+if __name__ == "__main__":
+    main()
