@@ -327,6 +327,10 @@ def test_augmentation_keeps_up_up(tmp_path):
     footprints = {tuple(np.argwhere(v[:, :, 10]).min(0)) for v in voxels}
     assert len(footprints) == 8  # the post is seen in all 8 turns and flips about z
     assert {int(v.sum()) for v in voxels} == {int(grid.sum())}
+    in_workers = torch.cat(
+        [v for v, _ in data.make_loader(folder, batch_size=64, augment=True, num_workers=2)]
+    )
+    assert torch.equal(in_workers[:64, 0], torch.from_numpy(voxels[:64]))  # the same turns, decoded in main
 
 
 @pytest.mark.parametrize("source", ["synthetic:noise", "synthetic:shapes"])

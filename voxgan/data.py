@@ -324,6 +324,7 @@ class ShardDataset(_PositionMixin, IterableDataset):
                 check_shard_file(self.folder / entry["file"], entry["sha256"])
         self._files: dict[int, object] = {}  # open HDF5 files of this process, by shard
         self._labels: dict[int, np.ndarray] = {}  # each shard's labels (N,) int64, read once per process
+        self._datasets: dict[tuple[int, str], object] = {}  # open h5py datasets, by (shard, name)
         self._files_pid = os.getpid()
         all_names = manifest_class_names(manifest)
         if all_names is None:
@@ -422,7 +423,7 @@ class ShardDataset(_PositionMixin, IterableDataset):
         import h5py
 
         if self._files_pid != os.getpid():  # inherited from a parent: never use its handles
-            self._files, self._labels, self._files_pid = {}, {}, os.getpid()
+            self._files, self._datasets, self._labels, self._files_pid = {}, {}, {}, os.getpid()
         if i not in self._files:
             entry = self.entries[i]
             path = self.folder / entry["file"]
@@ -468,7 +469,10 @@ class ShardDataset(_PositionMixin, IterableDataset):
 
     def _read(self, i: int, name: str, rows: slice) -> np.ndarray:
         try:
-            return self._file(i)[name][rows]
+            dataset = self._datasets.get((i, name)) if self._files_pid == os.getpid() else None
+            if dataset is None:
+                dataset = self._datasets[(i, name)] = self._file(i)[name]
+            return dataset[rows]
         except (OSError, RuntimeError, ValueError) as error:
             path = self.folder / self.entries[i]["file"]
             raise VoxganError(f"{path}: cannot read {name} ({error}); re-run voxgan voxelize") from None
@@ -477,11 +481,11 @@ class ShardDataset(_PositionMixin, IterableDataset):
         if self._files_pid == os.getpid():
             for handle in self._files.values():
                 handle.close()
-        self._files = {}
+        self._files, self._datasets = {}, {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_files"], state["_labels"] = {}, {}
+        state["_files"], state["_datasets"], state["_labels"] = {}, {}, {}
         return state
 
     def read_window(self, pieces: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
