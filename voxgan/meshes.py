@@ -5,7 +5,7 @@ Loading
 :func:`load_mesh` reads OBJ, OFF, STL (ASCII and binary), PLY and GLB/glTF into ``vertices (V, 3) float64``
 and ``faces (F, 3) int64``: polygons fan-triangulated, every part of a multi-object file kept, a glTF
 scene flattened with its node transforms applied, then cleaned (see :func:`clean_mesh`).
-:func:`load_binvox` reads a binvox voxel file. OBJ, OFF, STL and ASCII PLY headers are parsed here with
+:func:`load_binvox` reads a binvox voxel file. OBJ, OFF, STL and ASCII PLY are parsed here with
 vectorised numpy (trimesh's parsers are slower for these); binary PLY and glTF go through trimesh.
 
 Never trust a file: a path outside ``root`` is never read (symlinks are resolved first); OBJ materials
@@ -326,7 +326,7 @@ def _drop_corner_tails(text: np.ndarray, line_count: int) -> tuple[np.ndarray, n
 
     Parameters
     ----------
-    text : (N,) uint8, newline-separated face lines without their ``f``
+    text : (N,) uint8, ``line_count`` face lines without their ``f``, each ending with a newline
 
     Returns
     -------
@@ -336,13 +336,17 @@ def _drop_corner_tails(text: np.ndarray, line_count: int) -> tuple[np.ndarray, n
     space = text <= _SPACE
     token_start = ~space
     token_start[1:] &= space[:-1]
-    line_of_byte = np.cumsum(text == _NEWLINE, dtype=np.int32)
-    corners = np.bincount(line_of_byte[token_start], minlength=line_count)[:line_count]
+    tokens_so_far = np.cumsum(token_start, dtype=np.int32)
+    line_ends = np.flatnonzero(text == _NEWLINE)
+    assert len(line_ends) == line_count, (len(line_ends), line_count)
+    corners = np.diff(tokens_so_far[line_ends], prepend=0).astype(np.int64)
     slash = text == _SLASH
     if slash.any():
         slashes_so_far = np.cumsum(slash, dtype=np.int32)
-        at_last_space = np.maximum.accumulate(np.where(space, slashes_so_far, 0))
-        text = np.where((slashes_so_far > at_last_space) & ~space, np.uint8(_SPACE), text)
+        slashes_at_token_start = slashes_so_far[token_start]
+        token = np.maximum(tokens_so_far - 1, 0)
+        tail = (slashes_so_far > slashes_at_token_start[token]) & ~space
+        text = np.where(tail, np.uint8(_SPACE), text)
     return text, corners
 
 
