@@ -293,7 +293,8 @@ def train(
         compile=compile,
     )
     run = run_training(config, resume=resume_from)
-    typer.echo(f"run: {run}")
+    if run is not None:  # None on the other ranks under torchrun
+        typer.echo(f"run: {run}")
 
 
 # --- export, evaluate: voxgan.export, voxgan.metrics -----------------------------------------------

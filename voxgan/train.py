@@ -393,8 +393,8 @@ def optimiser_update(optimiser: torch.optim.Optimizer, parameters: list, loss: t
 # --- the training loop -------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, resume: Path | None = None) -> Path:
-    """Train a self-attention WGAN-GP; return the run folder.
+def train(config: TrainConfig, resume: Path | None = None) -> Path | None:
+    """Train a self-attention WGAN-GP; return the run folder (None on ranks other than 0).
 
     ``resume``: a run folder or checkpoint file to continue from (the options in :data:`RUNTIME_FIELDS`
     come from ``config``, every other from the checkpoint). Under torchrun (``WORLD_SIZE`` > 1) it trains
@@ -407,6 +407,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(config.device, local_rank)
     distributed = world_size > 1
+    started_here = False
     if distributed:
         import torch.distributed as dist
 
@@ -414,17 +415,17 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            started_here = True
     if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         runs = [r for r in list_runs(Path(config.out)) if (r / "checkpoints" / "latest.pt").is_file()]
         resume = runs[-1] if runs else None
     try:
         return _train(config, resume, device, rank, world_size, make_loader)
     finally:
-        if distributed:
+        if started_here:
             import torch.distributed as dist
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            dist.destroy_process_group()
 
 
 def _train(
@@ -517,8 +518,8 @@ def _train(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if cuda else None
-        generator_train = DDP(generator_train, device_ids=ids, broadcast_buffers=False)
-        objective_train = DDP(objective, device_ids=ids, broadcast_buffers=False)
+        generator_train = DDP(generator_train, device_ids=ids)
+        objective_train = DDP(objective, device_ids=ids)
 
     # Run folder and logs (rank 0 only).
     run_dir = Path(resume) if resume is not None else None
@@ -665,8 +666,11 @@ def _train(
             if history:
                 plot_losses(history, run_dir / "loss.png")
         evaluate = bool(config.eval_every) and step % config.eval_every == 0
-        if is_main and (step % config.checkpoint_every == 0 or last or evaluate):
-            checkpoint_now()
+        if step % config.checkpoint_every == 0 or last or evaluate:
+            if world_size > 1:
+                check_ranks_agree((generator, critic, ema), step)
+            if is_main:
+                checkpoint_now()
         if is_main and evaluate:
             run_evaluation(run_dir)
     bar.close()
@@ -677,7 +681,7 @@ def _train(
             save_samples(epoch + 1)
         if writer is not None:
             writer.close()
-    return run_dir
+    return run_dir if is_main else None
 
 
 def check_config(config: TrainConfig) -> None:
@@ -698,6 +702,17 @@ def check_config(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise VoxganError(message)
+
+
+def check_ranks_agree(modules: tuple[nn.Module, ...], step: int) -> None:
+    """Under DDP: VoxganError unless every rank holds bit-identical weights (compares per-tensor sums)."""
+    import torch.distributed as dist
+
+    fingerprint = torch.stack([p.detach().double().sum() for m in modules for p in m.parameters()])
+    gathered = [torch.empty_like(fingerprint) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, fingerprint)
+    if not all(torch.equal(g, gathered[0]) for g in gathered):
+        raise VoxganError(f"the processes' weights differ at step {step}; gradients were not synchronised")
 
 
 def batch_stream(loader, epoch: int, batch_index: int):
