@@ -190,6 +190,25 @@ def test_mug_is_open_at_the_top_closed_below_with_a_handle_on_plus_x():
         assert xs[-1] - xs[0] > ys[-1] - ys[0]  # ... and the handle widens it along +x
 
 
+def test_classes_differ_in_structure_and_shapes_vary_inside_a_class():
+    grids, labels = [], []
+    for label, cls in enumerate(shapes.CLASSES):
+        for index in range(6):
+            vertices, faces = shapes.build_shape(cls, shapes.shape_rng(5, cls, "train", index))
+            grids.append(occupancy_16(vertices, faces).reshape(-1))
+            labels.append(label)
+    grids, labels = np.array(grids, dtype=np.int32), np.array(labels)
+    both = grids @ grids.T
+    sizes = grids.sum(axis=1)
+    iou = both / (sizes[:, None] + sizes[None, :] - both)
+    np.fill_diagonal(iou, -1.0)
+    nearest = labels[iou.argmax(axis=1)]
+    assert (nearest == labels).mean() >= 0.8  # the nearest other shape is nearly always of the same class
+    same_class = labels[:, None] == labels[None, :]
+    assert iou[same_class & (iou >= 0)].max() < 0.97  # no two shapes of a class are (nearly) the same
+    assert iou[same_class & (iou >= 0)].mean() < 0.8
+
+
 @pytest.mark.parametrize("cls", shapes.CLASSES)
 def test_thin_parts_survive_at_16_every_shape_is_one_piece(cls):
     for index in range(4):

@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -395,7 +396,7 @@ def make_bed(rng: np.random.Generator) -> Mesh:
 
 def make_shelf(rng: np.random.Generator) -> Mesh:
     """A bookcase: two sides, top, bottom, a back at -y (usually), two to five evenly spaced shelves."""
-    width, depth, height = rng.uniform(0.6, 1.2), rng.uniform(0.25, 0.4), rng.uniform(0.9, 2.0)
+    width, depth, height = rng.uniform(0.6, 1.2), rng.uniform(0.3, 0.45), rng.uniform(0.7, 1.6)
     thin = thinnest(max(width, height) * 1.05)
     board = rng.uniform(thin, 1.2 * thin)
     parts = []
@@ -502,7 +503,23 @@ def make_bottle(rng: np.random.Generator) -> Mesh:
         r = neck_r + (body_r - neck_r) * np.cos(t * np.pi / 2)
         profile.append((r, body_h + (shoulder_top - body_h) * np.sin(t * np.pi / 2)))
     profile += [(neck_r, height - lip_h), (lip_r, height - lip_h), (lip_r, height), (0.0, height)]
-    return finish([revolve(profile)], rng)
+    parts = [revolve(profile)]
+    if rng.random() < 0.3:  # a flat-sided flask: a box round the round body
+        side_x, side_y = 2 * body_r * rng.uniform(0.85, 1.0), 2 * body_r * rng.uniform(0.55, 1.0)
+        parts.append(box((side_x, side_y, body_h), (0, 0, body_h / 2)))
+    if style == 2 and rng.random() < 0.6:  # a jug's handle, from the shoulder down the side on +x
+        grip, reach = rng.uniform(thin, 1.3 * thin), body_r * rng.uniform(0.35, 0.6)
+        high, low = (body_h + shoulder_top) / 2, body_h * rng.uniform(0.35, 0.6)
+        inner = neck_r + (body_r - neck_r) * 0.5
+        corners = [
+            (inner, 0, high),
+            (body_r + reach, 0, high),
+            (body_r + reach, 0, low),
+            (body_r - grip, 0, low),
+        ]
+        for start, end in zip(corners[:-1], corners[1:], strict=True):
+            parts.append(rod(start, end, grip))
+    return finish(parts, rng)
 
 
 def make_sofa(rng: np.random.Generator) -> Mesh:
@@ -665,36 +682,51 @@ def file_format(class_name: str, number: int) -> tuple[str, bool]:
 # The dataset.
 
 
-def plan_files(train_per_class: int, test_per_class: int) -> list[tuple[str, str, int, str]]:
-    """Every file of a set as (class, split, index within split, relative path), in writing order."""
-    plan = []
-    for class_name in CLASSES:
-        for split, count, first in (
-            ("train", train_per_class, 1),
-            ("test", test_per_class, train_per_class + 1),
-        ):
-            for index in range(count):
-                number = first + index
-                fmt, _ = file_format(class_name, number)
-                plan.append(
-                    (class_name, split, index, f"{class_name}/{split}/{class_name}_{number:04d}.{fmt}")
-                )
-    return plan
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file of the set: its class, split, index within the split, ModelNet number and format."""
+
+    class_name: str
+    split: str
+    index: int
+    number: int
+
+    @property
+    def format(self) -> tuple[str, bool]:
+        """(extension, fused OFF header)."""
+        return file_format(self.class_name, self.number)
+
+    @property
+    def path(self) -> str:
+        """Relative path, ``<class>/<split>/<class>_<NNNN>.<ext>``."""
+        return f"{self.class_name}/{self.split}/{self.class_name}_{self.number:04d}.{self.format[0]}"
+
+
+def plan_files(train_per_class: int, test_per_class: int) -> list[PlannedFile]:
+    """Every file of a set, in writing order; test numbers continue after the train numbers."""
+    firsts = {"train": (train_per_class, 1), "test": (test_per_class, train_per_class + 1)}
+    return [
+        PlannedFile(class_name, split, index, first + index)
+        for class_name in CLASSES
+        for split, (count, first) in firsts.items()
+        for index in range(count)
+    ]
 
 
 def write_set(folder: Path, seed: int, train_per_class: int, test_per_class: int, progress: bool) -> None:
     """Write every mesh of the set under ``folder`` (which exists and is empty)."""
     from tqdm import tqdm
 
-    plan = plan_files(train_per_class, test_per_class)
     for class_name in CLASSES:
         for split in SPLITS:
             (folder / class_name / split).mkdir(parents=True)
-    for class_name, split, index, relative in tqdm(plan, desc="shapes", unit="mesh", disable=not progress):
-        mesh = build_shape(class_name, shape_rng(seed, class_name, split, index))
-        number = int(relative.rsplit("_", 1)[1].split(".")[0])
-        fmt, fused = file_format(class_name, number)
-        (folder / relative).write_bytes(mesh_bytes(mesh, fmt, fused))
+    plan = plan_files(train_per_class, test_per_class)
+    for planned in tqdm(plan, desc="shapes", unit="mesh", disable=not progress):
+        mesh = build_shape(
+            planned.class_name, shape_rng(seed, planned.class_name, planned.split, planned.index)
+        )
+        fmt, fused = planned.format
+        (folder / planned.path).write_bytes(mesh_bytes(mesh, fmt, fused))
 
 
 def generate_shapes(
