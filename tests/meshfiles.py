@@ -386,6 +386,14 @@ def write_ply_huge_header(path: Path) -> Path:
     return _write(path, data.replace(b"element face 6", b"element face 1000000000", 1))
 
 
+def write_glb_huge_accessor(path: Path) -> Path:
+    """A GLB whose index accessor claims 10⁹ items and a bufferless accessor claims 10⁹ more."""
+    document, blob = _gltf_document(None)
+    document["accessors"][1]["count"] = 10**9
+    document["accessors"].append({"componentType": 5126, "count": 10**9, "type": "VEC3"})
+    return _write(path, _glb(document, blob))
+
+
 def write_off_bad_coordinates(path: Path) -> Path:
     """An OFF whose third line (first vertex) has 2 coordinates."""
     return _write(path, "OFF\n3 1 0\n0 0\n1 0 0\n0 1 0\n3 0 1 2\n")

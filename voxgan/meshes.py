@@ -775,7 +775,9 @@ def _check_gltf_counts(tree: dict, available: int, max_faces: int | None) -> Non
     for accessor in accessors:
         count = accessor.get("count", 0) if isinstance(accessor, dict) else 0
         if not isinstance(count, int) or count < 0 or count > available:
-            raise MeshError(f"cannot parse glTF: an accessor claims {count} items, more than the data holds")
+            raise MeshError(
+                f"cannot parse glTF: an accessor claims {count:,} items, more than the file holds"
+            )
     faces = 0
     referenced = {node.get("mesh") for node in tree.get("nodes", []) or [] if isinstance(node, dict)}
     for index, mesh in enumerate(tree.get("meshes", []) or []):
