@@ -84,3 +84,9 @@ def test_make_voxelize_on_a_fresh_clone_gives_readable_shards(tmp_path):
     assert info.returncode == 0, info.stderr
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True)
     assert status.stdout == ""  # generated data and shards are ignored by git
+
+    meshes_before = {p: p.read_bytes() for p in meshes.rglob("*") if p.is_file()}
+    again = subprocess.run(make.args, cwd=clone, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]  # a second run is harmless
+    assert {p: p.read_bytes() for p in meshes.rglob("*") if p.is_file()} == meshes_before
+    assert json.loads((clone / "shards" / "manifest.json").read_text())["splits"] == manifest["splits"]
