@@ -281,3 +281,13 @@ def test_no_mesh_or_no_sample_exits_1(tmp_path):
     done = run_cli("voxelize", tmp_path / "broken", tmp_path / "out2", "--workers", 1)
     assert done.returncode == 1 and "no sample written" in done.stderr
     assert len(json.loads((tmp_path / "out2" / "manifest.json").read_text())["errors"]) == 16
+
+
+def test_triangle_soups_are_welded_without_changing_a_triangle():
+    vertices, faces = furniture(7)
+    soup = vertices[faces].reshape(-1, 3)
+    welded, welded_faces = pipeline.weld_triangle_soup(soup, np.arange(len(soup)).reshape(-1, 3))
+    assert len(welded) == len(np.unique(vertices, axis=0)) < len(soup)
+    assert np.array_equal(welded[welded_faces], vertices[faces])
+    untouched = pipeline.weld_triangle_soup(vertices, faces)
+    assert untouched[0] is vertices and untouched[1] is faces
