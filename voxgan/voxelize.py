@@ -25,7 +25,8 @@ from voxgan.errors import VoxganError
 
 MODES = ("solid", "surface")
 PAIR_CHUNK = 1 << 17  # triangle/voxel pairs per block of the separating-axis test
-WINDING_CHUNK = 1 << 21  # point/triangle pairs per block of the winding-number sum
+WINDING_CHUNK = 1 << 14  # point/triangle pairs per block of the winding-number sum
+RAY_MIN_FACES = 1000  # below this many faces the vectorised solid-angle sum beats casting rays
 
 
 def voxelize(vertices: np.ndarray, faces: np.ndarray, resolution: int, mode: str = "solid") -> np.ndarray:
@@ -181,8 +182,11 @@ def closed_winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndar
     """Winding number of a closed mesh by signed crossings of a ray along +z from each point.
 
     points : (P, 3); triangles : (F, 3, 3)  ->  (P,) float64. A ray that grazes an edge or a vertex,
-    or a point on the surface, falls back to the exact solid-angle sum (:func:`winding_numbers`).
+    or a point on the surface, falls back to the exact solid-angle sum (:func:`winding_numbers`), which
+    small meshes use throughout.
     """
+    if len(triangles) <= RAY_MIN_FACES:
+        return winding_numbers(points, triangles)
     x, y, z = triangles[:, :, 0], triangles[:, :, 1], triangles[:, :, 2]  # (F, 3) each
     low, high = corner_min(triangles), corner_max(triangles)
     x_low, y_low = low[:, 0], low[:, 1]
@@ -258,17 +262,22 @@ def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     total = np.zeros(len(points))
     if len(triangles) == 0 or len(points) == 0:
         return total
+    corners = [triangles[:, m, axis] for m in range(3) for axis in range(3)]  # 9 arrays (F,)
     step = max(1, WINDING_CHUNK // len(triangles))
     for start in range(0, len(points), step):
-        rel = triangles[None, :, :, :] - points[start : start + step, None, None, :]  # (p, F, 3, 3)
-        a, b, c = rel[:, :, 0], rel[:, :, 1], rel[:, :, 2]
-        la, lb, lc = (np.sqrt(np.einsum("pfi,pfi->pf", x, x)) for x in (a, b, c))
-        det = np.einsum("pfi,pfi->pf", a, np.cross(b, c))
+        p = points[start : start + step]
+        ax, ay, az, bx, by, bz, cx, cy, cz = (
+            corner[None, :] - p[:, n % 3, None] for n, corner in enumerate(corners)
+        )  # each (p, F): corners relative to the point
+        la = np.sqrt(ax * ax + ay * ay + az * az)
+        lb = np.sqrt(bx * bx + by * by + bz * bz)
+        lc = np.sqrt(cx * cx + cy * cy + cz * cz)
+        det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
         dots = (
             la * lb * lc
-            + np.einsum("pfi,pfi->pf", a, b) * lc
-            + np.einsum("pfi,pfi->pf", b, c) * la
-            + np.einsum("pfi,pfi->pf", c, a) * lb
+            + (ax * bx + ay * by + az * bz) * lc
+            + (bx * cx + by * cy + bz * cz) * la
+            + (cx * ax + cy * ay + cz * az) * lb
         )
         total[start : start + step] = np.arctan2(det, dots).sum(axis=1) / (2 * np.pi)
     return total
@@ -349,6 +358,36 @@ def range_cells(lo: np.ndarray, hi: np.ndarray, offset: int = 0, count: int | No
     return owner, cells
 
 
+def plane_boxes(triangles: np.ndarray, normals: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """Split each triangle's index box into columns that hold only voxels its plane touches.
+
+    triangles : (T, 3, 3); normals : (T, 3); lo, hi : (T, 3) inclusive ranges  ->  (owner : (B,) int,
+    box_lo : (B, 3), box_hi : (B, 3)): boxes one voxel wide across the normal's dominant axis, each
+    limited along that axis to the voxels whose closed box the plane meets (a superset of those the
+    triangle touches), so a large slanted triangle is tested on O(area) voxels instead of O(volume).
+    """
+    dominant = np.abs(normals).argmax(axis=1)  # (T,)
+    rows = np.arange(len(triangles))
+    column_hi = hi.copy()
+    column_hi[rows, dominant] = lo[rows, dominant]
+    column, cells = range_cells(lo, column_hi)  # one cell per column, at the bottom of the range
+    normal, d = normals[column], dominant[column]
+    along = normal[np.arange(len(column)), d]  # (N,) the dominant component, zero when degenerate
+    offset = (normal * triangles[column, 0]).sum(axis=1)  # plane: normal · x = offset
+    across = (cells + 0.5) * normal
+    across[np.arange(len(column)), d] = 0
+    safe = np.where(along == 0, 1.0, along)
+    middle = (offset - across.sum(axis=1)) / safe
+    spread = 0.5 * (np.abs(normal).sum(axis=1) - np.abs(along)) / np.abs(safe) + 1e-9
+    first = np.where(along == 0, lo[column, d], np.maximum(np.ceil(middle - spread) - 1, lo[column, d]))
+    last = np.where(along == 0, hi[column, d], np.minimum(np.floor(middle + spread), hi[column, d]))
+    keep = first <= last
+    box_lo, box_hi = cells.copy(), cells.copy()
+    box_lo[np.arange(len(column)), d] = first
+    box_hi[np.arange(len(column)), d] = last
+    return column[keep], box_lo[keep], box_hi[keep]
+
+
 def separating_axis_marks(
     triangles: np.ndarray, lo: np.ndarray, hi: np.ndarray, surface: np.ndarray, touched: np.ndarray
 ) -> None:
@@ -363,9 +402,11 @@ def separating_axis_marks(
     # 9 axes: edge m × unit axis u, as (T, 9, 3)
     axes = np.cross(edges[:, :, None, :], np.eye(3)[None, None, :, :]).reshape(-1, 9, 3)
     axis_radius = 0.5 * np.abs(axes).sum(axis=2)  # (T, 9)
-    total = int((hi - lo + 1).prod(axis=1).sum())
+    box_owner, box_lo, box_hi = plane_boxes(triangles, normals, lo, hi)
+    total = int((box_hi - box_lo + 1).prod(axis=1).sum())
     for offset in range(0, total, PAIR_CHUNK):
-        owner, cells = range_cells(lo, hi, offset, PAIR_CHUNK)
+        box, cells = range_cells(box_lo, box_hi, offset, PAIR_CHUNK)
+        owner = box_owner[box]
         rel = triangles[owner] - (cells + 0.5)[:, None, :]  # (P, 3, 3) corners around the centre
         # box axes: the closed ranges already overlap; open boxes also need a strict overlap
         open_apart = any_axis((corner_min(rel) >= 0.5) | (corner_max(rel) <= -0.5))
