@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def venv_reusing_this_python(folder: Path, source: Path) -> Path:
     """A stand-in for ``.venv`` whose python and voxgan run this interpreter on ``source``'s code.
 
-    Its install stamp is dated in the future so that make does not reinstall anything.
+    Its install stamp is newer than ``source``'s pyproject.toml, so make installs nothing.
     """
     bin_dir = folder / "bin"
     bin_dir.mkdir(parents=True)
@@ -29,8 +28,9 @@ def venv_reusing_this_python(folder: Path, source: Path) -> Path:
         script.chmod(0o755)
     stamp = folder / ".installed"
     stamp.touch()
-    future = time.time() + 24 * 3600
-    os.utime(stamp, (future, future))
+    while stamp.stat().st_mtime_ns <= (source / "pyproject.toml").stat().st_mtime_ns:
+        time.sleep(0.01)
+        stamp.touch()
     return folder
 
 
