@@ -652,8 +652,8 @@ def _train(
             if is_main:
                 history.append(record)
                 append_stats(run_dir / "stats.jsonl", record, writer)
-                bar.set_postfix(c=f"{record['loss_critic']:.3g}", g=f"{record['loss_generator']:.3g}",
-                                sps=f"{record['samples_per_s']:.0f}")  # fmt: skip
+                bar.set_postfix(c=short(record["loss_critic"]), g=short(record["loss_generator"]),
+                                sps=short(record["samples_per_s"]))  # fmt: skip
             worst = int(streaks.max())
             if worst >= config.max_nonfinite:
                 raise VoxganError(
@@ -753,6 +753,11 @@ def log_record(values: dict, step, epoch, steps_done, elapsed, data_wait, sample
         "skipped_generator": int(values["skipped_generator"]),
     }
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
+
+
+def short(value: float | None) -> str:
+    """A number for the progress bar, "nan" for a missing one."""
+    return "nan" if value is None else f"{value:.3g}"
 
 
 def append_stats(path: Path, record: dict, writer) -> None:

@@ -1,0 +1,101 @@
+"""Shapes of the networks at every resolution, the attention block and its second derivative."""
+
+import pytest
+import torch
+
+from voxgan.loss import gradient_penalty
+from voxgan.networks import Critic, DownBlock, Generator, SelfAttention3d, UpBlock
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_generator_and_critic_shapes(resolution, num_classes):
+    torch.manual_seed(0)
+    generator = Generator(resolution, latent_dim=100, width=4, attention=(8,), num_classes=num_classes)
+    critic = Critic(resolution, width=4, attention=(4,), num_classes=num_classes)
+    labels = torch.tensor([0, 2]) if num_classes else None
+    with torch.no_grad():
+        volumes = generator(torch.randn(2, 100), labels)
+        scores = critic(volumes, labels)
+    assert volumes.shape == (2, 1, resolution, resolution, resolution)
+    assert volumes.min() >= 0 and volumes.max() <= 1
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+    assert (generator.latent_dim, generator.num_classes, generator.resolution) == (
+        100,
+        num_classes,
+        resolution,
+    )
+
+
+@pytest.mark.parametrize("resolution, steps", [(16, 2), (32, 3), (64, 4)])
+def test_one_block_type_per_resolution_step(resolution, steps):
+    generator = Generator(resolution, width=4, attention=(8,))
+    critic = Critic(resolution, width=4, attention=(4,))
+    assert [type(b) for b in generator.blocks] == [UpBlock] * steps
+    assert [type(b) for b in critic.blocks] == [DownBlock] * steps
+
+
+def test_attention_sits_at_the_requested_resolutions():
+    generator = Generator(32, width=4, attention=(8, 16))
+    critic = Critic(32, width=4, attention=(4,))
+    with_attention = [b.attention is not None for b in generator.blocks]  # outputs 8, 16, 32
+    assert with_attention == [True, True, False]
+    assert [b.attention is not None for b in critic.blocks] == [False, False, True]  # outputs 16, 8, 4
+    assert not any(isinstance(m, SelfAttention3d) for m in Critic(16, width=4, attention=()).modules())
+
+
+def test_conditional_generator_depends_on_the_class():
+    torch.manual_seed(0)
+    generator = Generator(16, width=4, num_classes=2)
+    z = torch.randn(1, 100).repeat(2, 1)
+    with torch.no_grad():
+        volumes = generator(z, torch.tensor([0, 1]))
+    assert not torch.allclose(volumes[0], volumes[1])
+
+
+def test_attention_starts_as_identity_and_matches_the_reference():
+    torch.manual_seed(0)
+    block = SelfAttention3d(8, key_channels=2)
+    x = torch.randn(2, 8, 3, 3, 3)
+    assert torch.equal(block(x), x)  # gamma = 0
+    with torch.no_grad():
+        block.gamma.fill_(0.7)
+    q = block.query(x).flatten(2)  # (B, Ck, N)
+    k = block.key(x).flatten(2)
+    v = block.value(x).flatten(2)  # (B, C, N)
+    weights = torch.softmax(torch.einsum("bci,bcj->bij", q, k) / 2**0.5, dim=-1)  # (B, N, N)
+    expected = x + 0.7 * torch.einsum("bcj,bij->bci", v, weights).view_as(x)
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_attention_has_correct_first_and_second_derivatives():
+    torch.manual_seed(0)
+    block = SelfAttention3d(4, key_channels=2).double()
+    with torch.no_grad():
+        block.gamma.fill_(0.5)
+    x = torch.randn(1, 4, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x,))
+    assert torch.autograd.gradgradcheck(block, (x,))
+
+
+def test_gradient_penalty_reaches_the_attention_weights():
+    """The penalty's backward is a double backward through the critic, attention included."""
+    torch.manual_seed(0)
+    critic = Critic(16, width=4, attention=(8, 4))
+    for module in critic.modules():
+        if isinstance(module, SelfAttention3d):
+            module.gamma.data.fill_(0.5)
+    real, fake = torch.rand(2, 3, 1, 16, 16, 16).unbind(0)
+    penalty = gradient_penalty(critic, real, fake, None, torch.rand(3))
+    penalty.backward()
+    for module in critic.modules():
+        if isinstance(module, SelfAttention3d):
+            assert module.query.weight.grad is not None and module.query.weight.grad.abs().sum() > 0
