@@ -156,10 +156,10 @@ def write_stl_ascii(path: Path, corners: np.ndarray | None = None) -> Path:
 
 def write_ply(path: Path, vertices: np.ndarray | None = None, faces: np.ndarray | None = None,
               *, binary: bool = True) -> Path:  # fmt: skip
-    """A PLY (binary little-endian or ASCII) of ``vertices (V, 3)`` and ``faces (F, k)`` (default the box
+    """A PLY (binary little-endian or ASCII) of ``vertices (V, 3)`` and polygons ``faces`` (default the box
     with quads), with an extra vertex property and a texture comment naming a file outside."""
     vertices = box_vertices() if vertices is None else np.asarray(vertices)
-    faces = BOX_QUADS if faces is None else np.asarray(faces)
+    faces = BOX_QUADS if faces is None else [np.asarray(face) for face in faces]
     header = [
         "ply",
         f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
@@ -187,6 +187,12 @@ def write_ply(path: Path, vertices: np.ndarray | None = None, faces: np.ndarray 
 def write_ply_ascii(path: Path) -> Path:
     """The box as an ASCII PLY."""
     return write_ply(path, binary=False)
+
+
+def write_ply_mixed_polygons(path: Path, *, binary: bool = True) -> Path:
+    """The box as a PLY whose faces mix quads and triangles (a face list of varying length)."""
+    faces = list(BOX_QUADS[:3]) + list(box_triangles()[3:6]) + list(box_triangles()[9:12])
+    return write_ply(path, box_vertices(), faces, binary=binary)
 
 
 # --- glTF / GLB -----------------------------------------------------------------------------------
@@ -413,6 +419,7 @@ EXPECTED: dict[str, Expected] = {
     "write_stl_ascii": Expected(36, 12, UNIT_BOX_BOUNDS),
     "write_ply": Expected(8, 12, UNIT_BOX_BOUNDS),
     "write_ply_ascii": Expected(8, 12, UNIT_BOX_BOUNDS),
+    "write_ply_mixed_polygons": Expected(8, 12, UNIT_BOX_BOUNDS),
     "write_glb_scene": Expected(24, 36, GLTF_BOUNDS),
     "write_gltf_external_buffer": Expected(24, 36, GLTF_BOUNDS),
     "write_obj_some_nan": Expected(8, 12, UNIT_BOX_BOUNDS),
@@ -427,6 +434,7 @@ GOOD_FILES = {
     "write_stl_ascii": "ascii.stl",
     "write_ply": "binary.ply",
     "write_ply_ascii": "ascii.ply",
+    "write_ply_mixed_polygons": "mixed.ply",
     "write_glb_scene": "scene.glb",
     "write_gltf_external_buffer": "external/scene.gltf",
     "write_obj_some_nan": "some_nan.obj",

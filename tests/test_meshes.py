@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import struct
 import sys
 import tracemalloc
 from pathlib import Path
@@ -129,6 +130,36 @@ def test_off_polygons_are_fan_triangulated_onto_the_same_surface(tmp_path: Path)
     area = [trimesh.Trimesh(*mesh, process=False).area for mesh in (quads, triangles)]
     volume = [trimesh.Trimesh(*mesh, process=False).volume for mesh in (quads, triangles)]
     assert area == pytest.approx([6.0, 6.0]) and volume == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ply_with_mixed_polygon_sizes_is_fan_triangulated(tmp_path: Path, binary: bool):
+    path = meshfiles.write_ply_mixed_polygons(tmp_path / "mixed.ply", binary=binary)
+    mesh = trimesh.Trimesh(*load_mesh(path, tmp_path), process=False)
+    assert len(mesh.faces) == 12 and mesh.volume == pytest.approx(1.0) and mesh.area == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("count_type, count_format", [("int", "i"), ("uchar", "B")])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_big_endian_ply_with_doubles_and_extra_face_property(tmp_path: Path, count_type, count_format, mixed):
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    header = (
+        "ply\nformat binary_big_endian 1.0\n"
+        f"element vertex {len(mesh.vertices)}\nproperty double x\nproperty double y\nproperty double z\n"
+        f"element face {len(mesh.faces) + mixed}\nproperty list {count_type} uint vertex_indices\n"
+        "property float quality\nend_header\n"
+    )
+    body = b"".join(struct.pack(">3d", *v) for v in mesh.vertices)
+    body += b"".join(struct.pack(f">{count_format}3If", 3, *f, 0.5) for f in mesh.faces)
+    if mixed:  # one quad at the end: the face walk, not the uniform table
+        body += struct.pack(f">{count_format}4If", 4, 0, 1, 2, 3, 0.5)
+    (tmp_path / "be.ply").write_bytes(header.encode() + body)
+    vertices, faces = load_mesh(tmp_path / "be.ply", tmp_path)
+    np.testing.assert_allclose(vertices[faces[: len(mesh.faces)]], mesh.vertices[mesh.faces])
+    assert len(faces) == len(mesh.faces) + 2 * mixed
+    (tmp_path / "cut.ply").write_bytes(header.encode() + body[:-3])
+    with pytest.raises(MeshError, match="truncated"):
+        load_mesh(tmp_path / "cut.ply", tmp_path)
 
 
 def test_binary_stl_whose_header_starts_with_solid_is_read_as_binary(tmp_path: Path):
