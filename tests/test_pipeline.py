@@ -149,11 +149,7 @@ def test_the_same_shards_whatever_the_worker_count(tmp_path):
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_shards(tmp_path):
-    import trimesh
-
-    sphere = trimesh.creation.icosphere(subdivisions=3)
-    for i in range(24):
-        write_off(tmp_path / "in" / f"ball_{i:02d}.off", sphere.vertices * (1 + i / 10, 1, 1), sphere.faces)
+    write_spheres(tmp_path / "in", 24)
     options = dict(resolution=64, shard_size=2)
     expected = voxelize(tmp_path / "in", tmp_path / "whole", **options, workers=2)
     args = [
@@ -175,6 +171,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_shards(tmp_path):
     assert process.wait() == -signal.SIGKILL
     killed = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert killed["complete"] is False  # killed part-way, not after the end
+    unfinished = run_cli("info", tmp_path / "out")
+    assert unfinished.returncode == 1 and "did not finish" in unfinished.stderr
     for path in (tmp_path / "out").glob("*.h5"):
         with h5py.File(path) as f:  # whatever bears a final name is a whole shard
             assert len(f["voxels"]) == 2
@@ -183,6 +181,60 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_shards(tmp_path):
     assert "resuming" in done.stderr
     resumed = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert resumed["splits"] == expected["splits"]
+    assert shard_bytes(tmp_path / "out") == shard_bytes(tmp_path / "whole")
+
+
+def write_spheres(folder: Path, count: int) -> None:
+    """``count`` stretched spheres of 1280 triangles (slow enough at 64³ to act on a run part-way)."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    for i in range(count):
+        write_off(folder / f"ball_{i:02d}.off", sphere.vertices * (1 + i / 10, 1, 1), sphere.faces)
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Pids of the pool workers of process ``parent`` (its children running the same command line)."""
+    command = Path(f"/proc/{parent}/cmdline").read_bytes()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if (
+                entry.name.isdigit()
+                and int(fields[1]) == parent
+                and (entry / "cmdline").read_bytes() == command
+            ):
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_a_worker_killed_mid_run_costs_nothing(tmp_path):
+    write_spheres(tmp_path / "in", 24)
+    expected = voxelize(tmp_path / "in", tmp_path / "whole", resolution=64, shard_size=4, workers=1)
+    args = [
+        "voxelize",
+        tmp_path / "in",
+        tmp_path / "out",
+        "--resolution",
+        64,
+        "--shard-size",
+        4,
+        "--workers",
+        2,
+    ]
+    process = subprocess.Popen([sys.executable, "-m", "voxgan", *map(str, args)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (workers := worker_pids(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert workers and process.poll() is None
+    os.kill(workers[0], signal.SIGKILL)
+    assert process.wait(timeout=120) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["errors"] == [] and manifest["splits"] == expected["splits"]
     assert shard_bytes(tmp_path / "out") == shard_bytes(tmp_path / "whole")
 
 
