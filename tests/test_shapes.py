@@ -224,17 +224,28 @@ def test_thin_parts_survive_at_16_every_shape_is_one_piece(cls):
 # --- refusing, replacing, surviving a kill ------------------------------------------------------------
 
 
-def test_existing_folder_is_refused_and_left_alone_unless_overwrite(tmp_path):
+def test_an_existing_folder_is_refused_unless_overwrite_replaces_an_earlier_set(tmp_path):
     out = tmp_path / "shapes"
-    out.mkdir()
-    (out / "mine.txt").write_text("keep")
+    shapes.generate_shapes(out, train_per_class=2, test_per_class=1)
+    before = files_of(out)
     with pytest.raises(VoxganError, match="--overwrite"):
-        shapes.generate_shapes(out, **SMALL)
-    assert files_of(out) == {"mine.txt": b"keep"}
+        shapes.generate_shapes(out, train_per_class=1, test_per_class=1)
+    assert files_of(out) == before
     shapes.generate_shapes(out, overwrite=True, train_per_class=1, test_per_class=1)
-    assert not (out / "mine.txt").exists()
     assert len(files_of(out)) == 2 * len(shapes.CLASSES)
-    assert [p.name for p in tmp_path.iterdir()] == ["shapes"]
+    assert [p.name for p in tmp_path.iterdir()] == ["shapes"]  # no staging or old copy left
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_shapes_set(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "chair").mkdir(parents=True)
+    (mine / "chair" / "a.obj").write_text("v 0 0 0\n")
+    (mine / "notes.txt").write_text("keep")
+    before = files_of(mine)
+    with pytest.raises(VoxganError, match="notes.txt"):
+        shapes.generate_shapes(mine, overwrite=True, train_per_class=1, test_per_class=1)
+    assert files_of(mine) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
 
 
 def test_an_empty_existing_folder_is_filled(tmp_path):

@@ -154,7 +154,9 @@ def shapes(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
     train_per_class: Annotated[int, typer.Option(help="Training meshes per class.")] = 100,
     test_per_class: Annotated[int, typer.Option(help="Test meshes per class.")] = 20,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT_DIR if not empty.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier shapes set in OUT_DIR.")
+    ] = False,
 ) -> None:
     """Generate the built-in procedural mesh dataset: 10 classes of furniture and objects, z up.
 

@@ -741,17 +741,26 @@ def generate_shapes(
     """Write the ``shapes`` dataset to ``out_dir`` in ModelNet layout; return the counts per class and split.
 
     The set is built in a hidden sibling folder and renamed to ``out_dir`` when complete. An existing
-    non-empty ``out_dir`` is refused unless ``overwrite``, which replaces it once the new set is complete.
+    non-empty ``out_dir`` is refused unless ``overwrite``, which replaces it once the new set is complete,
+    and only when it holds nothing but class folders (a shapes set written before), so that a mistyped
+    path never deletes other data.
     """
-    out_dir = Path(out_dir)
+    shown, out_dir = out_dir, Path(out_dir).resolve()
     if seed < 0 or train_per_class < 0 or test_per_class < 0:
         raise VoxganError("shapes: seed and counts must be 0 or more")
     if train_per_class + test_per_class == 0:
         raise VoxganError("shapes: nothing to write; ask for at least one train or test shape per class")
     if out_dir.exists() and not out_dir.is_dir():
-        raise VoxganError(f"{out_dir} is a file, not a folder; choose another output folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise VoxganError(f"{out_dir} already exists and is not empty; pass --overwrite to replace it")
+        raise VoxganError(f"{shown} is a file, not a folder; choose another output folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise VoxganError(f"{shown} already exists and is not empty; pass --overwrite to replace it")
+        stranger = foreign_entry(out_dir)
+        if stranger is not None:
+            raise VoxganError(
+                f"{shown} holds {stranger.name!r}, which voxgan shapes did not write; --overwrite only "
+                "replaces a shapes set: remove the folder yourself or choose another one"
+            )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_dir)
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
@@ -763,6 +772,14 @@ def generate_shapes(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {name: {"train": train_per_class, "test": test_per_class} for name in CLASSES}
+
+
+def foreign_entry(folder: Path) -> Path | None:
+    """The first entry of ``folder`` that a shapes set does not hold (a shapes set: class folders only)."""
+    for entry in sorted(folder.iterdir()):
+        if not (entry.is_dir() and entry.name in CLASSES) and not entry.name.startswith("."):
+            return entry
+    return None
 
 
 def remove_stale_staging(out_dir: Path) -> None:
