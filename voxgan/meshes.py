@@ -5,8 +5,9 @@ Loading
 :func:`load_mesh` reads OBJ, OFF, STL (ASCII and binary), PLY and GLB/glTF into ``vertices (V, 3) float64``
 and ``faces (F, 3) int64``: polygons fan-triangulated, every part of a multi-object file kept, a glTF
 scene flattened with its node transforms applied, then cleaned (see :func:`clean_mesh`).
-:func:`load_binvox` reads a binvox voxel file. OBJ, OFF, STL and ASCII PLY are parsed here with
-vectorised numpy (trimesh's parsers are slower for these); binary PLY and glTF go through trimesh.
+:func:`load_binvox` reads a binvox voxel file. OBJ, OFF, STL and PLY are parsed here with
+vectorised numpy (trimesh's parsers are slower for these); glTF/GLB and unusual PLY layouts go through
+trimesh.
 
 Never trust a file: a path outside ``root`` is never read (symlinks are resolved first); OBJ materials
 are not read at all (voxgan needs geometry only); a glTF buffer may only point at a file inside
@@ -423,10 +424,10 @@ def _off_tokens(body: bytes, vertex_count: int, face_count: int):
     return None  # polygons or face colours: the line-by-line path knows where each face ends
 
 
-def _ragged_positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Positions ``starts[p] + 0 .. counts[p]-1`` for every p, concatenated."""
+def _ragged_positions(starts: np.ndarray, counts: np.ndarray, step: int = 1) -> np.ndarray:
+    """Positions ``starts[p] + step * (0 .. counts[p]-1)`` for every p, concatenated."""
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + offsets
+    return np.repeat(starts, counts) + step * offsets
 
 
 def _off_lines(body: bytes, vertex_count: int, face_count: int, first_line: int):
@@ -684,10 +685,7 @@ def _ply_binary(data: bytes, start: int, elements: list[_PlyElement], endian: st
                 counts = np.full(face_count, first, dtype=np.int64)
                 return vertices, _fan_triangulate(faces["i"].reshape(-1).astype(np.int64), counts)
     counts, index_starts = _ply_walk_faces(data, start, face_count, count_type, index_type.itemsize, tail)
-    offsets = _ragged_positions(index_starts, counts)  # in units of items, from each face's first index
-    offsets = (
-        np.repeat(index_starts, counts) + (offsets - np.repeat(index_starts, counts)) * index_type.itemsize
-    )
+    offsets = _ragged_positions(index_starts, counts, step=index_type.itemsize)
     raw = np.frombuffer(data, dtype=np.uint8)
     items = raw[offsets[:, None] + np.arange(index_type.itemsize)].copy().view(index_type).reshape(-1)
     return vertices, _fan_triangulate(items.astype(np.int64), counts)
