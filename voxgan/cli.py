@@ -74,7 +74,7 @@ def voxelize(
     ] = None,
     include: Annotated[
         list[str] | None,
-        typer.Option(help="Take only files matching this pattern, e.g. '*.off' (repeatable)."),
+        typer.Option(metavar="PATTERN", help="Take only files matching this, e.g. '*.off' (repeatable)."),
     ] = None,
     split_file: Annotated[Path | None, typer.Option(help="ShapeNet's official split CSV (all.csv).")] = None,
     grid_coords: Annotated[

@@ -45,7 +45,9 @@ class ConfigError(VoxganError):
 
 
 def default_workers() -> int:
-    """One worker process per core."""
+    """One worker process per core this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
 
 
@@ -630,6 +632,8 @@ def run_voxelize(
         position_in_split[entry.split] += 1
         if position >= writers[entry.split].files_done:
             jobs.append((entry, position))
+    if resumed and not jobs:
+        report(f"nothing left to do: {config.output_dir} already holds this run")
     previous = shards.read_manifest(config.output_dir) if resumed else {}
     pending_sources = {entry.source for entry, _ in jobs}
     entry_sources = {entry.source for entry in plan.entries}
