@@ -201,6 +201,26 @@ def test_polygon_line_short_of_its_count_raises_with_its_line(tmp_path: Path, wr
         load_mesh(path, tmp_path)
 
 
+TEXT_WRITERS = [
+    "write_obj_multipart",
+    "write_off_modelnet_header",
+    "write_off_mixed_polygons",
+    "write_off_colors",
+    "write_stl_ascii",
+    "write_ply_ascii",
+]
+
+
+@pytest.mark.parametrize("writer", TEXT_WRITERS)
+def test_text_formats_with_windows_line_endings(tmp_path: Path, writer: str):
+    path = getattr(meshfiles, writer)(tmp_path / meshfiles.GOOD_FILES[writer])
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    vertices, faces = load_mesh(path, tmp_path)
+    expected = meshfiles.EXPECTED[writer]
+    assert (len(vertices), len(faces)) == (expected.vertices, expected.faces)
+    np.testing.assert_allclose([vertices.min(axis=0), vertices.max(axis=0)], expected.bounds, atol=1e-6)
+
+
 def test_uppercase_extension_loads(tmp_path: Path):
     path = meshfiles.write_off_modelnet_header(tmp_path / "BOX.OFF")
     assert load_mesh(path, tmp_path)[1].shape == (12, 3)
