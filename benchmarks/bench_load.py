@@ -2,7 +2,8 @@
 
 Writes ModelNet-like OFF, ShapeNet-like OBJ, binary and ASCII STL, binary and ASCII PLY and GLB files of
 about 1k, 5k, 20k and 50k triangles into a temporary folder, then times both loaders on each file (best
-of ``--repeat`` runs after a warm-up) and prints one side-by-side table.
+of ``--repeat`` runs after a warm-up) and prints one side-by-side table. Before timing, each file is checked
+to give the same triangles with both loaders.
 
     .venv/bin/python benchmarks/bench_load.py [--repeat 7] [--sizes 1000,5000,20000,50000]
 """
@@ -39,6 +40,20 @@ def make_mesh(faces: int, seed: int = 0) -> trimesh.Trimesh:
     return mesh
 
 
+def sorted_rows(corners: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) triangle corners -> (F, 9) rows in lexicographic order."""
+    rows = np.round(corners.reshape(len(corners), -1), 4)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def check_same(path: Path, root: Path) -> None:
+    """Both loaders give the same triangles (same corner coordinates, up to order) on ``path``."""
+    vertices, faces = load_mesh(path, root)
+    mesh = trimesh.load_mesh(path, process=False)
+    ours, theirs = sorted_rows(vertices[faces]), sorted_rows(mesh.vertices[mesh.faces])
+    assert ours.shape == theirs.shape and np.allclose(ours, theirs, atol=2e-4), path.name
+
+
 def best_time(load, path: Path, repeat: int) -> float:
     load(path)
     best = float("inf")
@@ -64,6 +79,7 @@ def main() -> None:
             for label, (extension, options) in FORMATS.items():
                 path = root / f"{label.split()[0]}-{len(rows)}.{extension}"
                 mesh.export(path, **options)
+                check_same(path, root)
                 theirs = best_time(trimesh.load, path, args.repeat)
                 ours = best_time(lambda p: load_mesh(p, root), path, args.repeat)
                 totals["trimesh"] += theirs
