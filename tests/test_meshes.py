@@ -3,11 +3,14 @@ input folder is read, and the grid transform normalises as specified."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
 import struct
 import sys
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -315,6 +318,20 @@ def test_max_faces_refuses_larger_meshes_and_accepts_equal(tmp_path: Path, write
     with pytest.raises(MeshError, match=rf"too many faces \(\d+ > --max-faces {faces - 1}\)"):
         load_mesh(path, tmp_path, max_faces=faces - 1)
     assert len(load_mesh(path, tmp_path, max_faces=faces)[1]) == faces
+
+
+def test_fifo_named_like_a_mesh_is_refused_without_blocking(tmp_path: Path):
+    os.mkfifo(tmp_path / "pipe.obj")
+
+    def unblock():  # were the FIFO opened, this writer would let the read end instead of hanging
+        time.sleep(2)
+        with contextlib.suppress(OSError):  # ENXIO: no reader, as it should be
+            os.close(os.open(tmp_path / "pipe.obj", os.O_WRONLY | os.O_NONBLOCK))
+
+    writer = threading.Thread(target=unblock, daemon=True)
+    writer.start()
+    with pytest.raises(MeshError, match="not a regular file"):
+        load_mesh(tmp_path / "pipe.obj", tmp_path)
 
 
 def test_unknown_extension_and_missing_file(tmp_path: Path):

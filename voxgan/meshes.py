@@ -30,6 +30,7 @@ import io
 import json
 import os
 import re
+import stat
 import struct
 import urllib.parse
 from pathlib import Path
@@ -154,7 +155,10 @@ def _inside_root(path: Path, root: Path) -> Path:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The whole file; MeshError for a missing file or anything but a regular file (a FIFO would block)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise MeshError("not a regular file")
         with open(path, "rb") as f:
             return f.read()
     except OSError as error:
