@@ -591,13 +591,12 @@ def bounding_radius(kind: np.ndarray, size: np.ndarray) -> np.ndarray:
     )
 
 
-def inside_primitive(local: np.ndarray, kind: int, size: np.ndarray) -> np.ndarray:
+def inside_primitive(x: np.ndarray, y: np.ndarray, z: np.ndarray, kind: int, size: np.ndarray) -> np.ndarray:
     """Inside test in each primitive's own frame.
 
-    local : (n, V, 3) float32 points; size : (n, 3)  ->  (n, V) bool.
+    x, y, z : (V, n) float32 coordinates of V points for n primitives; size : (n, 3)  ->  (V, n) bool.
     """
-    s = size[:, None, :].astype(np.float32)
-    x, y, z = local[..., 0], local[..., 1], local[..., 2]
+    s = size.astype(np.float32)[None, :, :]  # (1, n, 3)
     if kind == 0:
         return x * x + y * y + z * z <= s[..., 0] ** 2
     if kind == 1:
@@ -616,19 +615,22 @@ def rasterise_shapes(rng: np.random.Generator, kinds: np.ndarray, resolution: in
     count = len(kinds)
     size = shape_parameters(rng, kinds)
     room = np.maximum(0.95 - bounding_radius(kinds, size), 0.0)
-    centre = rng.uniform(-1, 1, size=(count, 3)) * room[:, None]
-    rotation = random_rotations(rng, count).astype(np.float32)
-    points = voxel_centres(resolution)
+    centre = (rng.uniform(-1, 1, size=(count, 3)) * room[:, None]).astype(np.float32)
+    rotation = random_rotations(rng, count).astype(np.float32)  # (B, 3, 3)
+    points = voxel_centres(resolution)  # (V, 3)
     out = np.zeros((count, resolution**3), dtype=np.uint8)
     per_chunk = max(1, (1 << 21) // resolution**3)  # keeps temporaries near 2M points
     for kind in np.unique(kinds):
         members = np.flatnonzero(kinds == kind)
         for begin in range(0, len(members), per_chunk):
             chunk = members[begin : begin + per_chunk]
-            turn = rotation[chunk]  # (n, 3, 3); the rows of (x - c) @ turn are R^T (x - c)
-            shift = np.matmul(centre[chunk, None, :].astype(np.float32), turn)  # (n, 1, 3)
-            local = np.matmul(points, turn) - shift  # (n, V, 3)
-            out[chunk] = inside_primitive(local, int(kind), size[chunk])
+            turn = rotation[chunk]  # (n, 3, 3): local coordinate j of point p is (p - c) . turn[:, :, j]
+            shift = np.einsum("ni,nij->nj", centre[chunk], turn)  # (n, 3)
+            px, py, pz = points[:, 0:1], points[:, 1:2], points[:, 2:3]  # (V, 1) each
+            x, y, z = (
+                px * turn[:, 0, j] + py * turn[:, 1, j] + pz * turn[:, 2, j] - shift[:, j] for j in range(3)
+            )
+            out[chunk] = inside_primitive(x, y, z, int(kind), size[chunk]).T
     return out.reshape(count, resolution, resolution, resolution)
 
 
