@@ -100,8 +100,11 @@ def accuracy_set() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def to_grid(vertices: np.ndarray, resolution: int, padding: float = 1.0) -> np.ndarray:
+def to_grid(vertices: np.ndarray, resolution: int, padding: float = 1.25) -> np.ndarray:
     """Centre the mesh and scale it uniformly so its largest extent is ``resolution - 2 * padding``.
+
+    A padding that is not a whole number keeps the extreme faces off the grid planes, so that the
+    surface shell is closed (a face lying exactly on a grid plane marks no voxel).
 
     vertices : (V, 3)  ->  (V, 3) in grid coordinates.
     """

@@ -6,10 +6,13 @@ Written independently of :mod:`voxgan.voxelize` and without its shortcuts:
   cross products) of every triangle against every voxel of its bounding range plus a margin, with
   strict inequalities, so a triangle only touching a voxel's boundary does not mark it;
 * inside: the exact generalized winding number (sum of signed solid angles over 4π) at *every*
-  voxel centre, with ``|w| >= 0.5`` meaning inside.
+  voxel centre, with ``|w| >= 0.5`` meaning inside; when the mesh is closed, its inverted parts
+  (negative signed volume) are reversed first, so that overlapping parts do not cancel.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -74,10 +77,43 @@ def reference_winding(points: np.ndarray, vertices: np.ndarray, faces: np.ndarra
     return result
 
 
+def reference_outward_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Faces with each inverted part reversed, when every directed edge has its reverse (closed).
+
+    Parts are connected through shared vertices; a part is inverted when its signed volume is
+    negative. Open meshes are returned unchanged. (V, 3), (F, 3) -> (F, 3).
+    """
+    faces = np.asarray(faces, dtype=np.int64)
+    edges = Counter((int(f[m]), int(f[(m + 1) % 3])) for f in faces for m in range(3))
+    if any(edges[(b, a)] != n for (a, b), n in edges.items()):
+        return faces
+    parent = list(range(len(vertices)))
+
+    def root(v):
+        while parent[v] != v:
+            v = parent[v]
+        return v
+
+    for a, b, c in faces:
+        for u in (b, c):
+            parent[root(int(u))] = root(int(a))
+    volume = Counter()
+    for face in faces:
+        volume[root(int(face[0]))] += float(np.linalg.det(np.asarray(vertices)[face]))
+    flip = np.array([volume[root(int(face[0]))] < 0 for face in faces], dtype=bool)
+    faces = faces.copy()
+    faces[flip] = faces[flip][:, ::-1]
+    return faces
+
+
 def reference_inside(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> np.ndarray:
-    """Voxel centres with ``|w| >= 0.5``: (V, 3), (F, 3) in grid coordinates -> (R, R, R) bool."""
+    """Voxel centres with ``|w| >= 0.5``: (V, 3), (F, 3) in grid coordinates -> (R, R, R) bool.
+
+    w is the winding number of the mesh with its inverted closed parts reversed.
+    """
     r = resolution
     centres = np.indices((r, r, r)).reshape(3, -1).T + 0.5
+    faces = reference_outward_faces(vertices, faces)
     return (np.abs(reference_winding(centres, vertices, faces)) >= 0.5).reshape(r, r, r)
 
 

@@ -58,7 +58,7 @@ def voxelize(vertices: np.ndarray, faces: np.ndarray, resolution: int, mode: str
     """
     if mode not in MODES:
         raise VoxganError(f"unknown voxelization mode {mode!r}; use one of {', '.join(MODES)}")
-    triangles = mesh_triangles(vertices, faces)
+    triangles, faces = mesh_triangles(vertices, faces)
     surface, touched = overlap_masks(triangles, check_resolution(resolution))
     if mode == "surface":
         return surface
@@ -71,7 +71,7 @@ def surface_voxels(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> 
     vertices : (V, 3) float in grid coordinates; faces : (F, 3) int  ->  (R, R, R) bool.
     A triangle touching only a box's boundary does not mark it.
     """
-    surface, _ = overlap_masks(mesh_triangles(vertices, faces), check_resolution(resolution))
+    surface, _ = overlap_masks(mesh_triangles(vertices, faces)[0], check_resolution(resolution))
     return surface
 
 
@@ -80,7 +80,7 @@ def touched_voxels(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> 
 
     vertices : (V, 3) float in grid coordinates; faces : (F, 3) int  ->  (R, R, R) bool.
     """
-    _, touched = overlap_masks(mesh_triangles(vertices, faces), check_resolution(resolution))
+    _, touched = overlap_masks(mesh_triangles(vertices, faces)[0], check_resolution(resolution))
     return touched
 
 
@@ -106,7 +106,7 @@ def inside_voxels(
     inside : (R, R, R) bool
     """
     resolution = check_resolution(resolution)
-    triangles = mesh_triangles(vertices, faces)
+    triangles, faces = mesh_triangles(vertices, faces)
     surface_mask, touched = overlap_masks(triangles, resolution)
     return inside_mask(triangles, faces, surface_mask, touched, skip=surface)
 
@@ -135,6 +135,7 @@ def inside_mask(
         inside = np.zeros(touched.size, dtype=bool)
         inside[points] = np.abs(winding_numbers(voxel_centres(points, r), triangles)) >= 0.5
         return inside.reshape(shape)
+    triangles = outward_parts(triangles, faces)
     from scipy import ndimage
 
     regions, count = ndimage.label(~touched)  # 6-connected regions of untouched voxels
@@ -221,11 +222,11 @@ def check_resolution(resolution: int) -> int:
     return int(resolution)
 
 
-def mesh_triangles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def mesh_triangles(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Corner positions of each finite triangle.
 
-    vertices : (V, 3) float; faces : (F, 3) int  ->  triangles : (F', 3, 3) float64, F' <= F, with
-    triangles holding a NaN or infinite corner left out.
+    vertices : (V, 3) float; faces : (F, 3) int  ->  (triangles : (F', 3, 3) float64, faces : (F', 3)
+    int64), F' <= F, with triangles holding a NaN or infinite corner left out.
     """
     vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
@@ -234,7 +235,41 @@ def mesh_triangles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     finite = all_axes(np.isfinite(vertices))
     if not finite.all():
         faces = faces[all_axes(finite[faces])]
-    return vertices[faces]
+    return vertices[faces], faces
+
+
+def outward_parts(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Reverse the closed parts of a closed mesh whose signed volume is negative.
+
+    triangles : (F, 3, 3); faces : (F, 3) int, a mesh for which :func:`is_closed` holds  ->  (F, 3, 3).
+    Parts are the sets of faces connected through shared vertices. An inverted part inside or across
+    another would otherwise cancel its winding number (1 + -1 = 0) where they overlap.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    count = int(faces.max()) + 1
+    links = coo_matrix(
+        (np.ones(2 * len(faces)), (faces[:, [0, 0]].T.reshape(-1), faces[:, 1:].T.reshape(-1))),
+        shape=(count, count),
+    )
+    parts, part_of_vertex = connected_components(links.tocsr(), directed=False)
+    if parts == 1:  # |w| makes the orientation of a single part irrelevant
+        return triangles
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    volume6 = (
+        a[:, 0] * (b[:, 1] * c[:, 2] - b[:, 2] * c[:, 1])
+        - a[:, 1] * (b[:, 0] * c[:, 2] - b[:, 2] * c[:, 0])
+        + a[:, 2] * (b[:, 0] * c[:, 1] - b[:, 1] * c[:, 0])
+    )
+    part_of_face = part_of_vertex[faces[:, 0]]
+    inverted = np.bincount(part_of_face, weights=volume6, minlength=parts) < 0
+    flip = inverted[part_of_face]
+    if not flip.any():
+        return triangles
+    triangles = triangles.copy()
+    triangles[flip] = triangles[flip][:, [0, 2, 1]]
+    return triangles
 
 
 def is_closed(faces: np.ndarray) -> bool:

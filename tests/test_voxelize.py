@@ -1,0 +1,189 @@
+import numpy as np
+import pytest
+import trimesh
+from accuracy_set import accuracy_set, box, inverted, join, to_grid
+from reference_voxelize import iou, reference_inside, reference_voxelize
+from scipy import ndimage
+
+from voxgan.errors import VoxganError
+from voxgan.voxelize import inside_voxels, resample_occupancy, surface_voxels, voxelize
+
+ACCURACY_SET = accuracy_set()
+# The reference sums every triangle at every voxel centre: at 32³ and 64³ a few small meshes.
+SHAPES_BY_RESOLUTION = {
+    16: sorted(ACCURACY_SET),
+    32: ["box", "open_box", "chair", "duplicate_faces", "thin_plate", "thin_legs_table", "mixed_parts"],
+    64: ["box", "open_box", "chair", "thin_legs_table"],
+}
+
+
+def grid_box(low, high):
+    """Box mesh with corners ``low`` and ``high`` given directly in grid coordinates."""
+    low, high = np.asarray(low, float), np.asarray(high, float)
+    mesh = box(high - low, (low + high) / 2)
+    return mesh.vertices, mesh.faces
+
+
+def block(resolution, low, high):
+    """(R, R, R) bool, True on voxels low..high-1 along each axis."""
+    grid = np.zeros((resolution,) * 3, dtype=bool)
+    grid[low[0] : high[0], low[1] : high[1], low[2] : high[2]] = True
+    return grid
+
+
+@pytest.mark.parametrize("resolution", sorted(SHAPES_BY_RESOLUTION))
+def test_the_accuracy_set_matches_the_exact_reference(resolution):
+    scores = {}
+    for name in SHAPES_BY_RESOLUTION[resolution]:
+        vertices, faces = ACCURACY_SET[name]
+        grid = to_grid(vertices, resolution)
+        ours = voxelize(grid, faces, resolution)
+        scores[name] = iou(ours, reference_voxelize(grid, faces, resolution))
+    assert np.mean(list(scores.values())) >= 0.98, scores
+    assert min(scores.values()) >= 0.9, scores
+
+
+def test_surface_mode_matches_the_reference_surface():
+    for name in ["sphere", "torus", "open_box", "thin_legs_table", "box_aligned"]:
+        vertices, faces = ACCURACY_SET[name]
+        grid = to_grid(vertices, 16)
+        ours = voxelize(grid, faces, 16, mode="surface")
+        assert np.array_equal(ours, reference_voxelize(grid, faces, 16, mode="surface")), name
+
+
+def test_inside_voxels_matches_the_reference_winding_number():
+    vertices, faces = ACCURACY_SET["torus"]
+    grid = to_grid(vertices, 16)
+    assert np.array_equal(inside_voxels(grid, faces, 16), reference_inside(grid, faces, 16))
+
+
+def test_a_face_on_a_grid_plane_marks_no_extra_layer():
+    vertices, faces = grid_box((4, 4, 4), (12, 12, 12))
+    assert np.array_equal(voxelize(vertices, faces, 16), block(16, (4, 4, 4), (12, 12, 12)))
+    flat = np.array([[2.0, 2.0, 8.0], [13.0, 2.0, 8.0], [2.0, 13.0, 8.0]])
+    assert not surface_voxels(flat, np.array([[0, 1, 2]]), 16).any()
+    lifted = surface_voxels(flat + [0, 0, 0.5], np.array([[0, 1, 2]]), 16)
+    assert lifted[:, :, 8].sum() > 50 and lifted.sum() == lifted[:, :, 8].sum()
+
+
+def test_an_edge_along_a_grid_line_marks_only_the_voxels_it_passes_through():
+    triangle = np.array([[2.0, 4.0, 4.0], [12.0, 4.0, 4.0], [2.0, 4.5, 4.5]])
+    marked = surface_voxels(triangle, np.array([[0, 1, 2]]), 16)
+    assert marked.sum() == 10 and marked[2:12, 4, 4].all()
+
+
+def test_a_plate_and_a_leg_thinner_than_a_voxel_survive():
+    plate = grid_box((4.2, 4.2, 8.3), (11.8, 11.8, 8.31))
+    assert np.array_equal(voxelize(*plate, 16), block(16, (4, 4, 8), (12, 12, 9)))
+    leg = grid_box((8.3, 8.3, 2.2), (8.34, 8.34, 13.7))
+    assert np.array_equal(voxelize(*leg, 16), block(16, (8, 8, 2), (9, 9, 14)))
+    table = to_grid(*ACCURACY_SET["thin_legs_table"][:1], 32), ACCURACY_SET["thin_legs_table"][1]
+    occupancy = voxelize(*table, 32)
+    legs_level = occupancy[:, :, 8]
+    assert ndimage.label(legs_level)[1] == 4  # four separate legs, each still there
+
+
+def test_an_open_box_is_filled():
+    closed = voxelize(*grid_box((3.3, 3.3, 3.3), (12.7, 12.7, 12.7)), 16)
+    vertices, faces = grid_box((3.3, 3.3, 3.3), (12.7, 12.7, 12.7))
+    top = np.isclose(vertices[faces][:, :, 2], 12.7).all(axis=1)
+    open_box = voxelize(vertices, faces[~top], 16)
+    assert open_box[8, 8, 8] and open_box[8, 8, 4]
+    assert open_box.sum() >= 0.9 * closed.sum() and not (open_box & ~closed).any()
+
+
+def test_an_inverted_mesh_fills_like_the_outward_one():
+    vertices, faces = grid_box((3.3, 4.1, 5.7), (12.7, 11.2, 10.4))
+    assert np.array_equal(voxelize(vertices, faces[:, ::-1], 16), voxelize(vertices, faces, 16))
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    grid = sphere.vertices * 6.3 + 8.1
+    assert np.array_equal(voxelize(grid, inverted(sphere).faces, 16), voxelize(grid, sphere.faces, 16))
+
+
+def test_overlapping_parts_give_the_union_of_the_parts():
+    a = box((6.4, 6.4, 6.4), (6.2, 8.1, 8.1))
+    b = box((6.4, 6.4, 6.4), (9.9, 8.1, 8.1))
+    union = voxelize(a.vertices, a.faces, 16) | voxelize(b.vertices, b.faces, 16)
+    both = join(a, b)
+    assert np.array_equal(voxelize(both.vertices, both.faces, 16), union)
+    one_inverted = join(a, inverted(b))
+    assert np.array_equal(voxelize(one_inverted.vertices, one_inverted.faces, 16), union)
+
+
+def test_duplicate_faces_change_nothing():
+    vertices, faces = grid_box((3.3, 4.1, 5.7), (12.7, 11.2, 10.4))
+    doubled = np.concatenate([faces, faces, faces[:5]])
+    assert np.array_equal(voxelize(vertices, doubled, 16), voxelize(vertices, faces, 16))
+
+
+def test_surface_mode_is_a_closed_shell_of_the_solid():
+    for name in ["sphere", "torus", "chair", "mug"]:
+        vertices, faces = ACCURACY_SET[name]
+        grid = to_grid(vertices, 32) + 0.0137  # no face exactly on a grid plane (the chair's seat is)
+        solid, shell = voxelize(grid, faces, 32), voxelize(grid, faces, 32, mode="surface")
+        interior = solid & ~shell
+        assert not (shell & ~solid).any() and interior.any(), name
+        reach_of_outside = ndimage.binary_dilation(~solid)  # 6-connected step from any empty voxel
+        assert not (reach_of_outside & interior).any(), name
+
+
+def test_empty_input_gives_an_empty_grid():
+    empty = voxelize(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), 16)
+    assert empty.shape == (16, 16, 16) and empty.dtype == bool and not empty.any()
+    assert not voxelize(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), 16, mode="surface").any()
+
+
+def test_geometry_outside_the_grid_is_clipped():
+    assert not voxelize(*grid_box((20.2, 3.3, 3.3), (30.7, 12.7, 12.7)), 16).any()
+    partly = voxelize(*grid_box((-5.5, 3.3, 3.3), (6.5, 12.7, 12.7)), 16)
+    assert np.array_equal(partly, block(16, (0, 3, 3), (7, 13, 13)))
+    larger_than_grid = voxelize(*grid_box((-3.5, -3.5, -3.5), (20.5, 20.5, 20.5)), 16)
+    assert larger_than_grid.all()
+
+
+def test_triangles_with_nan_corners_are_left_out():
+    vertices, faces = grid_box((3.3, 4.1, 5.7), (12.7, 11.2, 10.4))
+    with_nan = np.concatenate([vertices, [[np.nan, 1.0, 1.0]]])
+    extra = np.concatenate([faces, [[0, 1, len(vertices)]]])
+    assert np.array_equal(voxelize(with_nan, extra, 16), voxelize(vertices, faces, 16))
+
+
+def test_bad_arguments_raise_a_one_line_error():
+    vertices, faces = grid_box((3.3, 4.1, 5.7), (12.7, 11.2, 10.4))
+    with pytest.raises(VoxganError, match="mode"):
+        voxelize(vertices, faces, 16, mode="hollow")
+    with pytest.raises(VoxganError, match="face indices"):
+        voxelize(vertices, faces + 100, 16)
+    with pytest.raises(VoxganError, match="resolution"):
+        voxelize(vertices, faces, 0)
+
+
+def test_resample_keeps_a_grid_at_the_same_resolution():
+    source = np.random.default_rng(0).random((16, 16, 16)) < 0.3
+    assert np.array_equal(resample_occupancy(source, np.eye(4), 16), source)
+    swap = np.eye(4)[[1, 0, 2, 3]]  # x <-> y, as binvox's axis order needs
+    assert np.array_equal(resample_occupancy(source, swap, 16), source.transpose(1, 0, 2))
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = 16
+    assert np.array_equal(resample_occupancy(source, flip, 16), source[::-1])
+
+
+def test_resample_keeps_thin_parts_when_downsampling():
+    source = np.zeros((64, 64, 64), dtype=bool)
+    source[10:54, 10:54, 33] = True  # a one-voxel plate
+    source[40, 40, 0:33] = True  # a one-voxel leg
+    small = resample_occupancy(source, np.diag([0.25, 0.25, 0.25, 1.0]), 16)
+    assert np.array_equal(small[:, :, 8], block(16, (2, 2, 0), (14, 14, 1))[:, :, 0])
+    assert small[10, 10, 0:9].all() and small.sum() == 144 + 8
+
+
+def test_resample_with_a_general_affine_covers_the_image_of_each_voxel():
+    source = np.zeros((32, 32, 32), dtype=bool)
+    source[8:24, 8:24, 8:24] = True
+    halve = np.diag([0.5, 0.5, 0.5, 1.0])
+    tilted = halve.copy()
+    tilted[0, 1] = 1e-6  # no longer a scaled permutation: the bounding-box path
+    exact = resample_occupancy(source, halve, 16)
+    assert np.array_equal(exact, block(16, (4, 4, 4), (12, 12, 12)))
+    covering = resample_occupancy(source, tilted, 16)
+    assert (covering >= exact).all() and covering.sum() <= exact.sum() + 2 * 8 * 8
