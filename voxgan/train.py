@@ -586,94 +586,94 @@ def _train(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
     penalty_samples = max(1, round(config.batch_size * config.penalty_fraction))
     samples_per_step = config.batch_size * config.n_critic * world_size
-    bar = tqdm(
+    progress = tqdm(
         total=total_steps, initial=step, disable=not is_main, file=sys.stderr, unit="step", dynamic_ncols=True
     )
     last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, step
-    while step < total_steps:
-        noise.manual_seed(step_seed(config.seed, rank, step))
-        finished_epoch = None
-        labels = None
-        for k in range(config.n_critic):
-            # Critic update: real batch, fake batch, penalty on every penalty_every-th update.
-            wait_start = time.perf_counter()
-            epoch, batch_index, (voxels, data_labels) = next(batches)
-            data_wait += time.perf_counter() - wait_start
-            if batch_index == loader.num_batches:
-                finished_epoch = epoch
-            real = voxels.to(device, non_blocking=True).to(
-                torch.float32, memory_format=memory_format
-            )  # (B, 1, R, R, R)
-            labels = data_labels.to(device, non_blocking=True) if num_classes else None
-            z = torch.randn(len(real), config.latent_dim, device=device, generator=noise)
-            alpha = torch.rand(len(real), device=device, generator=noise)
-            with torch.no_grad(), autocast:
-                fake = generator(z, labels).float()
-            penalise = (step * config.n_critic + k) % config.penalty_every == 0
-            weight = config.penalty_weight * config.penalty_every if penalise else 0.0
+    with progress as bar:  # closed before an error message is printed
+        while step < total_steps:
+            noise.manual_seed(step_seed(config.seed, rank, step))
+            finished_epoch = None
+            labels = None
+            for k in range(config.n_critic):
+                # Critic update: real batch, fake batch, penalty on every penalty_every-th update.
+                wait_start = time.perf_counter()
+                epoch, batch_index, (voxels, data_labels) = next(batches)
+                data_wait += time.perf_counter() - wait_start
+                if batch_index == loader.num_batches:
+                    finished_epoch = epoch
+                real = voxels.to(device, non_blocking=True).to(
+                    torch.float32, memory_format=memory_format
+                )  # (B, 1, R, R, R)
+                labels = data_labels.to(device, non_blocking=True) if num_classes else None
+                z = torch.randn(len(real), config.latent_dim, device=device, generator=noise)
+                alpha = torch.rand(len(real), device=device, generator=noise)
+                with torch.no_grad(), autocast:
+                    fake = generator(z, labels).float()
+                penalise = (step * config.n_critic + k) % config.penalty_every == 0
+                weight = config.penalty_weight * config.penalty_every if penalise else 0.0
+                with autocast:
+                    loss_c, wasserstein, penalty = objective_train(
+                        real, fake, labels, alpha, weight, penalty_samples
+                    )
+                norm_c = optimiser_update(optimiser_c, c_params, loss_c)
+                ok = torch.isfinite(norm_c)
+                streaks[0] = torch.where(ok, 0, streaks[0] + 1)
+                sums[0:4] += torch.where(
+                    ok, torch.stack([loss_c.detach(), wasserstein, penalty, norm_c]).double(), 0
+                )
+                sums[6] += ok.double()
+                sums[7] += (ok & penalise).double()
+                sums[9] += (~ok).double()
+
+            # Generator update: fake batch with the last real batch's labels, scored by the frozen critic.
+            critic.requires_grad_(False)
+            z = torch.randn(config.batch_size, config.latent_dim, device=device, generator=noise)
             with autocast:
-                loss_c, wasserstein, penalty = objective_train(
-                    real, fake, labels, alpha, weight, penalty_samples
-                )
-            norm_c = optimiser_update(optimiser_c, c_params, loss_c)
-            ok = torch.isfinite(norm_c)
-            streaks[0] = torch.where(ok, 0, streaks[0] + 1)
-            sums[0:4] += torch.where(
-                ok, torch.stack([loss_c.detach(), wasserstein, penalty, norm_c]).double(), 0
-            )
-            sums[6] += ok.double()
-            sums[7] += (ok & penalise).double()
-            sums[9] += (~ok).double()
+                loss_g = generator_loss(critic(generator_train(z, labels), labels).float())
+            norm_g = optimiser_update(optimiser_g, g_params, loss_g)
+            critic.requires_grad_(True)
+            ok = torch.isfinite(norm_g)
+            streaks[1] = torch.where(ok, 0, streaks[1] + 1)
+            sums[4:6] += torch.where(ok, torch.stack([loss_g.detach(), norm_g]).double(), 0)
+            sums[8] += ok.double()
+            sums[10] += (~ok).double()
+            update_ema(ema, generator, config.ema_decay, step)
+            step += 1
+            bar.update(1)
 
-        # Generator update: fake batch with the last real batch's labels, scored by the frozen critic.
-        critic.requires_grad_(False)
-        z = torch.randn(config.batch_size, config.latent_dim, device=device, generator=noise)
-        with autocast:
-            loss_g = generator_loss(critic(generator_train(z, labels), labels).float())
-        norm_g = optimiser_update(optimiser_g, g_params, loss_g)
-        critic.requires_grad_(True)
-        ok = torch.isfinite(norm_g)
-        streaks[1] = torch.where(ok, 0, streaks[1] + 1)
-        sums[4:6] += torch.where(ok, torch.stack([loss_g.detach(), norm_g]).double(), 0)
-        sums[8] += ok.double()
-        sums[10] += (~ok).double()
-        update_ema(ema, generator, config.ema_decay, step)
-        step += 1
-        bar.update(1)
-
-        # Log, picture, checkpoint.
-        last = step == total_steps
-        if step % config.log_every == 0 or last:
-            values = dict(zip(names, sums.tolist(), strict=True))  # the one host sync per log interval
-            elapsed, steps_done = time.perf_counter() - last_log_time, max(1, step - logged_step)
-            record = log_record(values, step, epoch, steps_done, elapsed, data_wait, samples_per_step)
-            sums.zero_()
-            last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, step
-            if is_main:
-                history.append(record)
-                append_stats(run_dir / "stats.jsonl", record, writer)
-                bar.set_postfix(c=short(record["loss_critic"]), g=short(record["loss_generator"]),
-                                sps=short(record["samples_per_s"]))  # fmt: skip
-            worst = int(streaks.max())
-            if worst >= config.max_nonfinite:
-                raise VoxganError(
-                    f"training diverged: {worst} optimiser updates in a row had a non-finite loss or "
-                    f"gradient (step {step}); those updates were skipped and nothing non-finite was saved; "
-                    "lower --lr or check the data, then resume from the latest checkpoint"
-                )
-        if is_main and finished_epoch is not None:
-            save_samples(finished_epoch + 1)
-            if history:
-                plot_losses(history, run_dir / "loss.png")
-        evaluate = bool(config.eval_every) and step % config.eval_every == 0
-        if step % config.checkpoint_every == 0 or last or evaluate:
-            if world_size > 1:
-                check_ranks_agree((generator, critic, ema), step)
-            if is_main:
-                checkpoint_now()
-        if is_main and evaluate:
-            run_evaluation(run_dir)
-    bar.close()
+            # Log, picture, checkpoint.
+            last = step == total_steps
+            if step % config.log_every == 0 or last:
+                values = dict(zip(names, sums.tolist(), strict=True))  # the one host sync per log interval
+                elapsed, steps_done = time.perf_counter() - last_log_time, max(1, step - logged_step)
+                record = log_record(values, step, epoch, steps_done, elapsed, data_wait, samples_per_step)
+                sums.zero_()
+                last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, step
+                if is_main:
+                    history.append(record)
+                    append_stats(run_dir / "stats.jsonl", record, writer)
+                    bar.set_postfix(c=short(record["loss_critic"]), g=short(record["loss_generator"]),
+                                    sps=short(record["samples_per_s"]))  # fmt: skip
+                worst = int(streaks.max())
+                if worst >= config.max_nonfinite:
+                    raise VoxganError(
+                        f"training diverged: {worst} optimiser updates in a row had a non-finite loss "
+                        f"or gradient (step {step}); those updates were skipped and nothing non-finite was "
+                        "saved; lower --lr or check the data, then resume from the latest checkpoint"
+                    )
+            if is_main and finished_epoch is not None:
+                save_samples(finished_epoch + 1)
+                if history:
+                    plot_losses(history, run_dir / "loss.png")
+            evaluate = bool(config.eval_every) and step % config.eval_every == 0
+            if step % config.checkpoint_every == 0 or last or evaluate:
+                if world_size > 1:
+                    check_ranks_agree((generator, critic, ema), step)
+                if is_main:
+                    checkpoint_now()
+            if is_main and evaluate:
+                run_evaluation(run_dir)
 
     # Finish: a picture of the epoch in progress, when the run ended inside one.
     if is_main:

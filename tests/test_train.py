@@ -1,0 +1,234 @@
+"""The training loop end to end: the files of a run, checkpoints, resume after SIGKILL, DDP, NaN handling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from voxgan.errors import VoxganError
+from voxgan.train import (
+    TrainConfig,
+    build_networks,
+    find_latest_run,
+    load_checkpoint,
+    load_generator,
+    train,
+)
+
+TINY = dict(batch_size=4, generator_width=4, critic_width=4, log_every=1)
+TINY_ARGS = ["--batch-size", "4", "--generator-width", "4", "--critic-width", "4", "--log-every", "1"]
+STAT_KEYS = ("loss_critic", "loss_generator", "gradient_penalty", "wasserstein", "grad_norm_critic",
+             "grad_norm_generator")  # fmt: skip
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def single_thread_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def voxgan_train(*args, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "voxgan", "train", *TINY_ARGS, *args]
+    return subprocess.run(
+        command, cwd=cwd, env=single_thread_env(), capture_output=True, text=True, timeout=300
+    )
+
+
+def read_stats(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """Two steps of 5 batches of 4 over a 20-volume synthetic epoch: one epoch per step."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs")
+    run = train(TrainConfig(out=str(out), steps=2, epoch_size=20, checkpoint_every=1, **TINY))
+    torch.set_num_threads(threads)
+    return run
+
+
+def test_a_run_writes_its_files(short_run):
+    assert short_run.parent.name.startswith("runs") and short_run.name == "00000-shapes-16"
+    config = json.loads((short_run / "config.json").read_text())
+    assert config["steps"] == 2 and config["class_names"] and config["voxgan_version"]
+    stats = read_stats(short_run)
+    assert [s["step"] for s in stats] == [1, 2]
+    for record in stats:
+        assert all(np.isfinite(record[key]) for key in (*STAT_KEYS, "samples_per_s", "data_wait"))
+    checkpoints = sorted(p.name for p in (short_run / "checkpoints").iterdir())
+    assert checkpoints == ["latest.pt", "step-0000001.pt", "step-0000002.pt"]
+    for picture in ("samples/epoch-0001.png", "samples/epoch-0002.png", "loss.png"):
+        assert (short_run / picture).read_bytes()[:8] == PNG_MAGIC, picture
+    assert not [p for p in short_run.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_training_changes_the_weights_and_the_ema(short_run):
+    state = load_checkpoint(short_run)
+    assert state["step"] == 2
+    torch.manual_seed(0)
+    initial_generator, initial_critic = build_networks(TrainConfig.from_dict(state["config"]))
+    for name, initial in (("generator", initial_generator), ("critic", initial_critic)):
+        before = initial.state_dict()
+        changed = [k for k, v in state[name].items() if not torch.equal(v, before[k])]
+        assert len(changed) > len(before) // 2, name
+        assert all(torch.isfinite(v).all() for v in state[name].values())
+    ema_changed = [
+        k for k, v in state["ema"].items() if not torch.equal(v, initial_generator.state_dict()[k])
+    ]
+    assert ema_changed and not all(torch.equal(state["ema"][k], state["generator"][k]) for k in ema_changed)
+
+
+def test_load_generator_gives_the_ema_generator_in_eval_mode(short_run):
+    generator, config = load_generator(short_run)
+    assert not generator.training and generator.num_classes == 0
+    assert (generator.latent_dim, generator.resolution) == (100, 16)
+    assert config["class_names"] == ["sphere", "box", "cylinder", "torus"]
+    with torch.no_grad():
+        volumes = generator(torch.randn(3, generator.latent_dim), None)
+    assert volumes.shape == (3, 1, 16, 16, 16) and volumes.min() >= 0 and volumes.max() <= 1
+    from_file, _ = load_generator(short_run / "checkpoints" / "step-0000001.pt")
+    assert not torch.equal(from_file.to_volume.weight, generator.to_volume.weight)
+
+
+def test_find_latest_run_takes_the_highest_index(tmp_path):
+    for name in ("00001-b", "00010-a", "00002-z", "notes"):
+        (tmp_path / name).mkdir()
+    assert find_latest_run(tmp_path).name == "00010-a"
+    with pytest.raises(VoxganError, match="no run folder"):
+        find_latest_run(tmp_path / "missing")
+
+
+def test_conditional_run_gives_a_class_conditional_generator(tmp_path):
+    run = train(TrainConfig(out=str(tmp_path), steps=1, epoch_size=40, conditional=True, **TINY))
+    generator, config = load_generator(run)
+    assert run.name == "00000-shapes-16-cond" and generator.num_classes == len(config["class_names"]) == 4
+    with torch.no_grad():
+        volumes = generator(torch.randn(4, 100), torch.arange(4))
+    assert volumes.shape == (4, 1, 16, 16, 16)
+
+
+class OpensAFile:
+    """Unpickling this calls open(path, "w"): a stand-in for code hidden in a checkpoint."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_checkpoint_with_a_pickled_object_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "voxgan-checkpoint", "payload": OpensAFile(marker)}, path)
+    with pytest.raises(VoxganError, match="refused") as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_line(short_run, tmp_path):
+    data = (short_run / "checkpoints" / "latest.pt").read_bytes()
+    run = tmp_path / "00000-shapes-16"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VoxganError, match="refused"):
+        load_checkpoint(run)
+    done = voxgan_train("--resume", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("voxgan: error: ")
+    assert "latest.pt: refused" in done.stderr
+
+
+def test_bad_option_values_exit_2(tmp_path):
+    done = voxgan_train("--resolution", "24", cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voxgan: error: ")
+    assert "--resolution: must be 16, 32 or 64, got 24" in lines[0]
+
+
+def test_diverging_run_skips_non_finite_updates_then_stops_with_exit_1(tmp_path):
+    done = voxgan_train("--lr", "1e30", "--steps", "20", "--epoch-size", "400", "--out", "runs", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("voxgan: error: training diverged:") and "lower --lr" in last_line
+    run = find_latest_run(tmp_path / "runs")
+    stats = read_stats(run)
+    assert len(stats) < 20 and sum(s["skipped_critic"] + s["skipped_generator"] for s in stats) >= 10
+    assert stats[-1]["loss_critic"] is None  # nothing finite left to average
+    for path in (run / "checkpoints").glob("*.pt") if (run / "checkpoints").exists() else []:
+        state = load_checkpoint(path)
+        assert all(torch.isfinite(v).all() for v in state["generator"].values())
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_losses(tmp_path):
+    args = ["--steps", "14", "--checkpoint-every", "3", "--epoch-size", "100"]
+    whole = voxgan_train(*args, "--out", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    command = [sys.executable, "-m", "voxgan", "train", *TINY_ARGS, *args, "--out", "killed"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=single_thread_env(), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("killed/*/checkpoints/step-0000006.pt")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run = find_latest_run(tmp_path / "killed")
+    assert load_checkpoint(run)["step"] < 14, "the run finished before it could be killed"
+    resumed = voxgan_train(*args, "--resume", "--out", "killed", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step" in resumed.stderr
+    expected, got = read_stats(find_latest_run(tmp_path / "whole")), read_stats(run)
+    assert [s["step"] for s in got] == list(range(1, 15))
+    for a, b in zip(expected, got, strict=True):
+        assert {k: a[k] for k in (*STAT_KEYS, "epoch")} == {k: b[k] for k in (*STAT_KEYS, "epoch")}, a["step"]
+    final_whole, final_resumed = load_checkpoint(find_latest_run(tmp_path / "whole")), load_checkpoint(run)
+    for name in ("generator", "critic", "ema"):
+        assert all(torch.equal(v, final_resumed[name][k]) for k, v in final_whole[name].items()), name
+
+
+def test_two_processes_under_torchrun_train_in_step(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    options = [
+        "--steps",
+        "3",
+        "--checkpoint-every",
+        "1",
+        "--epoch-size",
+        "80",
+        "--device",
+        "cpu",
+        "--out",
+        "runs",
+    ]
+    command = [str(torchrun), "--nproc_per_node=2", "-m", "voxgan", "train", *TINY_ARGS, *options]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=single_thread_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Every checkpoint compared the ranks' weights (a mismatch fails the run); only rank 0 wrote files.
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["00000-shapes-16"]
+    run = tmp_path / "runs" / "00000-shapes-16"
+    assert "2 process(es)" in done.stderr and done.stdout.count("run: ") == 1
+    stats = read_stats(run)
+    assert [s["step"] for s in stats] == [1, 2, 3]
+    # 80 volumes per epoch split over 2 ranks: 10 batches of 4 per rank, so step 2 ends epoch 0.
+    assert [s["epoch"] for s in stats] == [0, 0, 1]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
+    assert load_checkpoint(run)["step"] == 3
