@@ -426,3 +426,12 @@ def test_worker_failure_message_reaches_the_command_line(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ERR ") and out.stdout.count("\n") == 1 and "train-00000.h5" in out.stdout
+
+
+def test_bad_rank_and_empty_epochs_are_refused(folder):
+    with pytest.raises(VoxganError, match="rank 2 is not in 0..world_size-1"):
+        data.make_loader(folder, batch_size=8, rank=2, world_size=2)
+    with pytest.raises(VoxganError, match="make no whole batch of 1000 per rank"):
+        data.make_loader(folder, batch_size=1000, drop_last=True, rank=0, world_size=2)
+    with pytest.raises(VoxganError, match="make no whole batch"):
+        data.make_loader("synthetic:noise", batch_size=64, epoch_size=10, drop_last=True)

@@ -62,6 +62,29 @@ def distributed_rank_and_world() -> tuple[int, int]:
     return rank, world
 
 
+def rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """The given (rank, world size), checked; :func:`distributed_rank_and_world` when rank is None."""
+    if rank is None:
+        return distributed_rank_and_world()
+    world = 1 if world_size is None else int(world_size)
+    if world < 1 or not 0 <= int(rank) < world:
+        raise VoxganError(f"rank {rank} is not in 0..world_size-1 (world_size {world})")
+    return int(rank), world
+
+
+def per_rank_samples(total: int, world: int, batch_size: int, drop_last: bool, what: str) -> int:
+    """Samples each rank delivers per epoch: ceil(total / world), or whole batches of floor(total / world)."""
+    if not drop_last:
+        return math.ceil(total / world)
+    samples = total // world // batch_size * batch_size
+    if samples == 0:
+        raise VoxganError(
+            f"{what}: {total} samples make no whole batch of {batch_size} per rank ({world} ranks) with "
+            "drop_last; use a smaller batch size or keep the last partial batch"
+        )
+    return samples
+
+
 def worker_id_and_count() -> tuple[int, int]:
     """(worker id, number of workers) of the DataLoader worker running this; (0, 1) in the main process."""
     info = get_worker_info()
@@ -332,18 +355,15 @@ class ShardDataset(_PositionMixin, IterableDataset):
         self._label_remap = class_subset(all_names, classes, str(self.folder))
         self.class_names = subset_names(all_names, self._label_remap)
         self._build_blocks()
-        self.rank, self.world_size = (
-            distributed_rank_and_world() if rank is None else (int(rank), int(world_size or 1))
-        )
+        self.rank, self.world_size = rank_and_world(rank, world_size)
         self.sample_count = int(self.block_count.sum())
         if self.sample_count == 0:
             raise VoxganError(
                 f"{self.folder}: split {split!r} has no samples{' of ' + str(classes) if classes else ''}"
             )
-        if self.drop_last:
-            self.rank_samples = self.sample_count // self.world_size // self.batch_size * self.batch_size
-        else:
-            self.rank_samples = math.ceil(self.sample_count / self.world_size)
+        self.rank_samples = per_rank_samples(
+            self.sample_count, self.world_size, self.batch_size, drop_last, f"{self.folder} split {split!r}"
+        )
         self.num_batches = math.ceil(self.rank_samples / self.batch_size)
         if shuffle_buffer is None:
             shuffle_buffer = min(DEFAULT_SHUFFLE_BUFFER, SHUFFLE_BUFFER_BYTES // (self.resolution**3 // 8))
@@ -674,13 +694,10 @@ class SyntheticVolumes(_PositionMixin, IterableDataset):
             )
         self.batch_size, self.resolution, self.epoch_size = int(batch_size), int(resolution), int(epoch_size)
         self.split, self.seed, self.augment, self.drop_last = split, int(seed), augment, drop_last
-        self.rank, self.world_size = (
-            distributed_rank_and_world() if rank is None else (int(rank), int(world_size or 1))
+        self.rank, self.world_size = rank_and_world(rank, world_size)
+        self.rank_samples = per_rank_samples(
+            self.epoch_size, self.world_size, self.batch_size, drop_last, self.source
         )
-        if drop_last:
-            self.rank_samples = self.epoch_size // self.world_size // self.batch_size * self.batch_size
-        else:
-            self.rank_samples = math.ceil(self.epoch_size / self.world_size)
         self.num_batches = math.ceil(self.rank_samples / self.batch_size)
         self._init_position()
 
