@@ -81,7 +81,7 @@ def load_mesh(path: Path, root: Path, *, max_faces: int | None = None) -> tuple[
     if extension not in MESH_EXTENSIONS:
         raise MeshError(f"not a mesh file extension: {extension or '(none)'}")
     data = _read_bytes(real)
-    if not data.strip():
+    if not data or data.isspace():
         raise MeshError("empty file")
     if extension == ".obj":
         vertices, faces = parse_obj(data, max_faces=max_faces)
@@ -957,7 +957,7 @@ def load_binvox(path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
     """
     real = _inside_root(Path(path), Path(root))
     data = _read_bytes(real)
-    if not data.strip():
+    if not data or data.isspace():
         raise MeshError("empty file")
     return parse_binvox(data)
 
