@@ -280,6 +280,29 @@ def test_broken_file_raises_mesh_error_with_reason(tmp_path: Path, writer: str):
     assert reason in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("accessors", "x"),
+        ("accessors", [{"count": "many"}]),
+        ("accessors", [{"count": -5}]),
+        ("nodes", [1, "two"]),
+        ("meshes", [{"primitives": [5]}]),
+        ("meshes", [{"primitives": [{"indices": "0"}]}]),
+        ("buffers", [{"uri": 5}]),
+        ("buffers", "nothing"),
+        ("bufferViews", [{"buffer": 7, "byteLength": 4}]),
+        ("scenes", [{"nodes": [99]}]),
+    ],
+)
+def test_malformed_gltf_documents_raise_mesh_error(tmp_path: Path, key: str, value):
+    document, blob = meshfiles._gltf_document(None)
+    document[key] = value
+    (tmp_path / "bad.glb").write_bytes(meshfiles._glb(document, blob))
+    with pytest.raises(MeshError, match="GLB|glTF|no faces|empty"):
+        load_mesh(tmp_path / "bad.glb", tmp_path)
+
+
 @pytest.mark.parametrize("extension", sorted(MESH_EXTENSIONS))
 def test_garbage_and_empty_files_of_every_extension_raise_mesh_error(tmp_path: Path, extension: str):
     for seed in range(3):

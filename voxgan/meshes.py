@@ -786,8 +786,11 @@ def parse_gltf(
     """
     fmt = "GLB" if binary else "glTF"
     tree = _glb_json(data) if binary else _gltf_json(data)
-    available = len(data) + _check_gltf_buffers(tree, folder, root)
-    _check_gltf_counts(tree, available, max_faces)
+    try:
+        available = len(data) + _check_gltf_buffers(tree, folder, root)
+        _check_gltf_counts(tree, available, max_faces)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as error:
+        raise MeshError(f"cannot parse {fmt}: malformed document: {_one_line(error)}") from None
     import trimesh
 
     resolver = _RootResolver(folder, root)
@@ -863,7 +866,9 @@ def _check_gltf_counts(tree: dict, available: int, max_faces: int | None) -> Non
     accessors = tree.get("accessors", []) or []
     for accessor in accessors:
         count = accessor.get("count", 0) if isinstance(accessor, dict) else 0
-        if not isinstance(count, int) or count < 0 or count > available:
+        if not isinstance(count, int) or count < 0:
+            raise MeshError(f"cannot parse glTF: an accessor count is not a count: {str(count)[:40]}")
+        if count > available:
             raise MeshError(
                 f"cannot parse glTF: an accessor claims {count:,} items, more than the file holds"
             )
