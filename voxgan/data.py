@@ -582,9 +582,8 @@ def random_rotations(rng: np.random.Generator, count: int) -> np.ndarray:
 
 
 def voxel_centres(resolution: int) -> np.ndarray:
-    """Voxel centres in [-1, 1]³: (R³, 3) float32, in the C order of an [x, y, z] grid."""
-    axis = (np.arange(resolution, dtype=np.float32) + 0.5) / resolution * 2 - 1
-    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    """Voxel centres along one axis in [-1, 1]: (R,) float32."""
+    return ((np.arange(resolution, dtype=np.float32) + 0.5) / resolution * 2 - 1).astype(np.float32)
 
 
 def shape_parameters(rng: np.random.Generator, kind: np.ndarray) -> np.ndarray:
@@ -612,19 +611,40 @@ def bounding_radius(kind: np.ndarray, size: np.ndarray) -> np.ndarray:
 
 
 def inside_primitive(x: np.ndarray, y: np.ndarray, z: np.ndarray, kind: int, size: np.ndarray) -> np.ndarray:
-    """Inside test in each primitive's own frame.
+    """Inside test of one primitive in its own frame.
 
-    x, y, z : (V, n) float32 coordinates of V points for n primitives; size : (n, 3)  ->  (V, n) bool.
+    x, y, z : (...) float32 coordinates; size : (3,) see :func:`shape_parameters`  ->  (...) bool.
     """
-    s = size.astype(np.float32)[None, :, :]  # (1, n, 3)
+    a, b, c = (np.float32(v) for v in size)
     if kind == 0:
-        return x * x + y * y + z * z <= s[..., 0] ** 2
+        return x * x + y * y + z * z <= a * a
     if kind == 1:
-        return (np.abs(x) <= s[..., 0]) & (np.abs(y) <= s[..., 1]) & (np.abs(z) <= s[..., 2])
+        return (np.abs(x) <= a) & (np.abs(y) <= b) & (np.abs(z) <= c)
     if kind == 2:
-        return (x * x + y * y <= s[..., 0] ** 2) & (np.abs(z) <= s[..., 1])
-    ring = np.sqrt(x * x + y * y) - s[..., 0]
-    return ring * ring + z * z <= s[..., 1] ** 2
+        return (x * x + y * y <= a * a) & (np.abs(z) <= b)
+    ring = np.sqrt(x * x + y * y) - a
+    return ring * ring + z * z <= b * b
+
+
+def rasterise_primitive(
+    occupancy: np.ndarray, kind: int, size: np.ndarray, centre: np.ndarray, turn: np.ndarray
+) -> None:
+    """Fill one primitive into ``occupancy`` (R, R, R) uint8, testing only the voxels of its bounding box.
+
+    size : (3,) see :func:`shape_parameters`; centre : (3,) in [-1, 1]³; turn : (3, 3) rotation, the
+    primitive's own coordinate j of a point p being ``(p - centre) . turn[:, j]``.
+    """
+    resolution = occupancy.shape[0]
+    reach = float(bounding_radius(np.array([kind]), size[None])[0])
+    lo = np.clip(np.floor((centre - reach + 1) * resolution / 2).astype(int), 0, resolution)
+    hi = np.clip(np.ceil((centre + reach + 1) * resolution / 2).astype(int), 0, resolution)
+    axis = voxel_centres(resolution)
+    gx = (axis[lo[0] : hi[0]] - np.float32(centre[0]))[:, None, None]  # (nx, 1, 1)
+    gy = (axis[lo[1] : hi[1]] - np.float32(centre[1]))[None, :, None]  # (1, ny, 1)
+    gz = (axis[lo[2] : hi[2]] - np.float32(centre[2]))[None, None, :]  # (1, 1, nz)
+    x, y, z = (gx * turn[0, j] + gy * turn[1, j] + gz * turn[2, j] for j in range(3))  # each (nx, ny, nz)
+    box = occupancy[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    box[...] = inside_primitive(x, y, z, kind, size)
 
 
 def rasterise_shapes(rng: np.random.Generator, kinds: np.ndarray, resolution: int) -> np.ndarray:
@@ -635,23 +655,12 @@ def rasterise_shapes(rng: np.random.Generator, kinds: np.ndarray, resolution: in
     count = len(kinds)
     size = shape_parameters(rng, kinds)
     room = np.maximum(0.95 - bounding_radius(kinds, size), 0.0)
-    centre = (rng.uniform(-1, 1, size=(count, 3)) * room[:, None]).astype(np.float32)
+    centre = rng.uniform(-1, 1, size=(count, 3)) * room[:, None]
     rotation = random_rotations(rng, count).astype(np.float32)  # (B, 3, 3)
-    points = voxel_centres(resolution)  # (V, 3)
-    out = np.zeros((count, resolution**3), dtype=np.uint8)
-    per_chunk = max(1, (1 << 21) // resolution**3)  # keeps temporaries near 2M points
-    for kind in np.unique(kinds):
-        members = np.flatnonzero(kinds == kind)
-        for begin in range(0, len(members), per_chunk):
-            chunk = members[begin : begin + per_chunk]
-            turn = rotation[chunk]  # (n, 3, 3): local coordinate j of point p is (p - c) . turn[:, :, j]
-            shift = np.einsum("ni,nij->nj", centre[chunk], turn)  # (n, 3)
-            px, py, pz = points[:, 0:1], points[:, 1:2], points[:, 2:3]  # (V, 1) each
-            x, y, z = (
-                px * turn[:, 0, j] + py * turn[:, 1, j] + pz * turn[:, 2, j] - shift[:, j] for j in range(3)
-            )
-            out[chunk] = inside_primitive(x, y, z, int(kind), size[chunk]).T
-    return out.reshape(count, resolution, resolution, resolution)
+    out = np.zeros((count, resolution, resolution, resolution), dtype=np.uint8)
+    for i in range(count):
+        rasterise_primitive(out[i], int(kinds[i]), size[i], centre[i], rotation[i])
+    return out
 
 
 def random_noise(rng: np.random.Generator, count: int, resolution: int) -> np.ndarray:
