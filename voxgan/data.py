@@ -666,8 +666,8 @@ def rasterise_shapes(rng: np.random.Generator, kinds: np.ndarray, resolution: in
 def random_noise(rng: np.random.Generator, count: int, resolution: int) -> np.ndarray:
     """Random occupancy, each volume with its own fill fraction in NOISE_FILL_RANGE: (B, R, R, R) uint8."""
     fill = rng.uniform(*NOISE_FILL_RANGE, size=(count, 1))
-    threshold = np.round(fill * 65536).astype(np.uint32)
-    draws = rng.integers(0, 65536, size=(count, resolution**3), dtype=np.uint16)
+    threshold = np.round(fill * 256).astype(np.uint8)  # the fill in steps of 1/256 (at most 0.5: fits uint8)
+    draws = rng.integers(0, 256, size=(count, resolution**3), dtype=np.uint8)
     return (draws < threshold).view(np.uint8).reshape(count, resolution, resolution, resolution)
 
 
