@@ -280,6 +280,28 @@ def test_broken_file_raises_mesh_error_with_reason(tmp_path: Path, writer: str):
     assert reason in message and "\n" not in message
 
 
+@pytest.mark.parametrize("writer", sorted(meshfiles.GOOD_FILES))
+def test_cut_or_corrupted_files_load_or_raise_mesh_error_never_anything_else(tmp_path: Path, writer: str):
+    path = getattr(meshfiles, writer)(tmp_path / meshfiles.GOOD_FILES[writer])
+    original = path.read_bytes()
+    rng = np.random.default_rng(len(original))
+    variants = [original[:cut] for cut in np.linspace(1, len(original) - 1, 20).astype(int)]
+    for _ in range(30):
+        corrupted = bytearray(original)
+        for position in rng.integers(0, len(original), 3):
+            corrupted[int(position)] = int(rng.integers(0, 256))
+        variants.append(bytes(corrupted))
+    for variant in variants:
+        path.write_bytes(variant)
+        try:
+            vertices, faces = load_mesh(path, tmp_path)
+        except MeshError as error:
+            assert str(error) and "\n" not in str(error)
+        else:  # whatever loads is a valid cleaned mesh
+            assert np.isfinite(vertices).all() and len(faces) >= 1
+            assert faces.min() >= 0 and faces.max() < len(vertices)
+
+
 @pytest.mark.parametrize(
     "key, value",
     [
