@@ -552,9 +552,12 @@ def test_grid_transform_shifts_a_box_whose_faces_would_lie_on_grid_planes():
     np.testing.assert_allclose(low, 1 + 1 / 64)
 
 
-def test_grid_transform_zero_extent_raises():
+def test_grid_transform_zero_extent_raises(tmp_path: Path):
     with pytest.raises(MeshError, match="zero extent"):
         grid_transform(np.ones((4, 3)), 16)
+    path = meshfiles.write_off_zero_extent(tmp_path / "point.off")
+    with pytest.raises(MeshError, match="zero extent"):
+        grid_transform(load_mesh(path, tmp_path)[0], 16)
 
 
 @pytest.mark.parametrize("up", ["x", "y", "z", "-x", "-y", "-z"])
