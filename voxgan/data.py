@@ -4,7 +4,8 @@ One entry point, :func:`make_loader`, returns a :class:`VoxelLoader` that yields
 voxels a uint8 tensor of 0/1 of shape (B, 1, R, R, R) indexed ``[x, y, z]`` (+z up), labels int64 (B,).
 
 Batching happens inside the datasets: each DataLoader worker yields whole batches (``batch_size=None``),
-reading whole HDF5 chunks and unpacking bits with one vectorised numpy call per batch.
+reading whole HDF5 chunks; through :func:`make_loader` a worker sends its batches still bit-packed and the
+main process unpacks each with one vectorised numpy call (8 times less to move between processes).
 
 An epoch is planned identically in every process from ``(seed, epoch)``:
 
