@@ -302,6 +302,60 @@ def train(
 # --- export, evaluate: voxgan.export, voxgan.metrics -----------------------------------------------
 
 
+@app.command()
+def export(
+    format: Annotated[
+        str, typer.Option("--format", help="obj | stl | ply | glb | off | binvox | npy | png | gif.")
+    ],
+    run: Annotated[
+        Path | None, typer.Option(help="Run folder (its latest checkpoint) [newest under ./runs].")
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file instead of a run.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Export volumes of this shard folder instead.")] = None,
+    split: Annotated[str, typer.Option(help="Split of --data to take volumes from.")] = "test",
+    num: Annotated[int, typer.Option(help="How many volumes.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the latents (or of the choice of --data volumes).")] = 0,
+    threshold: Annotated[float, typer.Option(help="A voxel is occupied above this value.")] = 0.5,
+    mesh: Annotated[str, typer.Option(help="smooth (marching cubes) | blocks (voxel cubes).")] = "smooth",
+    class_name: Annotated[
+        str | None, typer.Option("--class", help="Only this class (conditional model or labelled shards).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("exports"),
+) -> None:
+    """Write generated (or dataset) volumes as meshes, voxel files, an image grid or an animation.
+
+    Meshes are in grid coordinates (voxel (i, j, k) spans [i, i+1)^3, +z up), watertight, with outward
+    normals. gif: a loop through latent space (a model) or a turntable (--data).
+
+    Example: voxgan export --format obj --num 16 --mesh blocks --out exports
+    """
+    from voxgan.export import ExportConfig, check_export_config, export_volumes
+
+    config = ExportConfig(
+        format=format.lower(),
+        run=run,
+        checkpoint=checkpoint,
+        data=data,
+        split=split,
+        num=num,
+        seed=seed,
+        threshold=threshold,
+        mesh=mesh,
+        class_name=class_name,
+        out=out,
+    )
+    try:
+        check_export_config(config)
+    except VoxganError as error:
+        raise typer.BadParameter(str(error)) from None
+    result = export_volumes(config)
+    for line in result.warnings:
+        typer.echo(f"voxgan: warning: {line}", err=True)
+    typer.echo(f"source: {result.source}")
+    shown = ", ".join(str(p) for p in result.files[:3]) + (" ..." if len(result.files) > 3 else "")
+    typer.echo(f"wrote {len(result.files)} file(s) to {out}: {shown}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turn errors into one line and an exit code."""
     debug = os.environ.get("VOXGAN_DEBUG") == "1"
