@@ -435,3 +435,15 @@ def test_bad_rank_and_empty_epochs_are_refused(folder):
         data.make_loader(folder, batch_size=1000, drop_last=True, rank=0, world_size=2)
     with pytest.raises(VoxganError, match="make no whole batch"):
         data.make_loader("synthetic:noise", batch_size=64, epoch_size=10, drop_last=True)
+
+
+def test_each_shard_is_hashed_once_and_again_when_it_changes(tmp_path):
+    folder = tmp_path / "hashed"
+    write_folder(folder, [200, 200])
+    loader = data.make_loader(folder, batch_size=32, num_workers=2)  # workers are new processes each epoch
+    assert len(epoch_ids(loader, 0)) == loader.num_batches
+    sizes = [(folder / f"train-0000{i}.h5").stat().st_size for i in range(2)]
+    assert loader.dataset._verified[:, 0].tolist() == sizes  # the workers' checks reached the main process
+    flip_bytes(folder / "train-00001.h5")
+    with pytest.raises(VoxganError, match="train-00001.h5: corrupt or truncated"):
+        epoch_ids(loader, 1)

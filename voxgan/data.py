@@ -43,8 +43,6 @@ SHUFFLE_BUFFER_BYTES = 64 << 20  # packed bytes per shuffle window (256 MiB of 6
 DEFAULT_RESOLUTION = 16
 NOISE_FILL_RANGE = (0.1, 0.5)  # each noise volume: every voxel occupied with a probability drawn from this
 
-_verified_shards: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) whose sha256 matched
-
 
 # --- where this process stands ---------------------------------------------------------------------
 
@@ -231,23 +229,28 @@ class _PositionMixin:
 # --- shard folders ------------------------------------------------------------------------------------
 
 
-def check_shard_file(path: Path, sha256: str) -> None:
-    """Raise VoxganError when the shard is missing or differs from the manifest (checked once per process)."""
+def check_shard_file(path: Path, sha256: str, verified: torch.Tensor | None = None) -> None:
+    """Raise VoxganError when the shard is missing or its sha256 differs from the manifest.
+
+    verified : (2,) int64 (size, mtime_ns) of the file when a process last found it good, shared by the
+    main process and all workers, so that each file is hashed once, not once per worker and epoch.
+    """
     try:
         stat = path.stat()
     except FileNotFoundError:
         raise VoxganError(
             f"{path}: shard listed in manifest.json is missing; re-run voxgan voxelize"
         ) from None
-    key = (stat.st_size, stat.st_mtime_ns)
-    if _verified_shards.get(str(path)) == key:
+    key = [stat.st_size, stat.st_mtime_ns]
+    if verified is not None and verified.tolist() == key:
         return
     if shards.file_sha256(path) != sha256:
         raise VoxganError(
             f"{path}: corrupt or truncated ({stat.st_size} bytes, sha256 differs from manifest.json); "
             "re-run voxgan voxelize"
         )
-    _verified_shards[str(path)] = key
+    if verified is not None:
+        verified.copy_(torch.tensor(key, dtype=torch.int64))
 
 
 def manifest_class_names(manifest: dict) -> tuple[str, ...] | None:
@@ -292,7 +295,8 @@ class ShardDataset(_PositionMixin, IterableDataset):
 
     Yields ``(voxels, labels)``: voxels (B, 1, R, R, R) uint8 tensor of 0/1, labels (B,) int64 tensor.
     HDF5 files are opened lazily in the process that reads them (never inherited across a fork) and each
-    file's sha256 is checked against the manifest once per process.
+    file's sha256 is checked against the manifest before it is first read; the result is shared with every
+    worker (in shared memory), so a file is hashed once per run unless its size or mtime change.
 
     Parameters
     ----------
@@ -350,6 +354,7 @@ class ShardDataset(_PositionMixin, IterableDataset):
         self._labels: dict[int, np.ndarray] = {}  # each shard's labels (N,) int64, read once per process
         self._datasets: dict[tuple[int, str], object] = {}  # open h5py datasets, by (shard, name)
         self._files_pid = os.getpid()
+        self._verified = torch.zeros((len(self.entries), 2), dtype=torch.int64).share_memory_()
         all_names = manifest_class_names(manifest)
         if all_names is None:
             all_names = self._header(0).class_names if self.entries else ()
@@ -448,7 +453,7 @@ class ShardDataset(_PositionMixin, IterableDataset):
         if i not in self._files:
             entry = self.entries[i]
             path = self.folder / entry["file"]
-            check_shard_file(path, entry["sha256"])
+            check_shard_file(path, entry["sha256"], self._verified[i])
             try:
                 handle = h5py.File(path, "r")
             except OSError as error:
