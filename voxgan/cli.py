@@ -356,6 +356,55 @@ def export(
     typer.echo(f"wrote {len(result.files)} file(s) to {out}: {shown}")
 
 
+@app.command()
+def evaluate(
+    data: Annotated[
+        str | None, typer.Option(help="Shard folder (or synthetic:shapes) to compare with [the run's data].")
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option(help="Run folder (its latest checkpoint) [newest under ./runs].")
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file instead of a run.")] = None,
+    split: Annotated[str, typer.Option(help="The reference split.")] = "test",
+    num: Annotated[
+        int | None, typer.Option(help="Reference volumes (a seeded subset) [the whole split].")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
+    no_context: Annotated[
+        bool, typer.Option("--no-context", help="Skip the train-split and noise context rows.")
+    ] = False,
+) -> None:
+    """MMD, COV and 1-NNA (1 - IoU and Chamfer distances) and a voxel FID of a model against a split.
+
+    Prints a markdown table with context rows (train split: the ceiling; noise: the floor), appends
+    a line to the run's metrics.jsonl and writes the table to the run folder.
+
+    Example: voxgan evaluate --data shards --split test --num 1000
+    """
+    from voxgan.metrics import evaluate_run
+
+    if run is not None and checkpoint is not None:
+        raise typer.BadParameter("give --run or --checkpoint, not both")
+    if num is not None and num < 2:
+        raise typer.BadParameter(f"must be at least 2, got {num}", param_hint="--num")
+    if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
+        raise typer.BadParameter(f"unknown device {device!r}; use cpu, cuda or auto", param_hint="--device")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    source = run or checkpoint
+    if source is None:
+        from voxgan.export import newest_run
+
+        source = newest_run(Path("runs"))
+        typer.echo(f"voxgan: no --run given: evaluating the newest run, {source}", err=True)
+    record = evaluate_run(source, data, split=split, num=num, device=device, context=not no_context)
+    typer.echo(record["table"])
+    folder = Path(record["table_path"]).parent
+    typer.echo(f"\nappended to {folder / 'metrics.jsonl'}; table: {record['table_path']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turn errors into one line and an exit code."""
     debug = os.environ.get("VOXGAN_DEBUG") == "1"
