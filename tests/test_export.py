@@ -1,0 +1,276 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from voxgan.data import make_loader
+from voxgan.export import (
+    ExportConfig,
+    binvox_bytes,
+    blocks_mesh,
+    export_volumes,
+    read_binvox,
+    smooth_mesh,
+    volume_mesh,
+)
+from voxgan.shards import ShardHeader, pack, shard_name, write_json_atomic, write_shard
+from voxgan.voxelize import voxelize
+
+CLASSES = ("sphere", "box", "cylinder", "torus")
+
+
+def synthetic_shapes(count, split="test", resolution=16, seed=0):
+    """(count, R, R, R) bool solid primitives and their labels, from the synthetic:shapes source."""
+    loader = make_loader(
+        "synthetic:shapes",
+        batch_size=count,
+        split=split,
+        shuffle=False,
+        epoch_size=count,
+        resolution=resolution,
+        seed=seed,
+    )
+    loader.set_epoch(0)
+    voxels, labels = next(iter(loader))
+    return voxels[:, 0].numpy().astype(bool), labels.numpy()
+
+
+def make_shards(folder, counts=None, resolution=16, seed=0):
+    """A real shard folder (manifest + HDF5) holding synthetic shapes in each split."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split, count in (counts or {"train": 48, "test": 24}).items():
+        occupancy, labels = synthetic_shapes(count, split, resolution, seed)
+        header = ShardHeader(resolution=resolution, split=split, class_names=CLASSES, recipe="test")
+        entry = write_shard(
+            folder / shard_name(split, 0),
+            header,
+            pack(occupancy),
+            labels,
+            [f"{split}/{i}.obj" for i in range(count)],
+            np.tile(np.eye(4), (count, 1, 1)),
+        )
+        splits[split] = {"count": count, "shards": [entry]}
+    manifest = {
+        "schema_version": 1,
+        "resolution": resolution,
+        "mode": "solid",
+        "layout": "test",
+        "recipe": "test",
+        "classes": list(CLASSES),
+        "splits": splits,
+        "errors": [],
+        "skipped": {},
+        "config": {},
+        "voxgan_version": "test",
+    }
+    write_json_atomic(folder / "manifest.json", manifest)
+    return folder
+
+
+def make_run(runs_dir, name="00000-test", conditional=False, step=7):
+    """A run folder with a real checkpoint of a tiny, freshly initialised generator."""
+    from voxgan.train import (
+        CHECKPOINT_FORMAT,
+        CHECKPOINT_VERSION,
+        TrainConfig,
+        build_networks,
+        save_checkpoint,
+    )
+
+    config = TrainConfig(
+        data="synthetic:shapes",
+        generator_width=4,
+        critic_width=4,
+        conditional=conditional,
+        class_names=CLASSES if conditional else (),
+    )
+    torch.manual_seed(0)
+    generator, critic = build_networks(config)
+    run_dir = Path(runs_dir) / name
+    run_dir.mkdir(parents=True)
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "config": config.to_dict(),
+        "step": step,
+        "ema": generator.state_dict(),
+        "generator": generator.state_dict(),
+        "critic": critic.state_dict(),
+    }
+    save_checkpoint(state, run_dir, step)
+    return run_dir
+
+
+def ball(resolution=16, radius=5.0, centre=(8, 8, 8)):
+    points = np.indices((resolution,) * 3).transpose(1, 2, 3, 0) + 0.5
+    return np.linalg.norm(points - np.array(centre), axis=-1) < radius
+
+
+def pinched():
+    """Two voxels touching along an edge, one touching the first at a corner, and a solid block."""
+    volume = np.zeros((8, 8, 8), bool)
+    volume[2, 2, 2] = volume[3, 3, 2] = volume[4, 4, 3] = True
+    volume[1:4, 5:7, 4:7] = True
+    return volume
+
+
+def assert_closed_outward(mesh):
+    assert mesh.is_watertight and mesh.is_winding_consistent
+    assert mesh.volume > 0
+    assert len(np.unique(mesh.vertices, axis=0)) == len(mesh.vertices)  # no duplicate vertices
+
+
+VOLUMES = {
+    "ball": ball(),
+    "pinched": pinched(),
+    "shapes": synthetic_shapes(8)[0],
+}
+
+
+@pytest.mark.parametrize("kind", ["blocks", "smooth"])
+@pytest.mark.parametrize("name", ["ball", "pinched", "shapes"])
+def test_meshes_are_watertight_with_outward_normals(kind, name):
+    volumes = VOLUMES[name] if name == "shapes" else [VOLUMES[name]]
+    for volume in volumes:
+        if volume.any():
+            assert_closed_outward(volume_mesh(volume, kind))
+
+
+@pytest.mark.parametrize("name", ["ball", "pinched", "shapes"])
+def test_blocks_round_trip_is_exact(name):
+    volumes = VOLUMES[name] if name == "shapes" else [VOLUMES[name]]
+    for volume in volumes:
+        vertices, faces = blocks_mesh(volume)
+        assert np.array_equal(voxelize(vertices, faces, len(volume)), volume)
+
+
+@pytest.mark.parametrize("name", ["ball", "pinched", "shapes"])
+def test_smooth_round_trip_iou(name):
+    volumes = VOLUMES[name] if name == "shapes" else [VOLUMES[name]]
+    for volume in volumes:
+        vertices, faces = smooth_mesh(volume)
+        back = voxelize(vertices, faces, len(volume))
+        assert (back & volume).sum() / (back | volume).sum() >= 0.9
+
+
+def test_blocks_mesh_encloses_the_voxel_volume_in_grid_coordinates():
+    volume = np.zeros((16, 16, 16), bool)
+    volume[2:6, 3:8, 4:10] = True
+    mesh = volume_mesh(volume, "blocks")
+    assert mesh.volume == pytest.approx(volume.sum())
+    assert np.allclose(mesh.bounds, [[2, 3, 4], [6, 8, 10]])
+
+
+def test_binvox_reads_back_with_trimesh_and_our_parser(tmp_path):
+    volume = ball(16, 6.0, (7, 8, 9))
+    volume[0, 0, :] = True  # a long run, longer than one byte can count
+    path = tmp_path / "ball.binvox"
+    path.write_bytes(binvox_bytes(volume))
+    assert np.array_equal(read_binvox(path.read_bytes()), volume)
+    grid = trimesh.load(path)
+    assert np.array_equal(np.asarray(grid.matrix, bool), volume)
+
+
+@pytest.fixture(scope="module")
+def shard_folder(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("shards"))
+
+
+MESH_FORMATS = ["obj", "stl", "ply", "glb", "off"]
+
+
+@pytest.mark.parametrize("fmt", MESH_FORMATS)
+@pytest.mark.parametrize("kind", ["blocks", "smooth"])
+def test_every_mesh_format_loads_back_with_expected_bounds(shard_folder, tmp_path, fmt, kind):
+    config = ExportConfig(format=fmt, data=shard_folder, num=3, mesh=kind, out=tmp_path / "out")
+    result = export_volumes(config)
+    assert len(result.files) == 3 and "shard folder" in result.source
+    volumes, _ = synthetic_shapes(24)  # the test split make_shards wrote
+    for path in result.files:
+        assert path.suffix == f".{fmt}"
+        loaded = trimesh.load(path, force="mesh")
+        assert loaded.is_watertight and loaded.volume > 0
+        assert np.all(loaded.bounds[0] >= -1e-6) and np.all(loaded.bounds[1] <= 16 + 1e-6)
+        matches = [v for v in volumes if np.allclose(volume_mesh(v, kind).bounds, loaded.bounds, atol=1e-4)]
+        assert matches, f"{path.name}: bounds {loaded.bounds.tolist()} match no dataset volume"
+
+
+def test_npy_binvox_png_gif_exports(shard_folder, tmp_path):
+    out = tmp_path / "out"
+    npy = export_volumes(ExportConfig(format="npy", data=shard_folder, num=5, out=out)).files
+    array = np.load(npy[0])
+    assert array.shape == (5, 16, 16, 16) and array.dtype == bool
+    binvox = export_volumes(ExportConfig(format="binvox", data=shard_folder, num=5, out=out)).files
+    assert all(np.array_equal(read_binvox(p.read_bytes()), v) for p, v in zip(binvox, array, strict=True))
+    png = export_volumes(ExportConfig(format="png", data=shard_folder, num=5, out=out)).files[0]
+    from matplotlib.image import imread
+
+    assert imread(png).shape[2] in (3, 4)
+    gif = export_volumes(ExportConfig(format="gif", data=shard_folder, num=1, out=out)).files[0]
+    from PIL import Image
+
+    with Image.open(gif) as image:
+        assert image.n_frames > 10
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_class_filter_on_shards(shard_folder, tmp_path):
+    config = ExportConfig(format="npy", data=shard_folder, num=50, class_name="box", out=tmp_path)
+    result = export_volumes(config)
+    volumes, labels = synthetic_shapes(24)
+    assert np.load(result.files[0]).shape[0] == (labels == CLASSES.index("box")).sum()
+
+
+def test_empty_volume_warns_instead_of_crashing(tmp_path):
+    folder = tmp_path / "empty-shards"
+    folder.mkdir()
+    occupancy = np.zeros((2, 16, 16, 16), bool)
+    occupancy[1, 4:8, 4:8, 4:8] = True
+    header = ShardHeader(resolution=16, split="test")
+    transforms = np.tile(np.eye(4), (2, 1, 1))
+    entry = write_shard(folder / "test-00000.h5", header, pack(occupancy), [-1, -1], ["a", "b"], transforms)
+    manifest = {"schema_version": 1, "resolution": 16, "splits": {"test": {"count": 2, "shards": [entry]}}}
+    write_json_atomic(folder / "manifest.json", manifest)
+    for kind in ("smooth", "blocks"):
+        result = export_volumes(
+            ExportConfig(format="obj", data=folder, num=2, mesh=kind, out=tmp_path / kind)
+        )
+        assert len(result.files) == 1
+        assert any("empty" in warning for warning in result.warnings)
+    vertices, faces = blocks_mesh(np.zeros((8, 8, 8), bool))
+    assert faces.shape == (0, 3)
+    full = volume_mesh(np.ones((8, 8, 8), bool), "blocks")
+    assert_closed_outward(full)
+    assert full.volume == pytest.approx(512)
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "voxgan", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_export_without_source_takes_the_newest_run(tmp_path):
+    make_run(tmp_path / "runs", "00000-old")
+    newest = make_run(tmp_path / "runs", "00001-new", conditional=True)
+    done = run_cli("export", "--format", "npy", "--num", "4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "00001-new" in done.stderr and "newest run" in done.stderr
+    array = np.load(tmp_path / "exports" / f"{newest.name}.npy")
+    assert array.shape == (4, 16, 16, 16)
+    done = run_cli(
+        "export", "--format", "png", "--num", "4", "--class", "torus", "--out", "pics", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "pics" / f"{newest.name}-torus.png").is_file()
+
+
+def test_export_cli_errors_are_one_line(tmp_path):
+    done = run_cli("export", "--format", "fbx", cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "fbx" in done.stderr
+    done = run_cli("export", "--format", "obj", cwd=tmp_path)  # no ./runs
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "runs" in done.stderr
