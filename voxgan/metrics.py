@@ -39,7 +39,7 @@ from voxgan.errors import VoxganError
 
 CHUNK_BYTES = 64 * 2**20  # size of one operand block of the pairwise products
 EMPTY_SQUARED_DISTANCE = 3.0  # squared diagonal of the unit cube: how far an empty volume's surface is
-CLASSIFIER_VERSION = 1
+CLASSIFIER_VERSION = 2
 CLASSIFIER_EPOCHS = 12
 CLASSIFIER_BATCH = 64
 CACHE_FOLDER = ".voxgan-cache"
@@ -231,13 +231,9 @@ def build_classifier(resolution: int, num_classes: int):
         def __init__(self):
             super().__init__()
             layers, channels = [], 1
-            for width in (16, 32, 64):
-                layers += [
-                    nn.Conv3d(channels, width, 3, padding=1),
-                    nn.GroupNorm(4, width),
-                    nn.LeakyReLU(0.2),
-                ]
-                layers += [nn.MaxPool3d(2)]
+            for width in (16, 32, 64):  # each step halves the resolution
+                layers += [nn.Conv3d(channels, width, 4, stride=2, padding=1), nn.GroupNorm(4, width)]
+                layers += [nn.LeakyReLU(0.2)]
                 channels = width
             self.body = nn.Sequential(*layers)
             self.head = nn.Linear(channels, num_classes)
