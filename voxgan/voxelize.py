@@ -23,6 +23,11 @@ occupancy grids are (R, R, R) bool indexed ``[x, y, z]``. Geometry outside [0, R
 
 from __future__ import annotations
 
+import functools
+import math
+import os
+import types
+
 import numpy as np
 
 from voxgan.errors import VoxganError
@@ -195,6 +200,15 @@ def closed_winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndar
     or a point on the surface, falls back to the exact solid-angle sum (:func:`winding_numbers`), which
     small meshes use throughout.
     """
+    kernels = compiled_kernels()
+    if kernels is not None:
+        result = np.empty(len(points))
+        kernels.crossings(
+            np.ascontiguousarray(points, dtype=np.float64), np.ascontiguousarray(triangles), result
+        )
+        grazing = np.flatnonzero(np.isnan(result))
+        result[grazing] = winding_numbers(points[grazing], triangles)
+        return result
     if len(triangles) <= RAY_MIN_FACES:
         return winding_numbers(points, triangles)
     x, y, z = triangles[:, :, 0], triangles[:, :, 1], triangles[:, :, 2]  # (F, 3) each
@@ -381,7 +395,151 @@ def overlap_masks(triangles: np.ndarray, resolution: int) -> tuple[np.ndarray, n
     """Voxels a triangle passes through (open boxes) and voxels a triangle touches (closed boxes).
 
     triangles : (F, 3, 3) float in grid coordinates  ->  (surface, touched), each (R, R, R) bool.
+    Runs the compiled loop when numba is installed, else :func:`overlap_masks_numpy` (same result).
     """
+    kernels = compiled_kernels()
+    if kernels is None:
+        return overlap_masks_numpy(triangles, resolution)
+    surface = np.zeros((resolution,) * 3, dtype=bool)
+    touched = np.zeros((resolution,) * 3, dtype=bool)
+    kernels.overlap(np.ascontiguousarray(triangles, dtype=np.float64), resolution, surface, touched)
+    return surface, touched
+
+
+@functools.cache
+def compiled_kernels():
+    """The numba-compiled loops (compiled once, cached on disk), or None without numba."""
+    if os.environ.get("VOXGAN_NO_NUMBA") == "1":
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(cache=True, nogil=True)
+    return types.SimpleNamespace(overlap=jit(overlap_loop), crossings=jit(crossing_loop))
+
+
+def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba: scalar code on purpose
+    """Mark surface (open-box overlap) and touched (closed-box contact) voxels of each triangle in place.
+
+    triangles : (F, 3, 3) float64; surface, touched : (R, R, R) bool. The same rules as
+    :func:`overlap_masks_numpy`: the closed index range, the one-axis shortcut for triangles off the
+    grid planes, then the separating-axis test with strict (open) and non-strict (closed) bounds.
+    """
+    r = resolution
+    lo = np.empty(3, np.int64)
+    hi = np.empty(3, np.int64)
+    rel = np.empty((3, 3))
+    edge = np.empty((3, 3))
+    for t in range(triangles.shape[0]):
+        inside_grid, generic, many = True, True, 0
+        for a in range(3):
+            low = min(triangles[t, 0, a], triangles[t, 1, a], triangles[t, 2, a])
+            high = max(triangles[t, 0, a], triangles[t, 1, a], triangles[t, 2, a])
+            first, last = math.ceil(low) - 1.0, math.floor(high)
+            if last < 0 or first > r - 1:
+                inside_grid = False
+                break
+            if math.ceil(low) == low or math.floor(high) == high:
+                generic = False
+            if last > first:
+                many += 1
+            lo[a], hi[a] = int(max(first, 0.0)), int(min(last, r - 1.0))
+        if not inside_grid:
+            continue
+        if generic and many <= 1:
+            for i in range(lo[0], hi[0] + 1):
+                for j in range(lo[1], hi[1] + 1):
+                    for k in range(lo[2], hi[2] + 1):
+                        surface[i, j, k] = True
+                        touched[i, j, k] = True
+            continue
+        for m in range(3):
+            for a in range(3):
+                edge[m, a] = triangles[t, (m + 1) % 3, a] - triangles[t, m, a]
+        nx = edge[0, 1] * edge[1, 2] - edge[0, 2] * edge[1, 1]
+        ny = edge[0, 2] * edge[1, 0] - edge[0, 0] * edge[1, 2]
+        nz = edge[0, 0] * edge[1, 1] - edge[0, 1] * edge[1, 0]
+        normal_radius = 0.5 * (abs(nx) + abs(ny) + abs(nz))
+        for i in range(lo[0], hi[0] + 1):
+            for j in range(lo[1], hi[1] + 1):
+                for k in range(lo[2], hi[2] + 1):
+                    for m in range(3):
+                        rel[m, 0] = triangles[t, m, 0] - (i + 0.5)
+                        rel[m, 1] = triangles[t, m, 1] - (j + 0.5)
+                        rel[m, 2] = triangles[t, m, 2] - (k + 0.5)
+                    open_apart = closed_apart = False
+                    for a in range(3):
+                        low = min(rel[0, a], rel[1, a], rel[2, a])
+                        high = max(rel[0, a], rel[1, a], rel[2, a])
+                        open_apart |= low >= 0.5 or high <= -0.5
+                        closed_apart |= low > 0.5 or high < -0.5
+                    along = rel[0, 0] * nx + rel[0, 1] * ny + rel[0, 2] * nz
+                    closed_apart |= abs(along) > normal_radius
+                    open_apart |= normal_radius > 0 and abs(along) >= normal_radius
+                    for m in range(3):  # edge m × unit axis u: a point v projects to (v × edge)_u
+                        if closed_apart:
+                            break
+                        ex, ey, ez = edge[m, 0], edge[m, 1], edge[m, 2]
+                        o = (m + 2) % 3
+                        for u in range(3):
+                            if u == 0:
+                                p1 = rel[m, 1] * ez - rel[m, 2] * ey
+                                p2 = rel[o, 1] * ez - rel[o, 2] * ey
+                                radius = 0.5 * (abs(ey) + abs(ez))
+                            elif u == 1:
+                                p1 = rel[m, 2] * ex - rel[m, 0] * ez
+                                p2 = rel[o, 2] * ex - rel[o, 0] * ez
+                                radius = 0.5 * (abs(ex) + abs(ez))
+                            else:
+                                p1 = rel[m, 0] * ey - rel[m, 1] * ex
+                                p2 = rel[o, 0] * ey - rel[o, 1] * ex
+                                radius = 0.5 * (abs(ex) + abs(ey))
+                            low, high = min(p1, p2), max(p1, p2)
+                            closed_apart |= low > radius or high < -radius
+                            open_apart |= radius > 0 and (low >= radius or high <= -radius)
+                    if not closed_apart:
+                        touched[i, j, k] = True
+                        if not open_apart:
+                            surface[i, j, k] = True
+
+
+def crossing_loop(points, triangles, result):  # compiled by numba
+    """Signed crossings of a +z ray from each point with the triangles, written to result in place.
+
+    points : (P, 3); triangles : (F, 3, 3); result : (P,) float64, set to NaN where the ray grazes
+    an edge or a vertex or the point lies on the surface (the caller then sums solid angles).
+    """
+    for n in range(points.shape[0]):
+        px, py, pz = points[n, 0], points[n, 1], points[n, 2]
+        total = 0.0
+        for t in range(triangles.shape[0]):
+            x0, y0 = triangles[t, 0, 0], triangles[t, 0, 1]
+            x1, y1 = triangles[t, 1, 0], triangles[t, 1, 1]
+            x2, y2 = triangles[t, 2, 0], triangles[t, 2, 1]
+            if px < min(x0, x1, x2) or px > max(x0, x1, x2) or py < min(y0, y1, y2) or py > max(y0, y1, y2):
+                continue
+            if max(triangles[t, 0, 2], triangles[t, 1, 2], triangles[t, 2, 2]) < pz:
+                continue
+            d0 = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
+            d1 = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
+            d2 = (x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)
+            if (d0 > 0 and d1 > 0 and d2 > 0) or (d0 < 0 and d1 < 0 and d2 < 0):
+                area = d0 + d1 + d2
+                z = (d0 * triangles[t, 2, 2] + d1 * triangles[t, 0, 2] + d2 * triangles[t, 1, 2]) / area
+                if z == pz:
+                    total = np.nan
+                    break
+                if z > pz:
+                    total += 1.0 if area > 0 else -1.0
+            elif (d0 >= 0 and d1 >= 0 and d2 >= 0) or (d0 <= 0 and d1 <= 0 and d2 <= 0):
+                total = np.nan
+                break
+        result[n] = total
+
+
+def overlap_masks_numpy(triangles: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`overlap_masks` in vectorised numpy: (F, 3, 3)  ->  (surface, touched), (R, R, R) bool each."""
     r = resolution
     surface = np.zeros((r, r, r), dtype=bool)
     touched = np.zeros((r, r, r), dtype=bool)
