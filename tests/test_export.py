@@ -274,3 +274,51 @@ def test_export_cli_errors_are_one_line(tmp_path):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "fbx" in done.stderr
     done = run_cli("export", "--format", "obj", cwd=tmp_path)  # no ./runs
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "runs" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["blocks", "smooth"])
+def test_cli_round_trip_through_voxelize_grid_coords(shard_folder, tmp_path, kind):
+    from voxgan.shards import read_shard
+
+    meshes, shards = tmp_path / "meshes", tmp_path / "again"
+    done = run_cli(
+        "export",
+        "--data",
+        str(shard_folder),
+        "--format",
+        "obj",
+        "--mesh",
+        kind,
+        "--num",
+        "6",
+        "--out",
+        str(meshes),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    done = run_cli(
+        "voxelize",
+        str(meshes),
+        str(shards),
+        "--grid-coords",
+        "--resolution",
+        "16",
+        "--layout",
+        "flat",
+        "--workers",
+        "1",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    originals = export_volumes(ExportConfig(format="npy", data=shard_folder, num=6, out=tmp_path / "npy"))
+    originals = np.load(originals.files[0])
+    again = [read_shard(path) for path in sorted(shards.glob("*.h5"))]
+    pairs = [(s, o) for shard in again for s, o in zip(shard.sources, shard.occupancy, strict=True)]
+    assert len(pairs) == 6
+    for source, occupancy in pairs:
+        original = originals[int(Path(source).stem.rsplit("-", 1)[1])]
+        if kind == "blocks":
+            assert np.array_equal(occupancy, original), source
+        else:
+            assert (occupancy & original).sum() / (occupancy | original).sum() >= 0.9, source
