@@ -374,6 +374,19 @@ def clustered_winding_numbers(
     group_of = np.repeat(np.arange(len(starts)), ends - starts)
     corner_distance = np.sqrt(((triangles - group_centre[group_of][:, None, :]) ** 2).sum(axis=2)).max(axis=1)
     group_radius = np.maximum.reduceat(corner_distance, starts)
+    kernels = compiled_kernels()
+    if kernels is not None:
+        kernels.clustered(
+            np.ascontiguousarray(points, dtype=np.float64),
+            np.ascontiguousarray(triangles),
+            starts,
+            ends,
+            group_centre,
+            group_normal,
+            beta * group_radius,
+            result,
+        )
+        return result
     step = max(1, EXACT_PAIRS // len(starts))
     near = np.zeros((len(points), len(starts)), dtype=bool)
     for first in range(0, len(points), step):
@@ -416,7 +429,9 @@ def compiled_kernels():
     except ImportError:
         return None
     jit = numba.njit(cache=True, nogil=True)
-    return types.SimpleNamespace(overlap=jit(overlap_loop), crossings=jit(crossing_loop))
+    return types.SimpleNamespace(
+        overlap=jit(overlap_loop), crossings=jit(crossing_loop), clustered=jit(clustered_winding_loop)
+    )
 
 
 def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba: scalar code on purpose
@@ -536,6 +551,39 @@ def crossing_loop(points, triangles, result):  # compiled by numba
                 total = np.nan
                 break
         result[n] = total
+
+
+def clustered_winding_loop(points, triangles, starts, ends, centres, normals, far_beyond, result):  # numba
+    """:func:`clustered_winding_numbers` once the groups are built; writes (P,) winding numbers to result.
+
+    triangles : (F, 3, 3) sorted by group; group g is triangles[starts[g]:ends[g]], with area-weighted
+    centre centres[g], area-weighted normal normals[g] and dipole distance far_beyond[g].
+    """
+    for n in range(points.shape[0]):
+        px, py, pz = points[n, 0], points[n, 1], points[n, 2]
+        solid = 0.0
+        for g in range(starts.shape[0]):
+            dx, dy, dz = centres[g, 0] - px, centres[g, 1] - py, centres[g, 2] - pz
+            distance = math.sqrt(dx * dx + dy * dy + dz * dz)
+            if distance > far_beyond[g]:
+                solid += (dx * normals[g, 0] + dy * normals[g, 1] + dz * normals[g, 2]) / distance**3
+                continue
+            for t in range(starts[g], ends[g]):
+                ax, ay, az = triangles[t, 0, 0] - px, triangles[t, 0, 1] - py, triangles[t, 0, 2] - pz
+                bx, by, bz = triangles[t, 1, 0] - px, triangles[t, 1, 1] - py, triangles[t, 1, 2] - pz
+                cx, cy, cz = triangles[t, 2, 0] - px, triangles[t, 2, 1] - py, triangles[t, 2, 2] - pz
+                la = math.sqrt(ax * ax + ay * ay + az * az)
+                lb = math.sqrt(bx * bx + by * by + bz * bz)
+                lc = math.sqrt(cx * cx + cy * cy + cz * cz)
+                det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+                dots = (
+                    la * lb * lc
+                    + (ax * bx + ay * by + az * bz) * lc
+                    + (bx * cx + by * cy + bz * cz) * la
+                    + (cx * ax + cy * ay + cz * az) * lb
+                )
+                solid += 2.0 * math.atan2(det, dots)
+        result[n] = solid / (4.0 * math.pi)
 
 
 def overlap_masks_numpy(triangles: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
