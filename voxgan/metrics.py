@@ -493,7 +493,9 @@ def evaluate_volumes(
     if context:
         record["context"] = context_rows(references, data, split, count, resolution, net, device, seed)
     if use_labels:
-        record["per_class"] = per_class_rows(generate, reference, labels, class_names or data_classes, device)
+        record["per_class"] = per_class_rows(
+            generated, reference, labels, class_names or data_classes, device
+        )
     record["seconds"] = round(time.perf_counter() - started, 2)
     return record
 
@@ -519,16 +521,19 @@ def context_rows(
     return rows
 
 
-def per_class_rows(generate, reference: np.ndarray, labels: np.ndarray, class_names, device: str) -> dict:
-    """MMD, COV, 1-NNA per class: each class's references against as many volumes generated for it."""
+def per_class_rows(
+    generated: np.ndarray, reference: np.ndarray, labels: np.ndarray, class_names, device: str
+) -> dict:
+    """MMD, COV, 1-NNA per class: the generated volumes (N, R, R, R) bool made for each class's labels
+    against that class's references (N, R, R, R) bool; labels (N,) int are shared by both sets."""
     rows = {}
     for label in np.unique(labels):
-        members = reference[labels == label]
-        if len(members) < 2:
+        members = labels == label
+        if members.sum() < 2:
             continue
-        generated = generate(len(members), np.full(len(members), label, np.int64))
         name = class_names[label] if label < len(class_names) else str(label)
-        rows[name] = {"num": len(members), **ReferenceSet(members, device).compare(generated)}
+        scores = ReferenceSet(reference[members], device).compare(generated[members])
+        rows[name] = {"num": int(members.sum()), **scores}
     return rows
 
 
