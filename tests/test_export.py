@@ -230,19 +230,24 @@ def test_class_filter_on_shards(shard_folder, tmp_path):
 def test_empty_volume_warns_instead_of_crashing(tmp_path):
     folder = tmp_path / "empty-shards"
     folder.mkdir()
-    occupancy = np.zeros((2, 16, 16, 16), bool)
+    occupancy = np.zeros((3, 16, 16, 16), bool)
     occupancy[1, 4:8, 4:8, 4:8] = True
+    occupancy[2] = True
     header = ShardHeader(resolution=16, split="test")
-    transforms = np.tile(np.eye(4), (2, 1, 1))
-    entry = write_shard(folder / "test-00000.h5", header, pack(occupancy), [-1, -1], ["a", "b"], transforms)
-    manifest = {"schema_version": 1, "resolution": 16, "splits": {"test": {"count": 2, "shards": [entry]}}}
+    transforms = np.tile(np.eye(4), (3, 1, 1))
+    entry = write_shard(
+        folder / "test-00000.h5", header, pack(occupancy), [-1] * 3, ["a", "b", "c"], transforms
+    )
+    manifest = {"schema_version": 1, "resolution": 16, "splits": {"test": {"count": 3, "shards": [entry]}}}
     write_json_atomic(folder / "manifest.json", manifest)
     for kind in ("smooth", "blocks"):
         result = export_volumes(
-            ExportConfig(format="obj", data=folder, num=2, mesh=kind, out=tmp_path / kind)
+            ExportConfig(format="obj", data=folder, num=3, mesh=kind, out=tmp_path / kind)
         )
-        assert len(result.files) == 1
-        assert any("empty" in warning for warning in result.warnings)
+        assert len(result.files) == 2
+        assert any("0000.obj: the volume is empty" in warning for warning in result.warnings)
+        assert any("0002.obj: every voxel is filled" in warning for warning in result.warnings)
+        assert trimesh.load(result.files[-1], force="mesh").is_watertight
     vertices, faces = blocks_mesh(np.zeros((8, 8, 8), bool))
     assert faces.shape == (0, 3)
     full = volume_mesh(np.ones((8, 8, 8), bool), "blocks")
@@ -267,6 +272,12 @@ def test_export_without_source_takes_the_newest_run(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "pics" / f"{newest.name}-torus.png").is_file()
+    done = run_cli("export", "--format", "gif", "--num", "3", "--run", str(newest), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from PIL import Image
+
+    with Image.open(tmp_path / "exports" / f"{newest.name}-walk.gif") as walk:
+        assert walk.n_frames == 3 * 12  # a closed loop through 3 latents, 12 frames apart
 
 
 def test_export_cli_errors_are_one_line(tmp_path):
