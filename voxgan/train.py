@@ -89,6 +89,7 @@ class TrainConfig:
     penalty_weight: float = 10.0
     penalty_every: int = 4
     penalty_fraction: float = 1.0
+    channels_last: bool = True  # channels-last 3D memory format (faster convolutions on CPU and CUDA)
     ema_decay: float = 0.999
     max_nonfinite: int = 10  # optimiser updates in a row with a non-finite loss or gradient before stopping
     class_names: tuple[str, ...] = ()
@@ -376,7 +377,7 @@ def total_norm(parameters) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def optimiser_update(optimiser: torch.optim.Optimizer, parameters: list, loss: torch.Tensor) -> torch.Tensor:
+def optimiser_update(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
     """Backward, then an Adam step that is skipped on the device when the gradient is not finite.
 
     Returns the gradient norm (0-d tensor). The fused Adam kernel reads ``found_inf`` and leaves weights,
@@ -384,10 +385,57 @@ def optimiser_update(optimiser: torch.optim.Optimizer, parameters: list, loss: t
     """
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
-    norm = total_norm(parameters)
+    norm = total_norm([p for group in optimiser.param_groups for p in group["params"]])
     optimiser.found_inf = (~torch.isfinite(norm)).float()
     optimiser.step()
     return norm
+
+
+def critic_update(
+    objective: nn.Module,
+    generator: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    real: torch.Tensor,
+    labels: torch.Tensor | None,
+    noise: torch.Generator,
+    penalty_weight: float,
+    penalty_samples: int,
+    autocast,
+) -> torch.Tensor:
+    """One critic update on a real batch (B, 1, R, R, R) and a fresh fake one.
+
+    Returns a (4,) tensor, without a host sync: loss, Wasserstein estimate, penalty (0 when not applied)
+    and gradient norm.
+    """
+    z = torch.randn(len(real), generator.latent_dim, device=real.device, generator=noise)
+    alpha = torch.rand(len(real), device=real.device, generator=noise)
+    with torch.no_grad(), autocast:
+        fake = generator(z, labels).float()  # (B, 1, R, R, R)
+    with autocast:
+        loss, wasserstein, penalty = objective(real, fake, labels, alpha, penalty_weight, penalty_samples)
+    norm = optimiser_update(optimiser, loss)
+    return torch.stack([loss.detach(), wasserstein, penalty, norm])
+
+
+def generator_update(
+    generator: nn.Module,
+    critic: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    batch_size: int,
+    latent_dim: int,
+    labels: torch.Tensor | None,
+    noise: torch.Generator,
+    autocast,
+) -> torch.Tensor:
+    """One generator update against the frozen critic; returns [loss, grad norm] as a (2,) tensor."""
+    device = next(critic.parameters()).device
+    critic.requires_grad_(False)
+    z = torch.randn(batch_size, latent_dim, device=device, generator=noise)
+    with autocast:
+        loss = generator_loss(critic(generator(z, labels), labels).float())
+    norm = optimiser_update(optimiser, loss)
+    critic.requires_grad_(True)
+    return torch.stack([loss.detach(), norm])
 
 
 # --- the training loop -------------------------------------------------------------------------------------
@@ -436,7 +484,6 @@ def _train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    memory_format = torch.channels_last_3d if cuda else torch.contiguous_format
 
     # Resume: the checkpoint's options win, except the runtime ones.
     checkpoint = None
@@ -445,6 +492,7 @@ def _train(
         saved = TrainConfig.from_dict(checkpoint["config"])
         config = dataclasses.replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS})
     check_config(config)
+    memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
 
     # Load data.
     loader = make_loader(
@@ -582,7 +630,6 @@ def _train(
 
     batches = batch_stream(loader, epoch, batch_index)
     noise = torch.Generator(device=device)
-    g_params, c_params = list(generator.parameters()), list(critic.parameters())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
     penalty_samples = max(1, round(config.batch_size * config.penalty_fraction))
     samples_per_step = config.batch_size * config.n_critic * world_size
@@ -602,40 +649,43 @@ def _train(
                 data_wait += time.perf_counter() - wait_start
                 if batch_index == loader.num_batches:
                     finished_epoch = epoch
-                real = voxels.to(device, non_blocking=True).to(
-                    torch.float32, memory_format=memory_format
-                )  # (B, 1, R, R, R)
+                real = voxels.to(device, non_blocking=True).to(torch.float32, memory_format=memory_format)
                 labels = data_labels.to(device, non_blocking=True) if num_classes else None
-                z = torch.randn(len(real), config.latent_dim, device=device, generator=noise)
-                alpha = torch.rand(len(real), device=device, generator=noise)
-                with torch.no_grad(), autocast:
-                    fake = generator(z, labels).float()
                 penalise = (step * config.n_critic + k) % config.penalty_every == 0
                 weight = config.penalty_weight * config.penalty_every if penalise else 0.0
-                with autocast:
-                    loss_c, wasserstein, penalty = objective_train(
-                        real, fake, labels, alpha, weight, penalty_samples
-                    )
-                norm_c = optimiser_update(optimiser_c, c_params, loss_c)
+                values = critic_update(
+                    objective_train,
+                    generator,
+                    optimiser_c,
+                    real,
+                    labels,
+                    noise,
+                    weight,
+                    penalty_samples,
+                    autocast,
+                )  # [loss, wasserstein, penalty, grad norm]
+                norm_c = values[3]
                 ok = torch.isfinite(norm_c)
                 streaks[0] = torch.where(ok, 0, streaks[0] + 1)
-                sums[0:4] += torch.where(
-                    ok, torch.stack([loss_c.detach(), wasserstein, penalty, norm_c]).double(), 0
-                )
+                sums[0:4] += torch.where(ok, values.double(), 0)
                 sums[6] += ok.double()
                 sums[7] += (ok & penalise).double()
                 sums[9] += (~ok).double()
 
             # Generator update: fake batch with the last real batch's labels, scored by the frozen critic.
-            critic.requires_grad_(False)
-            z = torch.randn(config.batch_size, config.latent_dim, device=device, generator=noise)
-            with autocast:
-                loss_g = generator_loss(critic(generator_train(z, labels), labels).float())
-            norm_g = optimiser_update(optimiser_g, g_params, loss_g)
-            critic.requires_grad_(True)
-            ok = torch.isfinite(norm_g)
+            values = generator_update(
+                generator_train,
+                critic,
+                optimiser_g,
+                config.batch_size,
+                config.latent_dim,
+                labels,
+                noise,
+                autocast,
+            )  # [loss, grad norm]
+            ok = torch.isfinite(values[1])
             streaks[1] = torch.where(ok, 0, streaks[1] + 1)
-            sums[4:6] += torch.where(ok, torch.stack([loss_g.detach(), norm_g]).double(), 0)
+            sums[4:6] += torch.where(ok, values.double(), 0)
             sums[8] += ok.double()
             sums[10] += (~ok).double()
             update_ema(ema, generator, config.ema_decay, step)

@@ -1,0 +1,103 @@
+"""Time one full training iteration (5 critic updates + 1 generator update) at batch 32, 16³, 2 CPU threads.
+
+Each row is a model/penalty configuration run through the trainer's own update functions
+(voxgan.train.critic_update / generator_update); the first row is the straightforward design (attention at
+8³ in both networks, q/k at C channels, penalty on every critic update), the last is voxgan's default.
+Rows run in interleaved rounds, so that the load of a shared machine hits all of them alike.
+The attention gammas are set to 0.5 so that attention costs what it costs in a trained network.
+
+    .venv/bin/python benchmarks/bench_train.py [--repeats 5] [--threads 2] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from voxgan.loss import CriticObjective
+from voxgan.networks import SelfAttention3d
+from voxgan.train import TrainConfig, build_networks, critic_update, generator_update
+
+DEFAULT = TrainConfig()
+CONFIGS = {
+    "straightforward (w32, attn 8³/8³, qk=C, GP every update)": dict(
+        critic_attention=(8,), key_divisor=1, penalty_every=1, channels_last=False
+    ),
+    "+ q/k at C/8": dict(critic_attention=(8,), penalty_every=1),
+    "+ critic attention at 4³": dict(penalty_every=1),
+    "+ penalty on half the batch": dict(penalty_every=1, penalty_fraction=0.5),
+    "+ lazy penalty every 4th (λ·4) = default": dict(),
+    "default without channels_last_3d": dict(channels_last=False),
+    "default, critic width 16": dict(critic_width=16),
+    "default, no attention at all": dict(generator_attention=(), critic_attention=()),
+}
+
+
+def make_iteration(config: TrainConfig, device: torch.device):
+    """A function running one iteration (n_critic critic updates and one generator update) of ``config``."""
+    torch.manual_seed(0)
+    generator, critic = build_networks(config)
+    for module in [*generator.modules(), *critic.modules()]:
+        if isinstance(module, SelfAttention3d):
+            module.gamma.data.fill_(0.5)
+    memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+    generator.to(device, memory_format=memory_format)
+    critic.to(device, memory_format=memory_format)
+    objective = CriticObjective(critic)
+    adam = dict(lr=config.lr, betas=config.betas, fused=True)
+    optimiser_g = torch.optim.Adam(generator.parameters(), **adam)
+    optimiser_c = torch.optim.Adam(critic.parameters(), **adam)
+    noise = torch.Generator(device=device).manual_seed(0)
+    real = (torch.rand(config.batch_size, 1, 16, 16, 16, device=device) > 0.7).float()
+    real = real.contiguous(memory_format=memory_format)
+    samples = max(1, round(config.batch_size * config.penalty_fraction))
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    steps = iter(range(1_000_000))
+
+    def iteration() -> None:
+        step = next(steps)
+        for k in range(config.n_critic):
+            penalise = (step * config.n_critic + k) % config.penalty_every == 0
+            weight = config.penalty_weight * config.penalty_every if penalise else 0.0
+            critic_update(objective, generator, optimiser_c, real, None, noise, weight, samples, autocast)
+        generator_update(generator, critic, optimiser_g, config.batch_size, 100, None, noise, autocast)
+        if cuda:
+            torch.cuda.synchronize()
+
+    return iteration
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed iterations per row")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"one iteration = 5 critic + 1 generator updates, batch 32, 16³, {args.threads} threads, {device}")
+    print(f"{'configuration':58s} {'median s':>9s} {'best s':>8s} {'samples/s':>10s}  vs first")
+    configs = {name: dataclasses.replace(DEFAULT, **changes) for name, changes in CONFIGS.items()}
+    iterations = {name: make_iteration(config, device) for name, config in configs.items()}
+    times = {name: [] for name in configs}
+    for round_index in range(args.repeats + 1):  # rounds through all rows, so load spikes hit every row
+        for name, iteration in iterations.items():
+            start = time.perf_counter()
+            iteration()
+            if round_index:  # round 0 warms up
+                times[name].append(time.perf_counter() - start)
+    baseline = min(times[next(iter(times))])
+    for name, config in configs.items():
+        median, best = statistics.median(times[name]), min(times[name])
+        samples = config.batch_size * config.n_critic / best
+        print(f"{name:58s} {median:9.3f} {best:8.3f} {samples:10.0f}  {baseline / best:5.1f}x")
+
+
+if __name__ == "__main__":
+    main()
