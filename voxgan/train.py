@@ -22,7 +22,6 @@ import re
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -723,7 +722,7 @@ def _train(
                 if is_main:
                     checkpoint_now()
             if is_main and evaluate:
-                run_evaluation(run_dir)
+                run_evaluation(run_dir, device)
 
     # Finish: a picture of the epoch in progress, when the run ended inside one.
     if is_main:
@@ -829,11 +828,19 @@ def tensorboard_writer(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir))
 
 
-def run_evaluation(run_dir: Path) -> None:
-    """``--eval-every``: voxgan.metrics.evaluate_run on the latest checkpoint, when that module has it."""
+def run_evaluation(run_dir: Path, device: torch.device) -> None:
+    """``--eval-every``: voxgan.metrics.evaluate_run on the checkpoint just saved (no context rows, which do
+    not change during training); a failure is reported on one line and training goes on."""
+    from tqdm import tqdm
+
+    from voxgan.metrics import evaluate_run
+
     try:
-        from voxgan.metrics import evaluate_run
-    except ImportError:
-        warnings.warn("--eval-every: voxgan.metrics.evaluate_run is not available; skipping", stacklevel=2)
+        record = evaluate_run(run_dir, device=device.type, context=False)
+    except VoxganError as error:
+        tqdm.write(f"voxgan train: evaluation skipped: {error}", file=sys.stderr)
         return
-    evaluate_run(run_dir)
+    summary = ", ".join(
+        f"{k} {record[k]:.4g}" for k in ("nna_iou", "cov_iou", "fid") if record.get(k) is not None
+    )
+    tqdm.write(f"voxgan train: step {record['step']}: {summary} (metrics.jsonl)", file=sys.stderr)
