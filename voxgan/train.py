@@ -287,6 +287,9 @@ def load_checkpoint(path: Path) -> dict:
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise VoxganError(f"{path}: refused: not a voxgan checkpoint (no format tag {CHECKPOINT_FORMAT!r})")
+    missing = [key for key in ("config", "step", "generator", "critic", "ema") if key not in state]
+    if missing:
+        raise VoxganError(f"{path}: refused: an incomplete voxgan checkpoint (no {', '.join(missing)})")
     if state.get("format_version", 0) > CHECKPOINT_VERSION:
         raise VoxganError(f"{path}: checkpoint format {state['format_version']} is newer than this voxgan's")
     return state
