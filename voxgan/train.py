@@ -534,6 +534,9 @@ def _train(
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     for module in (generator, critic, ema):
         module.to(device, memory_format=memory_format)
+        for parameter in module.parameters():  # size-1 dims: ambiguous channels-last strides
+            if parameter.dim() == 5 and 1 in parameter.shape[1:]:
+                parameter.data = torch.empty(parameter.shape, device=device).copy_(parameter.data)
     fused = {"fused": True}
     optimiser_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=tuple(config.betas), **fused)
     optimiser_c = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=tuple(config.betas), **fused)
