@@ -37,7 +37,7 @@ PAIR_CHUNK = 1 << 17  # triangle/voxel pairs per block of the separating-axis te
 WINDING_CHUNK = 1 << 14  # point/triangle pairs per block of the winding-number sum
 CLUSTER_CELL = 2.0  # smallest side, in voxels, of the groups of triangles an open mesh's winding sum uses
 CLUSTER_BETA = 2.0  # a group counts as far beyond this many times its radius
-EXACT_PAIRS = 1 << 18  # below this many point/triangle pairs the plain exact sum is used
+EXACT_PAIRS = 1 << 18  # without numba, below this many point/triangle pairs the plain exact sum is used
 RAY_MIN_FACES = 1000  # below this many faces the vectorised solid-angle sum beats casting rays
 
 
@@ -354,7 +354,8 @@ def clustered_winding_numbers(
     result = np.zeros(len(points))
     if len(triangles) == 0 or len(points) == 0:
         return result
-    if len(triangles) * len(points) <= EXACT_PAIRS:
+    kernels = compiled_kernels()
+    if kernels is None and len(triangles) * len(points) <= EXACT_PAIRS:
         return winding_numbers(points, triangles)
     centroids = (triangles[:, 0] + triangles[:, 1] + triangles[:, 2]) / 3
     cells = np.floor(centroids / cell).astype(np.int64)
@@ -374,7 +375,6 @@ def clustered_winding_numbers(
     group_of = np.repeat(np.arange(len(starts)), ends - starts)
     corner_distance = np.sqrt(((triangles - group_centre[group_of][:, None, :]) ** 2).sum(axis=2)).max(axis=1)
     group_radius = np.maximum.reduceat(corner_distance, starts)
-    kernels = compiled_kernels()
     if kernels is not None:
         kernels.clustered(
             np.ascontiguousarray(points, dtype=np.float64),
