@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the 64³ accuracy pass")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (the best is kept)")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured
     print(f"machine: {machine()}")
     small, large = accuracy_set(), large_meshes()
     everything = {**small, **large}
