@@ -19,6 +19,9 @@ occupancy grids are (R, R, R) bool indexed ``[x, y, z]``. Geometry outside [0, R
   every centre is evaluated: groups of triangles far from a centre count by their dipole (after
   Barill et al. 2018), near ones exactly; the error is about 0.02 at most, which only matters where
   ``|w|`` is within that of 0.5.
+
+The inner loops run compiled by numba (cached on disk after the first call); without numba, or with
+``VOXGAN_NO_NUMBA=1``, vectorised numpy code gives the same occupancy, 10-20 times slower.
 """
 
 from __future__ import annotations
