@@ -218,3 +218,15 @@ def test_ray_crossings_match_the_solid_angle_sum_on_a_closed_mesh():
     assert np.allclose(
         closed_winding_numbers(points, triangles), winding_numbers(points, triangles), atol=1e-6
     )
+
+
+def test_a_double_sided_mesh_is_filled():
+    vertices, faces = grid_box((3.3, 4.1, 5.7), (12.7, 11.2, 10.4))
+    solid = voxelize(vertices, faces, 16)
+    for double_sided in (np.concatenate([faces, faces[:, ::-1]]), np.stack([faces, faces[:, ::-1]], 1)):
+        assert np.array_equal(voxelize(vertices, double_sided.reshape(-1, 3), 16), solid)
+    open_faces = faces[2:]  # a box missing one side, each face written twice
+    open_box = voxelize(vertices, open_faces, 16)
+    assert open_box.sum() > 0.9 * solid.sum()
+    twice = np.stack([open_faces, open_faces[:, ::-1]], 1).reshape(-1, 3)
+    assert np.array_equal(voxelize(vertices, twice, 16), open_box)

@@ -146,6 +146,9 @@ def inside_mask(
     if len(triangles) == 0:
         return np.zeros(shape, dtype=bool)
     if not is_closed(faces):
+        front = front_faces(faces)
+        if not front.all():  # back faces cancel their fronts: w = 0 everywhere without this
+            return inside_mask(triangles[front], faces[front], surface, touched, skip)
         points = np.flatnonzero(wanted)
         inside = np.zeros(touched.size, dtype=bool)
         cell = max(CLUSTER_CELL, r / 16)
@@ -169,7 +172,37 @@ def inside_mask(
     inside = np.abs(region_winding[flat]) >= 0.5
     singles = np.flatnonzero((flat == 0) & wanted.reshape(-1))
     inside[singles] = np.abs(closed_winding_numbers(voxel_centres(singles, r), triangles)) >= 0.5
+    if not inside.any():  # a closed mesh with nothing inside may be double-sided
+        front = front_faces(faces)
+        if not front.all():
+            return inside_mask(triangles[front], faces[front], surface, touched, skip)
     return inside.reshape(shape) & wanted
+
+
+def front_faces(faces: np.ndarray) -> np.ndarray:
+    """Which faces to keep so that no face is cancelled by a copy with its corners in reverse order.
+
+    faces : (F, 3) int  ->  (F,) bool. Double-sided meshes hold each face twice, once per side; the
+    two solid angles cancel and the winding number is 0 everywhere. Among faces with the same three
+    corners in both orders only the first in file order is kept, which restores the orientation of
+    meshes written front face first. Faces repeated in the same order are all kept.
+    """
+    count = len(faces)
+    corners = np.sort(faces, axis=1)
+    forward = all_axes(faces == corners) | all_axes(faces == corners[:, [1, 2, 0]])
+    forward |= all_axes(faces == corners[:, [2, 0, 1]])
+    order = np.lexsort((np.arange(count), corners[:, 2], corners[:, 1], corners[:, 0]))
+    sorted_corners = corners[order]
+    starts = np.flatnonzero(np.concatenate([[True], any_axis(sorted_corners[1:] != sorted_corners[:-1])]))
+    has_forward = np.logical_or.reduceat(forward[order], starts)
+    has_backward = np.logical_or.reduceat(~forward[order], starts)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, count)))
+    first_in_group = np.zeros(count, dtype=bool)
+    first_in_group[starts] = True
+    keep_sorted = ~(has_forward & has_backward)[group] | first_in_group
+    keep = np.empty(count, dtype=bool)
+    keep[order] = keep_sorted
+    return keep
 
 
 def neighbour_label(regions: np.ndarray) -> np.ndarray:
