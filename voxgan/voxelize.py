@@ -223,9 +223,8 @@ def outside_box_centres(triangles: np.ndarray, resolution: int) -> np.ndarray:
 
     triangles : (F, 3, 3) non-empty  ->  (R, R, R) bool.
     """
-    low, high = corner_min(triangles).min(axis=0), corner_max(triangles).max(axis=0)  # (3,) each
     centres = np.arange(resolution) + 0.5
-    out = [(centres < low[a]) | (centres > high[a]) for a in range(3)]
+    out = [(centres < triangles[:, :, a].min()) | (centres > triangles[:, :, a].max()) for a in range(3)]
     return out[0][:, None, None] | out[1][None, :, None] | out[2][None, None, :]
 
 
