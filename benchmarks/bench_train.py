@@ -4,6 +4,9 @@ Each row is a model/penalty configuration run through the trainer's own update f
 (voxgan.train.critic_update / generator_update); the first row is the straightforward design (attention at
 8³ in both networks, q/k at C channels, penalty on every critic update), the last is voxgan's default.
 Rows run in interleaved rounds, so that the load of a shared machine hits all of them alike.
+Columns: wall-clock seconds per iteration (median and best), process CPU seconds of the best-CPU iteration
+(all threads; on a machine shared with other jobs it moves far less than wall time), samples/s from the best
+wall time, and the speed-up in CPU time over the first row.
 The attention gammas are set to 0.5 so that attention costs what it costs in a trained network.
 
     .venv/bin/python benchmarks/bench_train.py [--repeats 5] [--threads 2] [--device cpu|cuda]
@@ -82,21 +85,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"one iteration = 5 critic + 1 generator updates, batch 32, 16³, {args.threads} threads, {device}")
-    print(f"{'configuration':58s} {'median s':>9s} {'best s':>8s} {'samples/s':>10s}  vs first")
+    print(f"{'configuration':58s} {'median s':>9s} {'best s':>8s} {'cpu s':>7s} {'samples/s':>10s}  vs first")
     configs = {name: dataclasses.replace(DEFAULT, **changes) for name, changes in CONFIGS.items()}
     iterations = {name: make_iteration(config, device) for name, config in configs.items()}
     times = {name: [] for name in configs}
     for round_index in range(args.repeats + 1):  # rounds through all rows, so load spikes hit every row
         for name, iteration in iterations.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             iteration()
             if round_index:  # round 0 warms up
-                times[name].append(time.perf_counter() - start)
-    baseline = min(times[next(iter(times))])
+                times[name].append((time.perf_counter() - start, time.process_time() - cpu_start))
+    baseline = min(cpu for _, cpu in times[next(iter(times))])
     for name, config in configs.items():
-        median, best = statistics.median(times[name]), min(times[name])
+        walls, cpus = [w for w, _ in times[name]], [c for _, c in times[name]]
+        best, cpu = min(walls), min(cpus)
         samples = config.batch_size * config.n_critic / best
-        print(f"{name:58s} {median:9.3f} {best:8.3f} {samples:10.0f}  {baseline / best:5.1f}x")
+        print(
+            f"{name:58s} {statistics.median(walls):9.3f} {best:8.3f} {cpu:7.3f} {samples:10.0f}"
+            f"  {baseline / cpu:5.1f}x"
+        )
 
 
 if __name__ == "__main__":
