@@ -545,9 +545,8 @@ def _train(
              "grad_norm_generator", "critic_updates", "penalty_updates", "generator_updates",
              "skipped_critic", "skipped_generator")  # fmt: skip
     sums = torch.zeros(len(names), dtype=torch.float64, device=device)  # summed since the last log line
-    streaks = torch.zeros(
-        2, dtype=torch.int64, device=device
-    )  # non-finite critic / generator updates in a row
+    # Non-finite critic / generator updates in a row, counted on the device and checked when logging.
+    streaks = torch.zeros(2, dtype=torch.int64, device=device)
 
     # Resume.
     if checkpoint is not None:
