@@ -237,6 +237,12 @@ def train(
         int, typer.Option(help="Gradient penalty on every k-th critic update, weighted 10k (lazy).")
     ] = 4,
     epoch_size: Annotated[int, typer.Option(help="Volumes per epoch of a synthetic source.")] = 1000,
+    generator_attention: Annotated[
+        str, typer.Option(help="Grid sizes with self-attention in the generator, e.g. 8 or 8,16; 'none'.")
+    ] = "8",
+    critic_attention: Annotated[
+        str, typer.Option(help="Grid sizes with self-attention in the critic, e.g. 4 or 4,8; 'none'.")
+    ] = "4",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generator (CUDA).")] = False,
 ) -> None:
     """Train the self-attention WGAN-GP on shards or a synthetic source; writes runs/NNNNN-*/.
@@ -273,6 +279,16 @@ def train(
     if run_dir is not None and not resume:
         raise typer.BadParameter(f"unexpected argument {run_dir}; to continue a run use --resume {run_dir}")
     resume_from = (run_dir or find_latest_run(out)) if resume else None
+    from voxgan.networks import resolution_steps
+
+    if resolution not in (16, 32, 64):
+        raise typer.BadParameter(f"must be 16, 32 or 64, got {resolution}", param_hint="--resolution")
+    generator_sizes = resolution_steps(resolution)  # where generator blocks end, e.g. [8, 16]
+    critic_sizes = [size // 2 for size in generator_sizes]  # where critic blocks end, e.g. [4, 8]
+    attention = {
+        "--generator-attention": _grid_sizes(generator_attention, "--generator-attention", generator_sizes),
+        "--critic-attention": _grid_sizes(critic_attention, "--critic-attention", critic_sizes),
+    }
     config = TrainConfig(
         data=data,
         out=str(out),
@@ -291,6 +307,8 @@ def train(
         generator_width=generator_width,
         critic_width=critic_width,
         penalty_every=penalty_every,
+        generator_attention=attention["--generator-attention"],
+        critic_attention=attention["--critic-attention"],
         epoch_size=epoch_size,
         compile=compile,
     )
@@ -403,6 +421,20 @@ def evaluate(
     typer.echo(record["table"])
     folder = Path(record["table_path"]).parent
     typer.echo(f"\nappended to {folder / 'metrics.jsonl'}; table: {record['table_path']}")
+
+
+def _grid_sizes(text: str, hint: str, allowed: list[int]) -> tuple[int, ...]:
+    """Parse '8,16' or 'none' into attention grid sizes, each one of ``allowed``."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        sizes = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        message = f"expected sizes like 8 or 4,8 or none, got {text!r}"
+        raise typer.BadParameter(message, param_hint=hint) from None
+    if not set(sizes) <= set(allowed):
+        raise typer.BadParameter(f"sizes must be among {allowed} or none, got {text!r}", param_hint=hint)
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> None:
