@@ -45,6 +45,8 @@ demo: voxelize ## shapes shards, a short CPU training run, OBJ + PNG export, eva
 	$(BIN)/voxgan export --format obj --num 16 --out exports
 	$(BIN)/voxgan export --format png --num 64 --out exports
 	$(BIN)/voxgan evaluate --data $(SHARDS) --split test
+	@echo "demo done: shards in $(SHARDS)/, the run (samples/, loss.png, stats.jsonl, metrics.jsonl) in" \
+		"$$(ls -d runs/[0-9]* | tail -1)/, meshes and the image grid in exports/"
 
 bench: $(STAMP) ## run the speed benchmarks behind BENCHMARKS.md
 	$(BIN)/python benchmarks/run.py
