@@ -3,15 +3,19 @@
 The mesh frame is the grid frame of the shards: voxel (i, j, k) spans [i, i+1) × [j, j+1) × [k, k+1),
 so a mesh of an R³ volume lies in [0, R]³ with +z up, one unit per voxel. Voxelizing a mesh again in
 this frame (``voxgan voxelize --grid-coords``) gives the volume back: exactly for ``blocks`` meshes,
-within IoU 0.9 for ``smooth`` ones. Both kinds are watertight, consistently wound with outward normals
-and free of duplicate vertices: where two voxels touch only along an edge or at a corner, the surface
-is pinched apart by :data:`PINCH` voxel so that every edge joins exactly two faces.
+within IoU 0.9 for ``smooth`` ones, except that empty regions enclosed by the volume come back filled
+(voxelize reverses every closed part with a negative volume, which a cavity's shell is). Both kinds are
+watertight, consistently wound with outward normals and free of duplicate vertices: where two voxels
+touch only along an edge or at a corner, the surface is pinched apart by :data:`PINCH` voxel so that
+every edge joins exactly two faces, without entering any empty voxel.
 
 Volumes come from a trained generator (a run folder or a checkpoint) or from a shard folder.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -24,7 +28,9 @@ from voxgan.errors import VoxganError
 MESH_FORMATS = ("obj", "stl", "ply", "glb", "off")
 FORMATS = (*MESH_FORMATS, "binvox", "npy", "png", "gif")
 MESH_KINDS = ("smooth", "blocks")
-PINCH = 0.01  # how far, in voxels, the copies of a vertex shared by voxels touching at an edge move apart
+PINCH = 1e-3  # how far, in voxels, the copies of a lattice point shared by separate sheets of surface move
+OTHER_AXES = ((1, 2), (0, 2), (0, 1))  # the in-plane axes of a face, by its normal axis
+CROSSING_AXIS = (1, 0, 0)  # by a face's normal axis: the in-plane axis along which a copy may leave the face
 GENERATE_BATCH = 64
 SMOOTH_SUPERSAMPLE = 3  # odd, so that a voxel centre is a fine sample
 SMOOTH_SIGMA = 1.0  # in fine samples
@@ -70,189 +76,214 @@ def boundary_quads(occupancy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.concatenate(quads), np.concatenate(inside), np.concatenate(normals)
 
 
-def pairing_keys(
-    low: np.ndarray, high: np.ndarray, inside: np.ndarray, outside: np.ndarray, padded: np.ndarray
-) -> np.ndarray:
-    """Which faces to join in pairs across each edge: faces with equal keys on the same edge.
+def corner_faces() -> list[tuple[int, tuple[int, int, int], tuple[int, int, int]]]:
+    """The 12 unit faces meeting at a lattice point, as (normal axis, octant below, octant above).
 
-    low, high : (E,) int lattice ids of each face-edge's ends, sorted so each edge's faces are
-    consecutive; inside, outside : (E, 3) int padded-grid cells on either side of the face;
-    padded : (R+2, R+2, R+2) bool. Returns (E,) int keys. At an edge with four faces (two occupied
-    voxels touching only along it) the faces of one voxel go together (the voxels are pinched
-    apart), unless the two voxels also meet through occupied voxels just beyond one end of the
-    edge: then the faces around one empty voxel go together, so the surface stays a manifold there.
+    Octant ``(ox, oy, oz)`` in {0, 1}³ is the voxel whose low corner is the lattice point plus
+    ``(ox, oy, oz) - 1``. Face ``a*4 + ob*2 + oc`` lies between the two octants that differ only along
+    axis ``a`` and sit at ``(ob, oc)`` along the two other axes, taken in increasing order.
     """
-    shape = padded.shape
-    keys = np.ravel_multi_index(inside.T, shape)
-    starts = np.flatnonzero(np.r_[True, (low[1:] != low[:-1]) | (high[1:] != high[:-1])])
-    sizes = np.diff(np.r_[starts, len(low)])
-    crowded = starts[sizes == 4]
-    if len(crowded) == 0:
-        return keys
-    side = shape[0] - 1
-    ends = np.stack(np.unravel_index(high[crowded], (side,) * 3), axis=1)
-    ends = ends - np.stack(np.unravel_index(low[crowded], (side,) * 3), axis=1)
-    group = crowded[:, None] + np.arange(4)  # (G, 4)
-    in_keys, out_keys = keys[group], np.ravel_multi_index(outside.T, shape)[group]  # (G, 4) each
-    # the two occupied voxels and the two empty ones around each crowded edge, as (G, 3) cells
-    solids = [np.stack(np.unravel_index(pick(in_keys, axis=1), shape), axis=1) for pick in (np.min, np.max)]
-    empties = [np.stack(np.unravel_index(pick(out_keys, axis=1), shape), axis=1) for pick in (np.min, np.max)]
-    joined = np.zeros(len(crowded), bool)
-    for step in (ends, -ends):
-        beyond = [padded[tuple((cells + step).T)] for cells in (*solids, *empties)]
-        joined |= beyond[0] & beyond[1] & (beyond[2] | beyond[3])
-    outside_keys = np.ravel_multi_index(outside.T, shape)
-    keys[group[joined]] = outside_keys[group[joined]]
-    return keys
+    faces = []
+    for axis in range(3):
+        b, c = OTHER_AXES[axis]
+        for ob in (0, 1):
+            for oc in (0, 1):
+                below = [0, 0, 0]
+                below[b], below[c] = ob, oc
+                above = below.copy()
+                above[axis] = 1
+                faces.append((axis, tuple(below), tuple(above)))
+    return faces
 
 
-def split_pinched_vertices(
-    faces: np.ndarray, inside: np.ndarray, outside: np.ndarray, padded: np.ndarray
+def octant_bit(octant: tuple[int, int, int]) -> int:
+    """The bit of octant ``(ox, oy, oz)`` in a lattice point's occupancy code: ``ox*4 + oy*2 + oz``."""
+    return octant[0] * 4 + octant[1] * 2 + octant[2]
+
+
+def corner_copies(occupied: list[bool]) -> list[int]:
+    """occupied : 8 bools by :func:`octant_bit`  ->  12 ints: the copy of the lattice point each face
+    of :func:`corner_faces` uses, -1 for faces not on the surface.
+
+    Faces on the surface are joined in fans around the six lattice edges leaving the point: where an edge
+    has two surface faces they join; where it has four (two occupied voxels touching only along it)
+    the two faces of each occupied voxel join, so that voxels touching along an edge or at a corner
+    are kept apart. Each resulting fan (a closed loop of faces around the point) is one copy.
+    """
+    faces = corner_faces()
+    on_surface = [occupied[octant_bit(below)] != occupied[octant_bit(above)] for _, below, above in faces]
+    solid = [below if occupied[octant_bit(below)] else above for _, below, above in faces]
+    parent = list(range(12))
+
+    def root(face: int) -> int:
+        while parent[face] != face:
+            face = parent[face]
+        return face
+
+    for axis in range(3):
+        for side in (0, 1):
+            fan = [n for n, (a, below, _) in enumerate(faces) if a != axis and below[axis] == side]
+            fan = [n for n in fan if on_surface[n]]
+            for n in fan:
+                for m in fan:
+                    if n < m and (len(fan) == 2 or solid[n] == solid[m]):
+                        parent[root(n)] = root(m)
+    labels: dict[int, int] = {}
+    return [labels.setdefault(root(n), len(labels)) if on_surface[n] else -1 for n in range(12)]
+
+
+def copy_steps(occupied: list[bool], copies: list[int]) -> list[tuple[int, int, int]]:
+    """The step in {-1, 0, 1}³ each copy of a lattice point moves by (times :data:`PINCH`).
+
+    occupied : 8 bools by :func:`octant_bit`; copies : 12 ints from :func:`corner_copies`. A lone copy
+    stays. Otherwise each copy's step obeys, for every face F of its fan (occupied voxel I, in-plane
+    axes b and b'), per axis: along F's normal, zero or into I; along b' (the axis other than
+    :data:`CROSSING_AXIS` of F's normal), zero or along F; along b, also out of F if the voxel beyond F's
+    side there, next to I, is occupied. All of F's triangles then stay in the closed boxes of I and of
+    those occupied neighbours, so they pass through no empty voxel, whatever the other corners do.
+    Among the steps allowed, the copies take distinct non-zero ones, the longest first.
+    """
+    faces = corner_faces()
+    count = max(copies) + 1
+    if count <= 1:
+        return [(0, 0, 0)] * count
+    allowed = [[{-1, 0, 1} for _ in range(3)] for _ in range(count)]
+    for n, (axis, below, above) in enumerate(faces):
+        if copies[n] < 0:
+            continue
+        solid = below if occupied[octant_bit(below)] else above
+        sets = allowed[copies[n]]
+        sets[axis] &= {0, 2 * solid[axis] - 1}
+        for b in OTHER_AXES[axis]:
+            along = 2 * solid[b] - 1
+            beyond = list(solid)
+            beyond[b] ^= 1
+            out = b == CROSSING_AXIS[axis] and occupied[octant_bit(tuple(beyond))]
+            sets[b] &= {0, along, -along} if out else {0, along}
+    options = []
+    for sets in allowed:
+        steps = [s for s in itertools.product(*(sorted(x) for x in sets)) if any(s)]
+        options.append(sorted(steps, key=lambda s: (-sum(map(abs, s)), s)))
+    for choice in itertools.product(*options):
+        if len(set(choice)) == count:
+            return list(choice)
+    raise AssertionError(f"no steps for the copies of occupancy {occupied}")
+
+
+@functools.cache
+def corner_table() -> tuple[np.ndarray, np.ndarray]:
+    """Copies and steps of a lattice point for each of its 256 possible 2×2×2 occupancies.
+
+    Returns copies (256, 12) int8 (:func:`corner_copies` of each occupancy code, bits by
+    :func:`octant_bit`) and steps (256, 4, 3) int8 (:func:`copy_steps`, zero for unused copies).
+    """
+    copies = np.full((256, 12), -1, np.int8)
+    steps = np.zeros((256, 4, 3), np.int8)
+    for code in range(256):
+        occupied = [bool(code >> bit & 1) for bit in range(8)]
+        copy = corner_copies(occupied)
+        copies[code] = copy
+        for n, step in enumerate(copy_steps(occupied, copy)):
+            steps[code, n] = step
+    return copies, steps
+
+
+def corner_codes(occupancy: np.ndarray) -> np.ndarray:
+    """occupancy : (R, R, R) bool  ->  (R+1, R+1, R+1) uint8, the occupancy code of each lattice point."""
+    side = occupancy.shape[0] + 1
+    padded = np.pad(occupancy, 1).astype(np.uint8)
+    codes = np.zeros((side,) * 3, np.uint8)
+    for ox, oy, oz in itertools.product((0, 1), repeat=3):
+        codes |= padded[ox : ox + side, oy : oy + side, oz : oz + side] << octant_bit((ox, oy, oz))
+    return codes
+
+
+def quad_corner_copies(
+    occupancy: np.ndarray, quads: np.ndarray, inside: np.ndarray, normals: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Give each fan of faces around a lattice point its own vertex, so every edge joins two faces.
+    """The copy of its lattice point each quad corner uses, and where that copy moves.
 
-    faces : (F, 3) int lattice-point ids, consistently wound; inside, outside : (F, 3) int padded-grid
-    cells on either side of each face; padded : (R+2, R+2, R+2) bool occupancy.
-    Returns (faces (F, 3) int new vertex ids, points (V,) int the lattice point of each new vertex).
+    occupancy : (R, R, R) bool; quads, inside, normals from :func:`boundary_quads`. Returns keys
+    (Q, 4) int ``lattice id * 4 + copy`` and steps (Q, 4, 3) int8 from :func:`corner_table`.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    count = len(faces)
-    slots = np.arange(3 * count).reshape(count, 3)
-    start, end = faces.reshape(-1), faces[:, [1, 2, 0]].reshape(-1)
-    start_slot, end_slot = slots.reshape(-1), slots[:, [1, 2, 0]].reshape(-1)
-    low, high = np.minimum(start, end), np.maximum(start, end)
-    low_slot = np.where(start < end, start_slot, end_slot)
-    high_slot = np.where(start < end, end_slot, start_slot)
-    inside, outside = np.repeat(inside, 3, axis=0), np.repeat(outside, 3, axis=0)
-    order = np.lexsort((high, low))
-    low, high, inside, outside = low[order], high[order], inside[order], outside[order]
-    low_slot, high_slot = low_slot[order], high_slot[order]
-    keys = pairing_keys(low, high, inside, outside, padded)
-    order = np.lexsort((keys, high, low))
-    low, high, low_slot, high_slot = low[order], high[order], low_slot[order], high_slot[order]
-    assert np.array_equal(low[0::2], low[1::2]) and np.array_equal(high[0::2], high[1::2]), "open surface"
-    rows = np.concatenate([low_slot[0::2], high_slot[0::2]])
-    cols = np.concatenate([low_slot[1::2], high_slot[1::2]])
-    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(3 * count, 3 * count))
-    _, component = connected_components(graph, directed=False)
-    points = np.zeros(component.max() + 1, np.int64)
-    points[component] = faces.reshape(-1)
-    return component.reshape(count, 3), points
+    side = occupancy.shape[0] + 1
+    copies, steps = corner_table()
+    codes = corner_codes(occupancy).reshape(-1)[quads]  # (Q, 4)
+    corners = np.stack(np.unravel_index(quads, (side,) * 3), axis=-1)  # (Q, 4, 3)
+    octants = inside[:, None, :] - corners + 1  # (Q, 4, 3) in {0, 1}: where the quad's voxel sits
+    axis = np.abs(normals).argmax(axis=1)  # (Q,)
+    other = np.array(OTHER_AXES)[axis]  # (Q, 2)
+    in_plane = np.take_along_axis(octants, other[:, None, :], axis=2)  # (Q, 4, 2)
+    face = axis[:, None] * 4 + in_plane[..., 0] * 2 + in_plane[..., 1]
+    copy = copies[codes, face].astype(np.int64)  # (Q, 4)
+    assert (copy >= 0).all(), "a boundary face missing from its corner's fans"
+    return quads * 4 + copy, steps[codes, copy]
 
 
 def blocks_mesh(occupancy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The voxel cubes merged into one surface: only faces between occupied and empty voxels.
 
     occupancy : (R, R, R) bool  ->  vertices (V, 3) float64 in grid coordinates, faces (F, 3) int64
-    with outward normals. Empty volumes give no faces.
+    with outward normals. Empty volumes give no faces. Every edge joins exactly two faces and no two
+    vertices coincide: a lattice point where separate sheets of the surface meet (voxels touching only
+    along an edge or at a corner, which are kept apart) has one copy per sheet, each moved by
+    :data:`PINCH` voxel (:func:`corner_table`). Where both ends of an edge shared by two such voxels
+    still have one copy for both, each voxel's side of the edge gets its own midpoint, moved into
+    the voxel, and the faces along it are fanned from their centres.
     """
     occupancy = np.asarray(occupancy, bool)
-    resolution = occupancy.shape[0]
+    assert occupancy.ndim == 3 and len(set(occupancy.shape)) == 1, occupancy.shape
+    side = occupancy.shape[0] + 1
     quads, inside, normals = boundary_quads(occupancy)
     if len(quads) == 0:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    faces = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
-    inside = np.concatenate([inside, inside]) + 1  # padded-grid cells
-    normals = np.concatenate([normals, normals])
-    faces, points = split_pinched_vertices(faces, inside, inside + normals, np.pad(occupancy, 1))
-    vertices = np.stack(np.unravel_index(points, (resolution + 1,) * 3), axis=1).astype(np.float64)
-    return pinch_apart(vertices, faces, np.pad(occupancy, 1)), faces
+    keys, steps = quad_corner_copies(occupancy, quads, inside, normals)
+    unique_keys, first, ring = np.unique(keys.reshape(-1), return_index=True, return_inverse=True)
+    ring = ring.reshape(-1, 4)  # (Q, 4) vertex ids
+    lattice = np.stack(np.unravel_index(unique_keys // 4, (side,) * 3), axis=1)
+    vertices = lattice + PINCH * steps.reshape(-1, 3)[first]
+    ends = np.roll(ring, -1, axis=1)
+    sides = np.minimum(ring, ends) * len(vertices) + np.maximum(ring, ends)  # (Q, 4) undirected edges
+    _, which, uses = np.unique(sides.reshape(-1), return_inverse=True, return_counts=True)
+    assert np.isin(uses, (2, 4)).all(), "a surface edge not shared by two or four faces"
+    crowded = (uses[which] == 4).reshape(-1, 4)  # (Q, 4): both ends of the side keep one copy
+    plain = ~crowded.any(axis=1)
+    faces = [ring[plain][:, [0, 1, 2]], ring[plain][:, [0, 2, 3]]]
+    if plain.all():
+        return vertices, np.concatenate(faces)
+    mids, mid_points = side_midpoints(quads, inside, crowded, side)
+    split = np.flatnonzero(~plain)
+    centres = len(vertices) + len(mid_points) + np.arange(len(split))
+    mid_ids = np.full(quads.shape, -1)
+    mid_ids[crowded] = len(vertices) + mids
+    for k in range(4):
+        start, end, mid = ring[split, k], ring[split, (k + 1) % 4], mid_ids[split, k]
+        has = mid >= 0
+        faces += [np.stack([centres[~has], start[~has], end[~has]], axis=1)]
+        faces += [np.stack([centres[has], start[has], mid[has]], axis=1)]
+        faces += [np.stack([centres[has], mid[has], end[has]], axis=1)]
+    centre_points = np.stack(np.unravel_index(quads[split], (side,) * 3), axis=-1).mean(axis=1)
+    return np.concatenate([vertices, mid_points, centre_points]), np.concatenate(faces).astype(np.int64)
 
 
-def pinch_directions() -> np.ndarray:
-    """(26, 3) float: the directions a split vertex may move in: corner diagonals, edges, then axes."""
-    steps = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 3)
-    steps = steps[np.abs(steps).sum(axis=1) > 0]
-    steps = steps[np.argsort(-np.abs(steps).sum(axis=1), kind="stable")]
-    return steps / np.linalg.norm(steps, axis=1, keepdims=True)
+def side_midpoints(
+    quads: np.ndarray, inside: np.ndarray, crowded: np.ndarray, side: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One midpoint per crowded quad side and voxel, moved :data:`PINCH` voxel into that voxel.
 
-
-def triangles_enter_boxes(triangles: np.ndarray, box_low: np.ndarray) -> np.ndarray:
-    """Separating-axis test of closed triangles against open unit boxes.
-
-    triangles : (N, 3, 3) float; box_low : (N, 3) the boxes' low corners  ->  (N,) bool, True where
-    the triangle passes through the open box (touching its boundary does not count).
+    quads (Q, 4) int lattice ids; inside (Q, 3) int voxels; crowded (Q, 4) bool; side = R + 1.
+    Returns ids (C,) int, the midpoint of each crowded side in ``np.nonzero(crowded)`` order, and
+    points (M, 3) float64: the two faces of a voxel along an edge share its midpoint.
     """
-    centre = box_low + 0.5
-    corners = triangles - centre[:, None, :]  # (N, 3, 3) relative to the box centre
-    edges = corners[:, [1, 2, 0]] - corners
-    axes = np.concatenate(
-        [
-            np.broadcast_to(np.eye(3), (len(corners), 3, 3)),
-            np.cross(edges[:, 0], edges[:, 1])[:, None, :],
-            np.cross(edges[:, :, None, :], np.eye(3)[None, None]).reshape(-1, 9, 3),
-        ],
-        axis=1,
-    )  # (N, 13, 3)
-    projections = (axes[:, :, None, :] * corners[:, None, :, :]).sum(axis=3)  # (N, 13, 3)
-    radius = 0.5 * np.abs(axes).sum(axis=2)  # (N, 13)
-    degenerate = np.abs(axes).sum(axis=2) < 1e-12
-    low, high = projections.min(axis=2), projections.max(axis=2)
-    # touching counts as separate only when exact and along a face plane (faces on grid planes); any
-    # other touch counts as a crossing, so that a voxelizer with a looser tolerance finds none either
-    separated = (low >= radius + 1e-9) | (high <= -radius - 1e-9)
-    exact = (np.abs(low - radius) <= 1e-12) | (np.abs(high + radius) <= 1e-12)
-    separated[:, :4] |= exact[:, :4]  # on the box's face planes or the triangle's own plane
-    return ~(separated & ~degenerate).any(axis=1)
-
-
-def bad_triangles(corners: np.ndarray, padded: np.ndarray) -> np.ndarray:
-    """corners : (T, 3, 3) triangles in grid coordinates  ->  (T,) bool: does it pass through an empty voxel?
-
-    padded : (R+2, R+2, R+2) bool occupancy with an empty border. Checks the 27 voxels around the lattice
-    point nearest each triangle's low corner: enough for the near-unit triangles of a blocks mesh.
-    """
-    offsets = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 3)
-    base = np.rint(corners.min(axis=1)).astype(np.int64)  # the lattice point nearest the low corner
-    boxes = base[:, None, :] + offsets[None]  # (T, 27, 3) low corners of the voxels to check
-    cells = np.clip(boxes + 1, 0, padded.shape[0] - 1)
-    empty = ~padded[cells[..., 0], cells[..., 1], cells[..., 2]]  # (T, 27)
-    low, high = corners.min(axis=1)[:, None, :], corners.max(axis=1)[:, None, :]
-    empty &= ((low < boxes + 1) & (high > boxes)).all(axis=2)  # open bounding boxes overlap
-    rows, which = np.nonzero(empty)
-    hits = triangles_enter_boxes(corners[rows], boxes[rows, which].astype(np.float64))
-    return np.bincount(rows[hits], minlength=len(corners)) > 0
-
-
-def pinch_apart(vertices: np.ndarray, faces: np.ndarray, padded: np.ndarray) -> np.ndarray:
-    """Move each copy of a split lattice point by :data:`PINCH` voxel so that the copies differ.
-
-    vertices : (V, 3) float64 lattice points, faces : (F, 3) int, padded : (R+2, R+2, R+2) bool
-    occupancy  ->  (V, 3) float64. Each copy takes the first direction (:func:`pinch_directions`)
-    for which none of its triangles enters an empty voxel, so voxelizing the mesh again still gives
-    the volume back; copies with no such direction, or whose move spoils a triangle once all copies
-    have moved, stay on the lattice point.
-    """
-    _, inverse, copies = np.unique(vertices, axis=0, return_inverse=True, return_counts=True)
-    split = np.flatnonzero(copies[inverse.reshape(-1)] > 1)
-    if len(split) == 0:
-        return vertices
-    moved = vertices.copy()
-    directions = pinch_directions()  # (D, 3)
-    fan_face, fan_corner = np.nonzero(np.isin(faces, split))  # every (triangle, corner) at a split vertex
-    fan_vertex = faces[fan_face, fan_corner]
-    waiting = np.ones(len(fan_face), bool)  # fan entries whose vertex has no direction yet
-    for direction in directions:
-        entries = np.flatnonzero(waiting)
-        if len(entries) == 0:
-            break
-        trial = moved[faces[fan_face[entries]]]  # (M, 3, 3)
-        trial[np.arange(len(entries)), fan_corner[entries]] = (
-            vertices[fan_vertex[entries]] + PINCH * direction
-        )
-        spoiled = np.unique(fan_vertex[entries[bad_triangles(trial, padded)]])
-        settled = np.setdiff1d(fan_vertex[entries], spoiled)
-        moved[settled] = vertices[settled] + PINCH * direction
-        waiting &= ~np.isin(fan_vertex, settled)
-    touched = np.flatnonzero(np.isin(faces, split).any(axis=1))
-    while True:  # a later move may spoil a triangle an earlier one checked: undo moves until none is bad
-        bad = touched[bad_triangles(moved[faces[touched]], padded)]
-        if len(bad) == 0:
-            return moved
-        undo = np.intersect1d(faces[bad].reshape(-1), split)
-        moved[undo] = vertices[undo]
+    rows, k = np.nonzero(crowded)
+    start, end = quads[rows, k], quads[rows, (k + 1) % 4]
+    voxel = np.ravel_multi_index(inside[rows].T, (side - 1,) * 3)
+    keys = np.stack([np.minimum(start, end), np.maximum(start, end), voxel], axis=1)
+    unique_keys, first, ids = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    ends = [np.stack(np.unravel_index(unique_keys[:, n], (side,) * 3), axis=1) for n in (0, 1)]
+    middle = (ends[0] + ends[1]) / 2
+    points = middle + PINCH * np.sign(inside[rows[first]] + 0.5 - middle)
+    return ids.reshape(-1), points
 
 
 def smooth_mesh(occupancy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
