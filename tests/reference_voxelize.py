@@ -7,7 +7,8 @@ Written independently of :mod:`voxgan.voxelize` and without its shortcuts:
   strict inequalities, so a triangle only touching a voxel's boundary does not mark it;
 * inside: the exact generalized winding number (sum of signed solid angles over 4π) at *every*
   voxel centre, with ``|w| >= 0.5`` meaning inside; when the mesh is closed, its inverted parts
-  (negative signed volume) are reversed first, so that overlapping parts do not cancel.
+  (negative signed volume) are reversed first, so that overlapping parts do not cancel, except a part
+  wholly inside the others, which bounds a cavity.
 """
 
 from __future__ import annotations
@@ -100,7 +101,14 @@ def reference_outward_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarr
     volume = Counter()
     for face in faces:
         volume[root(int(face[0]))] += float(np.linalg.det(np.asarray(vertices)[face]))
-    flip = np.array([volume[root(int(face[0]))] < 0 for face in faces], dtype=bool)
+    owner = np.array([root(int(face[0])) for face in faces])
+    for part in [part for part, v in volume.items() if v < 0]:
+        corners = np.unique(faces[owner == part])
+        others = faces[owner != part]
+        winding = reference_winding(np.asarray(vertices)[corners], vertices, others)
+        if len(others) and (np.abs(winding) >= 0.5).all():
+            volume[part] = 0.0  # wholly inside the other parts: the wall of a cavity, kept as it is
+    flip = np.array([volume[part] < 0 for part in owner], dtype=bool)
     faces = faces.copy()
     faces[flip] = faces[flip][:, ::-1]
     return faces

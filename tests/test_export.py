@@ -182,7 +182,7 @@ def enclosed_cavities(volume):
 
 
 def assert_blocks_round_trip(volume):
-    """Exact, but for enclosed cavities: voxelize fills them (it reverses closed parts of negative volume)."""
+    """Exact, but for some enclosed cavities, whose wall shares a sheet with the outer surface and fills."""
     vertices, faces = blocks_mesh(volume)
     back = voxelize(vertices, faces, len(volume))
     cavities = enclosed_cavities(volume)

@@ -230,3 +230,13 @@ def test_a_double_sided_mesh_is_filled():
     assert open_box.sum() > 0.9 * solid.sum()
     twice = np.stack([open_faces, open_faces[:, ::-1]], 1).reshape(-1, 3)
     assert np.array_equal(voxelize(vertices, twice, 16), open_box)
+
+
+def test_a_hollow_shape_keeps_its_cavity_empty():
+    """An outward shell around an inward one is a hollow ball: the cavity stays empty, as in the reference."""
+    outer, inner = trimesh.creation.icosphere(3, radius=7.0), trimesh.creation.icosphere(3, radius=4.0)
+    vertices = np.vstack([outer.vertices, inner.vertices]) + 8.0
+    faces = np.vstack([outer.faces, inner.faces[:, ::-1] + len(outer.vertices)])
+    occupancy = voxelize(vertices, faces, 16)
+    assert not occupancy[8, 8, 8] and occupancy[8, 8, 2]
+    assert np.array_equal(occupancy, reference_voxelize(vertices, faces, 16))

@@ -300,8 +300,9 @@ def outward_parts(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Reverse the closed parts of a closed mesh whose signed volume is negative.
 
     triangles : (F, 3, 3); faces : (F, 3) int, a mesh for which :func:`is_closed` holds  ->  (F, 3, 3).
-    Parts are the sets of faces connected through shared vertices. An inverted part inside or across
-    another would otherwise cancel its winding number (1 + -1 = 0) where they overlap.
+    Parts are the sets of faces connected through shared vertices. An inverted part across another
+    would otherwise cancel its winding number (1 + -1 = 0) where they overlap. An inverted part whose
+    every sampled corner lies inside the other parts bounds a cavity (a hollow shape) and is kept.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -322,6 +323,10 @@ def outward_parts(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
     )
     part_of_face = part_of_vertex[faces[:, 0]]
     inverted = np.bincount(part_of_face, weights=volume6, minlength=parts) < 0
+    for part in np.flatnonzero(inverted):  # an inverted part wholly inside another part is a cavity
+        corners = np.unique(faces[part_of_face == part])
+        points = triangles[part_of_face == part].reshape(-1, 3)[:: max(1, 3 * len(corners) // 32)]
+        inverted[part] = not (np.abs(winding_numbers(points, triangles[part_of_face != part])) >= 0.5).all()
     flip = inverted[part_of_face]
     if not flip.any():
         return triangles
