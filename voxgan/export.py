@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from voxgan.atomic import atomic_open
 from voxgan.errors import VoxganError
 
 MESH_FORMATS = ("obj", "stl", "ply", "glb", "off")
@@ -355,17 +354,8 @@ def mesh_warning(occupancy: np.ndarray, name: str) -> str | None:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path) as handle:
+        handle.write(data)
 
 
 def mesh_bytes(mesh, file_format: str) -> bytes:

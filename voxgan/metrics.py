@@ -28,13 +28,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from voxgan.atomic import atomic_open
 from voxgan.errors import VoxganError
 
 CHUNK_BYTES = 64 * 2**20  # size of one operand block of the pairwise products
@@ -323,16 +323,8 @@ def save_torch_atomic(obj: dict, path: Path) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path) as handle:
+        torch.save(obj, handle)
 
 
 @dataclass
@@ -611,16 +603,8 @@ def append_json_line(path: Path, record: dict) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
 
 
 # --- tables --------------------------------------------------------------------------------------------

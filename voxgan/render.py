@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from voxgan.atomic import atomic_path
 
 BACKGROUND = np.array([1.0, 1.0, 1.0])
 FLOOR = np.array([0.90, 0.91, 0.93])
@@ -234,19 +235,13 @@ def render_volumes(
         assert len(titles) == len(volumes), (len(titles), len(volumes))
     images = [render_volume(volume, threshold=threshold) for volume in volumes]
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         if titles is None:
             from matplotlib.image import imsave
 
             imsave(tmp, compose_grid(images, ncols), format="png")
         else:
             save_titled_grid(images, titles, tmp, ncols)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_titled_grid(images: list[np.ndarray], titles: list[str], path: str, ncols: int | None) -> None:

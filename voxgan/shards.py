@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import h5py
 import numpy as np
 
 from voxgan import __version__
+from voxgan.atomic import atomic_open, atomic_path
 from voxgan.errors import VoxganError
 
 SCHEMA_VERSION = 1
@@ -100,39 +99,30 @@ def write_shard(
     assert voxels.shape == (count, r**3 // 8) and voxels.dtype == np.uint8, voxels.shape
     assert len(labels) == len(sources) == len(mesh_to_grid) == count
     rows = chunk_rows(r, max(count, 1))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs.update(
-                schema_version=SCHEMA_VERSION,
-                resolution=r,
-                mode=header.mode,
-                packing="bits",
-                split=header.split,
-                class_names=json.dumps(list(header.class_names)),
-                up_axis=header.up_axis,
-                voxgan_version=__version__,
-                recipe=header.recipe,
-            )
-            opts = dict(compression=COMPRESSION, compression_opts=COMPRESSION_LEVEL)
-            f.create_dataset("voxels", data=voxels, chunks=(rows, voxels.shape[1]), **opts)
-            f.create_dataset("labels", data=np.asarray(labels, np.int32), chunks=(rows,), **opts)
-            f.create_dataset(
-                "sources", data=list(sources), dtype=h5py.string_dtype("utf-8"), chunks=(rows,), **opts
-            )
-            f.create_dataset(
-                "mesh_to_grid",
-                data=np.asarray(mesh_to_grid, np.float64).reshape(count, 4, 4),
-                chunks=(rows, 4, 4),
-                **opts,
-            )
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        f.attrs.update(
+            schema_version=SCHEMA_VERSION,
+            resolution=r,
+            mode=header.mode,
+            packing="bits",
+            split=header.split,
+            class_names=json.dumps(list(header.class_names)),
+            up_axis=header.up_axis,
+            voxgan_version=__version__,
+            recipe=header.recipe,
+        )
+        opts = dict(compression=COMPRESSION, compression_opts=COMPRESSION_LEVEL)
+        f.create_dataset("voxels", data=voxels, chunks=(rows, voxels.shape[1]), **opts)
+        f.create_dataset("labels", data=np.asarray(labels, np.int32), chunks=(rows,), **opts)
+        f.create_dataset(
+            "sources", data=list(sources), dtype=h5py.string_dtype("utf-8"), chunks=(rows,), **opts
+        )
+        f.create_dataset(
+            "mesh_to_grid",
+            data=np.asarray(mesh_to_grid, np.float64).reshape(count, 4, 4),
+            chunks=(rows, 4, 4),
+            **opts,
+        )
     return {"file": path.name, "count": count, "sha256": file_sha256(path)}
 
 
@@ -189,18 +179,9 @@ def read_shard(path: Path) -> Shard:
 
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "w") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=False)
+        handle.write("\n")
 
 
 def read_manifest(folder: Path) -> dict:

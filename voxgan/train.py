@@ -20,7 +20,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,11 @@ import torch
 from torch import nn
 
 from voxgan import __version__
+from voxgan.atomic import atomic_open
 from voxgan.errors import VoxganError
 from voxgan.loss import CriticObjective, generator_loss
 from voxgan.networks import Critic, Generator
+from voxgan.shards import write_json_atomic
 
 CHECKPOINT_FORMAT = "voxgan-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -233,25 +234,17 @@ def save_checkpoint(state: dict, run_dir: Path, step: int) -> Path:
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    with atomic_open(path) as handle:
+        torch.save(state, handle)
+    latest_tmp = folder / f".latest.pt.{os.getpid()}.tmp"
+    latest_tmp.unlink(missing_ok=True)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        latest_tmp = folder / f".latest.pt.{os.getpid()}.tmp"
-        latest_tmp.unlink(missing_ok=True)
-        try:
-            os.link(path, latest_tmp)
-        except OSError:  # a file system without hard links
-            import shutil
+        os.link(path, latest_tmp)
+    except OSError:  # a file system without hard links
+        import shutil
 
-            shutil.copyfile(path, latest_tmp)
-        os.replace(latest_tmp, folder / "latest.pt")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.copyfile(path, latest_tmp)
+    os.replace(latest_tmp, folder / "latest.pt")
     return path
 
 
@@ -331,15 +324,11 @@ def plot_losses(history: list[dict], path: Path) -> None:
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_open(path) as handle:
             fig.savefig(handle, format="png", dpi=80)
-        os.replace(tmp, path)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def nan_if_none(value: float | None) -> float:
@@ -356,16 +345,8 @@ def read_stats(path: Path, up_to_step: int) -> list[dict]:
 
 def rewrite_stats(path: Path, records: list[dict]) -> None:
     """Replace ``stats.jsonl`` with ``records``, atomically (a resumed run drops what came after its step)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
+    with atomic_open(path, "w") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    from voxgan.shards import write_json_atomic as write
-
-    write(path, obj)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:

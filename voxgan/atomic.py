@@ -1,0 +1,38 @@
+"""Atomic file writes: a crash at any moment leaves the old file or the new one, never half of one.
+
+Both helpers write to a temporary name in the destination's folder, flush it to disk, then rename it
+over the destination (``os.replace`` is atomic within one file system); on an error the temporary file
+is removed and the destination is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temporary path beside ``path`` for writers that take a name (h5py); rename on success."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing (``"wb"`` or ``"w"``); rename it on success."""
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        yield handle
