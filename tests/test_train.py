@@ -233,3 +233,13 @@ def test_two_processes_under_torchrun_train_in_step(tmp_path):
     assert [s["epoch"] for s in stats] == [0, 0, 1]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
     assert load_checkpoint(run)["step"] == 3
+
+
+def test_eval_every_appends_the_metrics_of_the_checkpoint_it_evaluates(tmp_path):
+    done = voxgan_train("--steps", "2", "--eval-every", "2", "--out", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    (record,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert record["step"] == 2 and record["split"] == "test"
+    assert 0 <= record["cov_iou"] <= 1 and 0 <= record["nna_iou"] <= 1
+    assert (run / "checkpoints" / "step-0000002.pt").is_file()
