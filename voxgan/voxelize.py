@@ -262,6 +262,11 @@ def front_faces(faces: np.ndarray) -> np.ndarray:
     """
     count = len(faces)
     corners = np.sort(faces, axis=1)
+    base = int(corners[:, 2].max()) + 1 if count else 1
+    if base < 1 << 20:  # three corners in one int64: a quick answer when no two faces share all three
+        keys = np.sort((corners[:, 0] * base + corners[:, 1]) * base + corners[:, 2])
+        if not (keys[1:] == keys[:-1]).any():
+            return np.ones(count, dtype=bool)
     forward = all_axes(faces == corners) | all_axes(faces == corners[:, [1, 2, 0]])
     forward |= all_axes(faces == corners[:, [2, 0, 1]])
     order = np.lexsort((np.arange(count), corners[:, 2], corners[:, 1], corners[:, 0]))
@@ -545,28 +550,23 @@ def open_winding_function(triangles: np.ndarray, cell: float):
         (local[:, 0] * split + local[:, 1]) * split + local[:, 2]
     )
     order = np.argsort(keys, kind="stable")
-    triangles, centroids, keys = np.ascontiguousarray(triangles[order]), centroids[order], keys[order]
+    triangles, keys = np.ascontiguousarray(triangles[order]), keys[order]
     large_keys = keys // split**3
     starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))  # small groups
     ends = np.append(starts[1:], len(keys))
     large_starts = np.flatnonzero(np.concatenate([[True], large_keys[starts[1:]] != large_keys[starts[:-1]]]))
     large_ends = np.append(large_starts[1:], len(starts))  # large group g: small groups in that range
-    vector_area = 0.5 * np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
-    area = np.sqrt((vector_area**2).sum(axis=1)) + 1e-300
-
-    def group_moments(first_triangle):
-        normal = np.add.reduceat(vector_area, first_triangle, axis=0)
-        centre = np.add.reduceat(centroids * area[:, None], first_triangle, axis=0)
-        centre /= np.add.reduceat(area, first_triangle)[:, None]
-        sizes = np.diff(np.append(first_triangle, len(triangles)))
-        owner_centre = np.repeat(centre, sizes, axis=0)[:, None, :]
-        radius = np.maximum.reduceat(
-            np.sqrt(((triangles - owner_centre) ** 2).sum(axis=2)).max(axis=1), first_triangle
-        )
-        return np.ascontiguousarray(centre), np.ascontiguousarray(normal), radius
-
-    small_centre, small_normal, small_radius = group_moments(starts)
-    large_centre, large_normal, large_radius = group_moments(starts[large_starts])
+    small_centre, small_normal, small_radius = (
+        np.empty((len(starts), 3)),
+        np.empty((len(starts), 3)),
+        np.empty(len(starts)),
+    )
+    kernels.moments(triangles, starts, ends, small_centre, small_normal, small_radius)
+    large_first = starts[large_starts]
+    large_last = np.append(large_first[1:], len(triangles))
+    large_centre, large_normal = np.empty((len(large_first), 3)), np.empty((len(large_first), 3))
+    large_radius = np.empty(len(large_first))
+    kernels.moments(triangles, large_first, large_last, large_centre, large_normal, large_radius)
     # one level (split 1) is the plain clustered sum; two levels add up more dipoles, so they count
     # only farther groups by theirs, which keeps the error below the one-level sum's
     large_far = (CLUSTER_BETA if split == 1 else LARGE_GROUP_BETA) * large_radius
@@ -625,6 +625,7 @@ def compiled_kernels():
         crossings=jit(crossing_loop),
         clustered=jit(clustered_winding_loop),
         two_level=jit(two_level_winding_loop),
+        moments=jit(group_moments_loop),
     )
 
 
@@ -778,6 +779,41 @@ def clustered_winding_loop(points, triangles, starts, ends, centres, normals, fa
                 )
                 solid += 2.0 * math.atan2(det, dots)
         result[n] = solid / (4.0 * math.pi)
+
+
+def group_moments_loop(triangles, starts, ends, centres, normals, radii):  # compiled by numba
+    """Area-weighted centre, area-weighted normal and radius of each group of triangles, in place.
+
+    triangles : (F, 3, 3); group g is triangles[starts[g]:ends[g]]; centres, normals : (G, 3) and
+    radii : (G,) are written (radius: largest distance from the centre to a corner).
+    """
+    for g in range(starts.shape[0]):
+        sx = sy = sz = nx = ny = nz = total = 0.0
+        for t in range(starts[g], ends[g]):
+            ux = triangles[t, 1, 0] - triangles[t, 0, 0]
+            uy = triangles[t, 1, 1] - triangles[t, 0, 1]
+            uz = triangles[t, 1, 2] - triangles[t, 0, 2]
+            vx = triangles[t, 2, 0] - triangles[t, 0, 0]
+            vy = triangles[t, 2, 1] - triangles[t, 0, 1]
+            vz = triangles[t, 2, 2] - triangles[t, 0, 2]
+            ax, ay, az = 0.5 * (uy * vz - uz * vy), 0.5 * (uz * vx - ux * vz), 0.5 * (ux * vy - uy * vx)
+            area = math.sqrt(ax * ax + ay * ay + az * az) + 1e-300
+            nx += ax
+            ny += ay
+            nz += az
+            total += area
+            sx += area * (triangles[t, 0, 0] + triangles[t, 1, 0] + triangles[t, 2, 0]) / 3.0
+            sy += area * (triangles[t, 0, 1] + triangles[t, 1, 1] + triangles[t, 2, 1]) / 3.0
+            sz += area * (triangles[t, 0, 2] + triangles[t, 1, 2] + triangles[t, 2, 2]) / 3.0
+        cx, cy, cz = sx / total, sy / total, sz / total
+        radius = 0.0
+        for t in range(starts[g], ends[g]):
+            for m in range(3):
+                dx, dy, dz = triangles[t, m, 0] - cx, triangles[t, m, 1] - cy, triangles[t, m, 2] - cz
+                radius = max(radius, math.sqrt(dx * dx + dy * dy + dz * dz))
+        centres[g, 0], centres[g, 1], centres[g, 2] = cx, cy, cz
+        normals[g, 0], normals[g, 1], normals[g, 2] = nx, ny, nz
+        radii[g] = radius
 
 
 def two_level_winding_loop(
