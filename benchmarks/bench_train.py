@@ -24,7 +24,13 @@ import torch
 
 from voxgan.loss import CriticObjective
 from voxgan.networks import SelfAttention3d
-from voxgan.train import TrainConfig, build_networks, critic_update, generator_update
+from voxgan.train import (
+    TrainConfig,
+    build_networks,
+    critic_update,
+    generator_update,
+    keep_freed_memory_in_heap,
+)
 
 DEFAULT = TrainConfig()
 CONFIGS = {
@@ -81,7 +87,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per row")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's malloc as it is (what train changes)"
+    )
     args = parser.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory_in_heap()  # as voxgan.train does
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"one iteration = 5 critic + 1 generator updates, batch 32, 16³, {args.threads} threads, {device}")

@@ -59,12 +59,15 @@ class SelfAttention3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x : (B, C, D, H, W) -> (B, C, D, H, W)."""
         b, c, d, h, w = x.shape
+        # Token-major (B, N, C) operands: views, not copies, of channels-last feature maps, and a result
+        # that is channels-last again, so no layout conversion runs around the two matmuls.
         query = self.query(x).flatten(2).transpose(1, 2)  # (B, N, Ck)
         key = self.key(x).flatten(2)  # (B, Ck, N)
-        value = self.value(x).flatten(2)  # (B, C, N)
-        weights = torch.softmax(torch.bmm(query, key) * self.scale, dim=-1)  # (B, N, N), rows sum to 1
-        attended = torch.bmm(value, weights.transpose(1, 2))  # (B, C, N)
-        return x + self.gamma * attended.view(b, c, d, h, w)
+        value = self.value(x).flatten(2).transpose(1, 2)  # (B, N, C)
+        scores = torch.bmm(query, key).mul_(self.scale)  # (B, N, N); in place: bmm keeps its inputs, not this
+        weights = torch.softmax(scores, dim=-1)  # (B, N, N), rows sum to 1
+        attended = torch.bmm(weights, value)  # (B, N, C)
+        return torch.addcmul(x, self.gamma, attended.transpose(1, 2).view(b, c, d, h, w))
 
 
 class UpBlock(nn.Module):
@@ -77,7 +80,7 @@ class UpBlock(nn.Module):
         self.attention = SelfAttention3d(out_channels, out_channels // key_divisor) if attention else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.norm(self.conv(x)))
+        x = F.relu(self.norm(self.conv(x)), inplace=True)  # the norm keeps its input, not this
         return self.attention(x) if self.attention is not None else x
 
 
@@ -93,7 +96,7 @@ class DownBlock(nn.Module):
         self.attention = SelfAttention3d(out_channels, out_channels // key_divisor) if attention else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.conv(x), 0.2)
+        x = F.leaky_relu(self.conv(x), 0.2, inplace=True)  # the convolution keeps its input, not this
         return self.attention(x) if self.attention is not None else x
 
 
@@ -152,7 +155,7 @@ class Generator(nn.Module):
             z = torch.cat([z, self.embedding(labels)], dim=1)
         r = BASE_RESOLUTION
         x = self.project(z).view(len(z), self.base_channels, r, r, r)  # (B, C, 4, 4, 4)
-        x = F.relu(self.project_norm(x))
+        x = F.relu(self.project_norm(x), inplace=True)
         for block in self.blocks:
             x = block(x)
         volume = torch.sigmoid(self.to_volume(x))  # (B, 1, R, R, R)
@@ -203,7 +206,7 @@ class Critic(nn.Module):
         assert volumes.shape[1:] == (1,) + (self.resolution,) * 3, (
             f"volumes must be (B, 1, R, R, R): {volumes.shape}"
         )
-        x = F.leaky_relu(self.from_volume(volumes), 0.2)
+        x = F.leaky_relu(self.from_volume(volumes), 0.2, inplace=True)
         for block in self.blocks:
             x = block(x)
         assert x.shape[2:] == (BASE_RESOLUTION,) * 3

@@ -349,6 +349,26 @@ def rewrite_stats(path: Path, records: list[dict]) -> None:
         handle.writelines(json.dumps(r) + "\n" for r in records)
 
 
+def keep_freed_memory_in_heap() -> bool:
+    """Make glibc's malloc reuse freed tensor memory instead of returning it to the kernel.
+
+    By default every block above 32 MB (the critic's 16³ activations for real and fake together) is a
+    fresh ``mmap`` and freed blocks at the top of the heap are trimmed, so each update page-faults and
+    zeroes the same memory again: about 385,000 page faults, a fifth of the CPU time, per iteration at
+    the default settings. With ``mmap`` off and trimming out of reach the process keeps its peak
+    footprint (which it reaches at every update anyway) and the faults disappear. The maths are untouched.
+    A no-op, returning False, where the C library is not glibc.
+    """
+    import ctypes
+    import platform
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """The seed of every random draw of one step on one rank."""
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
@@ -463,6 +483,7 @@ def _train(
     config: TrainConfig, resume, device: torch.device, rank: int, world_size: int, make_loader
 ) -> Path:
     is_main, cuda = rank == 0, device.type == "cuda"
+    keep_freed_memory_in_heap()
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
