@@ -6,10 +6,13 @@ Each row is a model/penalty configuration run through the trainer's own update f
 Rows run in interleaved rounds, so that the load of a shared machine hits all of them alike.
 Columns: wall-clock seconds per iteration (median and best), process CPU seconds of the best-CPU iteration
 (all threads; on a machine shared with other jobs it moves far less than wall time), samples/s from the best
-wall time, and the speed-up in CPU time over the first row.
+wall time, the speed-up in CPU time over the first row, and the median minor page faults per iteration.
+All rows share one process, whose heap the first rows leave large and fragmented; a training process runs
+one model, as ``--only-default`` does (add ``--default-malloc`` for the process before that function).
 The attention gammas are set to 0.5 so that attention costs what it costs in a trained network.
 
     .venv/bin/python benchmarks/bench_train.py [--repeats 5] [--threads 2] [--device cpu|cuda]
+        [--only-default] [--default-malloc]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import resource
 import statistics
 import time
 
@@ -90,22 +94,30 @@ def main() -> None:
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc's malloc as it is (what train changes)"
     )
+    parser.add_argument(
+        "--only-default", action="store_true", help="time the default row alone, in a process like train's"
+    )
     args = parser.parse_args()
     if not args.default_malloc:
         keep_freed_memory_in_heap()  # as voxgan.train does
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"one iteration = 5 critic + 1 generator updates, batch 32, 16³, {args.threads} threads, {device}")
-    print(f"{'configuration':58s} {'median s':>9s} {'best s':>8s} {'cpu s':>7s} {'samples/s':>10s}  vs first")
-    configs = {name: dataclasses.replace(DEFAULT, **changes) for name, changes in CONFIGS.items()}
+    columns = f"{'median s':>9s} {'best s':>8s} {'cpu s':>7s} {'samples/s':>10s}  vs first  page faults"
+    print(f"{'configuration':58s} {columns}")
+    rows = {k: v for k, v in CONFIGS.items() if not args.only_default or "= default" in k}
+    configs = {name: dataclasses.replace(DEFAULT, **changes) for name, changes in rows.items()}
     iterations = {name: make_iteration(config, device) for name, config in configs.items()}
     times = {name: [] for name in configs}
+    page_faults = {name: [] for name in configs}
     for round_index in range(args.repeats + 1):  # rounds through all rows, so load spikes hit every row
         for name, iteration in iterations.items():
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start, cpu_start = time.perf_counter(), time.process_time()
             iteration()
             if round_index:  # round 0 warms up
                 times[name].append((time.perf_counter() - start, time.process_time() - cpu_start))
+                page_faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     baseline = min(cpu for _, cpu in times[next(iter(times))])
     for name, config in configs.items():
         walls, cpus = [w for w, _ in times[name]], [c for _, c in times[name]]
@@ -113,7 +125,7 @@ def main() -> None:
         samples = config.batch_size * config.n_critic / best
         print(
             f"{name:58s} {statistics.median(walls):9.3f} {best:8.3f} {cpu:7.3f} {samples:10.0f}"
-            f"  {baseline / cpu:5.1f}x"
+            f"  {baseline / cpu:5.1f}x  {statistics.median(page_faults[name]):11.0f}"
         )
 
 
