@@ -6,13 +6,7 @@ import torch
 from voxgan.loss import gradient_penalty
 from voxgan.networks import Critic, DownBlock, Generator, SelfAttention3d, UpBlock
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("resolution", [16, 32, 64])

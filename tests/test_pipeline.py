@@ -148,22 +148,17 @@ def test_the_same_shards_whatever_the_worker_count(tmp_path):
     assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
 
 
+def start_voxelize(source: Path, out: Path, *, shard_size: int, workers: int) -> subprocess.Popen:
+    """A `voxgan voxelize` process at 64³ (slow enough to be killed part-way), running in the background."""
+    args = ["voxelize", source, out, "--resolution", 64, "--shard-size", shard_size, "--workers", workers]
+    return subprocess.Popen([sys.executable, "-m", "voxgan", *map(str, args)], stderr=subprocess.DEVNULL)
+
+
 def test_a_run_killed_with_sigkill_resumes_to_the_same_shards(tmp_path):
     write_spheres(tmp_path / "in", 24)
     options = dict(resolution=64, shard_size=2)
     expected = voxelize(tmp_path / "in", tmp_path / "whole", **options, workers=2)
-    args = [
-        "voxelize",
-        tmp_path / "in",
-        tmp_path / "out",
-        "--resolution",
-        64,
-        "--shard-size",
-        2,
-        "--workers",
-        1,
-    ]
-    process = subprocess.Popen([sys.executable, "-m", "voxgan", *map(str, args)], stderr=subprocess.DEVNULL)
+    process = start_voxelize(tmp_path / "in", tmp_path / "out", shard_size=2, workers=1)
     deadline = time.monotonic() + 60
     while not list((tmp_path / "out").glob("*-00001.h5")) and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -176,7 +171,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_shards(tmp_path):
     for path in (tmp_path / "out").glob("*.h5"):
         with h5py.File(path) as f:  # whatever bears a final name is a whole shard
             assert len(f["voxels"]) == 2
-    done = run_cli(*args)
+    done = run_cli(
+        "voxelize", tmp_path / "in", tmp_path / "out", "--resolution", 64, "--shard-size", 2, "--workers", 1
+    )
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
     resumed = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -215,18 +212,7 @@ def worker_pids(parent: int) -> list[int]:
 def test_a_worker_killed_mid_run_costs_nothing(tmp_path):
     write_spheres(tmp_path / "in", 24)
     expected = voxelize(tmp_path / "in", tmp_path / "whole", resolution=64, shard_size=4, workers=1)
-    args = [
-        "voxelize",
-        tmp_path / "in",
-        tmp_path / "out",
-        "--resolution",
-        64,
-        "--shard-size",
-        4,
-        "--workers",
-        2,
-    ]
-    process = subprocess.Popen([sys.executable, "-m", "voxgan", *map(str, args)], stderr=subprocess.DEVNULL)
+    process = start_voxelize(tmp_path / "in", tmp_path / "out", shard_size=4, workers=2)
     deadline = time.monotonic() + 60
     while not (workers := worker_pids(process.pid)) and time.monotonic() < deadline:
         time.sleep(0.01)

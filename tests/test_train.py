@@ -29,12 +29,7 @@ STAT_KEYS = ("loss_critic", "loss_generator", "gradient_penalty", "wasserstein",
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def single_thread_env() -> dict:
