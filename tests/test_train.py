@@ -238,3 +238,19 @@ def test_eval_every_appends_the_metrics_of_the_checkpoint_it_evaluates(tmp_path)
     assert record["step"] == 2 and record["split"] == "test"
     assert 0 <= record["cov_iou"] <= 1 and 0 <= record["nna_iou"] <= 1
     assert (run / "checkpoints" / "step-0000002.pt").is_file()
+
+
+FIXTURES = Path(__file__).parent / "model" / "fixtures"
+
+
+def test_a_checkpoint_written_by_voxgan_0_1_0_loads_and_samples_the_same_volumes():
+    generator, config = load_generator(FIXTURES / "00000-shapes-16-cond")
+    assert config["class_names"] == ["sphere", "box", "cylinder", "torus"]
+    assert (generator.latent_dim, generator.num_classes, generator.resolution) == (100, 4, 16)
+    z = torch.randn(4, generator.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        volumes = generator(z, torch.arange(4))
+    assert volumes.shape == (4, 1, 16, 16, 16) and volumes.dtype == torch.float32
+    assert volumes.min() >= 0 and volumes.max() <= 1
+    expected = np.load(FIXTURES / "expected-samples.npy").astype(np.float32)  # (4, 16, 16, 16)
+    np.testing.assert_allclose(volumes[:, 0].numpy(), expected, atol=2e-3)
