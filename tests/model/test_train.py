@@ -240,7 +240,7 @@ def test_eval_every_appends_the_metrics_of_the_checkpoint_it_evaluates(tmp_path)
     assert (run / "checkpoints" / "step-0000002.pt").is_file()
 
 
-FIXTURES = Path(__file__).parent / "model" / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_a_checkpoint_written_by_voxgan_0_1_0_loads_and_samples_the_same_volumes():

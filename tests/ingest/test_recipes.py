@@ -8,7 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from meshfiles import (
+
+from tests.meshfiles import (
     box_triangles,
     box_vertices,
     write_binvox,
@@ -16,7 +17,6 @@ from meshfiles import (
     write_off,
     write_stl_binary,
 )
-
 from voxgan import pipeline, recipes, shards
 from voxgan.errors import VoxganError
 from voxgan.meshes import up_to_z

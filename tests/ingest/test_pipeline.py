@@ -11,7 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from meshfiles import (
+
+from tests.meshfiles import (
     SECRET_TEXT,
     box_triangles,
     box_vertices,
@@ -24,7 +25,6 @@ from meshfiles import (
     write_secret_buffer,
     write_stl_binary,
 )
-
 from voxgan import pipeline, shards
 from voxgan.errors import VoxganError
 

@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_export import CLASSES, make_run, make_shards, synthetic_shapes
 
+from tests.results.sources import CLASSES, make_run, make_shards, synthetic_shapes
 from voxgan.metrics import (
     EMPTY_SQUARED_DISTANCE,
     ReferenceSet,

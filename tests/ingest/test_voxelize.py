@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import trimesh
-from accuracy_set import accuracy_set, box, inverted, join, to_grid
-from reference_voxelize import iou, reference_inside, reference_voxelize
 from scipy import ndimage
 
+from tests.accuracy_set import accuracy_set, box, inverted, join, to_grid
+from tests.reference_voxelize import iou, reference_inside, reference_voxelize
 from voxgan.errors import VoxganError
 from voxgan.voxelize import (
     closed_winding_numbers,

@@ -1,0 +1,93 @@
+"""voxgan.meshes: the grid transform normalises as specified (up axis, scale, centre, off the grid planes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import meshfiles
+from voxgan.meshes import MeshError, apply_transform, grid_transform, load_mesh, up_to_z
+
+
+def grid_bounds(vertices, matrix):
+    mapped = apply_transform(vertices, matrix)
+    return mapped.min(axis=0), mapped.max(axis=0)
+
+
+def off_planes(values: np.ndarray) -> bool:
+    return bool((np.abs(values - np.round(values)) > 1e-6).all())
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+@pytest.mark.parametrize("padding", [0.5, 1.0, 2.0, 0.0])
+def test_grid_transform_centres_scales_and_keeps_extremes_off_planes(resolution: int, padding: float):
+    rng = np.random.default_rng(resolution)
+    vertices = rng.normal(size=(50, 3)) * [3.0, 1.0, 0.5] + [10.0, -4.0, 2.0]
+    matrix = grid_transform(vertices, resolution, padding=padding)
+    low, high = grid_bounds(vertices, matrix)
+    assert (high - low).max() == pytest.approx(resolution - 2 * max(padding, 1 / 64))
+    np.testing.assert_allclose((low + high) / 2, resolution / 2, atol=1 / 32 + 1e-9)
+    assert (low > 0).all() and (high < resolution).all()
+    assert off_planes(low) and off_planes(high)
+    linear = matrix[:3, :3]
+    np.testing.assert_allclose(linear, np.eye(3) * linear[0, 0])  # uniform, no rotation for z up
+
+
+def test_grid_transform_shifts_a_box_whose_faces_would_lie_on_grid_planes():
+    cube = meshfiles.box_vertices((-1, -1, -1), (1, 1, 1))
+    matrix = grid_transform(cube, 16, padding=1.0)  # unshifted the faces would lie on planes 1 and 15
+    low, high = grid_bounds(cube, matrix)
+    np.testing.assert_allclose(high - low, 14.0)
+    assert off_planes(low) and off_planes(high)
+    np.testing.assert_allclose(low, 1 + 1 / 64)
+
+
+def test_grid_transform_zero_extent_raises(tmp_path: Path):
+    with pytest.raises(MeshError, match="zero extent"):
+        grid_transform(np.ones((4, 3)), 16)
+    path = meshfiles.write_off_zero_extent(tmp_path / "point.off")
+    with pytest.raises(MeshError, match="zero extent"):
+        grid_transform(load_mesh(path, tmp_path)[0], 16)
+
+
+@pytest.mark.parametrize("up", ["x", "y", "z", "-x", "-y", "-z"])
+def test_up_to_z_is_a_proper_rotation_taking_up_to_plus_z(up: str):
+    rotation = up_to_z(up)
+    assert rotation.shape == (4, 4)
+    np.testing.assert_allclose(rotation[:3, :3] @ rotation[:3, :3].T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(rotation[:3, :3]) == pytest.approx(1.0)
+    axis = np.zeros(3)
+    axis["xyz".index(up[-1])] = -1.0 if up.startswith("-") else 1.0
+    np.testing.assert_allclose(rotation[:3, :3] @ axis, [0, 0, 1], atol=1e-12)
+
+
+def test_up_to_z_for_y_up_data_like_shapenet():
+    rotation = up_to_z("y")[:3, :3]
+    np.testing.assert_allclose(rotation @ [0, 1, 0], [0, 0, 1], atol=1e-12)  # y -> z
+    np.testing.assert_allclose(rotation @ [0, 0, 1], [0, -1, 0], atol=1e-12)  # z -> -y
+    np.testing.assert_allclose(rotation @ [1, 0, 0], [1, 0, 0], atol=1e-12)  # x stays
+    with pytest.raises(MeshError, match="unknown up axis"):
+        up_to_z("w")
+
+
+def test_grid_transform_turns_a_y_up_chair_upright():
+    # a "chair": tall back along +y (up in the file) at the -z side, seat facing +z
+    seat = meshfiles.box_vertices((0, 0.4, 0), (1, 0.5, 1))
+    back = meshfiles.box_vertices((0, 0.5, 0), (1, 2.0, 0.1))
+    vertices = np.concatenate([seat, back])
+    matrix = grid_transform(vertices, 32, up_axis="y")
+    mapped = apply_transform(vertices, matrix)
+    seat_grid, back_grid = mapped[:8], mapped[8:]
+    assert back_grid[:, 2].max() > seat_grid[:, 2].max()  # the back rises above the seat along +z
+    assert back_grid[:, 1].min() > seat_grid[:, 1].min()  # file -z (the back) becomes +y
+    assert (mapped[:, 2].max() - mapped[:, 2].min()) == pytest.approx(31.0)  # the tall axis is z now
+
+
+def test_apply_transform_shapes_and_values():
+    matrix = np.eye(4)
+    matrix[:3, 3] = [1, 2, 3]
+    out = apply_transform(np.zeros((5, 3)), matrix)
+    assert out.shape == (5, 3) and out.dtype == np.float64
+    np.testing.assert_allclose(out, np.tile([1, 2, 3], (5, 1)))
