@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from voxgan import data, shards
+from voxgan import shards
+from voxgan.data import make_loader
+from voxgan.data.synthetic import SHAPE_KINDS, rasterise_shapes
 
 BATCH = 64
 
@@ -38,12 +40,12 @@ def write_folder(folder: Path, count: int, resolution: int, per_shard: int, comp
             n = min(per_shard, count - start)
             kinds = rng.integers(0, 4, size=n)
             occupancy = np.concatenate(
-                [data.rasterise_shapes(rng, kinds[i : i + 256], resolution) for i in range(0, n, 256)]
+                [rasterise_shapes(rng, kinds[i : i + 256], resolution) for i in range(0, n, 256)]
             )
             entries.append(
                 shards.write_shard(
                     folder / shards.shard_name("train", index),
-                    shards.ShardHeader(resolution=resolution, class_names=data.SHAPE_KINDS, recipe="bench"),
+                    shards.ShardHeader(resolution=resolution, class_names=SHAPE_KINDS, recipe="bench"),
                     shards.pack(occupancy),
                     kinds,
                     [f"shape{start + i}" for i in range(n)],
@@ -56,7 +58,7 @@ def write_folder(folder: Path, count: int, resolution: int, per_shard: int, comp
         "schema_version": 1,
         "resolution": resolution,
         "mode": "solid",
-        "classes": list(data.SHAPE_KINDS),
+        "classes": list(SHAPE_KINDS),
         "splits": {"train": {"count": count, "shards": entries}},
     }
     shards.write_json_atomic(folder / "manifest.json", manifest)
@@ -123,7 +125,7 @@ def time_naive(folder: Path, workers: int, limit: int) -> float:
 
 
 def voxgan_loader(folder, workers):
-    return data.make_loader(
+    return make_loader(
         folder, batch_size=BATCH, num_workers=workers, persistent_workers=workers > 0, pin_memory=False
     )
 
@@ -163,7 +165,7 @@ def main() -> None:
                 rows.append(("voxgan, compression", f"{resolution}³ {name}", "0", rate, "", size))
         for source in ("synthetic:noise", "synthetic:shapes"):
             for resolution, workers in [(16, 0), (32, 0), (64, 0), (64, 2)]:
-                loader = data.make_loader(
+                loader = make_loader(
                     source,
                     batch_size=BATCH,
                     resolution=resolution,
