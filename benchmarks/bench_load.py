@@ -1,4 +1,4 @@
-"""Mesh loading speed: ``trimesh.load`` against ``voxgan.meshes.load_mesh`` on the same files.
+"""Mesh loading speed: ``trimesh.load`` against ``voxgan.ingest.formats.load_mesh`` on the same files.
 
 Writes ModelNet-like OFF, ShapeNet-like OBJ, binary and ASCII STL, binary and ASCII PLY and GLB files of
 about 1k, 5k, 20k and 50k triangles into a temporary folder, then times both loaders on each file (best
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from voxgan.meshes import load_mesh
+from voxgan.ingest.formats import load_mesh
 
 FORMATS = {
     "off (ModelNet)": ("off", {}),

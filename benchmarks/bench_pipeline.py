@@ -7,7 +7,7 @@ STL and binary PLY in turn; spheres, tori, capsules and boxes of 1k to 50k trian
 into a temporary folder, then prints one table, every row over the same files:
 
 - ``trimesh.load``: each file loaded with ``trimesh.load`` in one process, one after the other;
-- ``voxgan.meshes.load_mesh``: the same with voxgan's loader;
+- ``voxgan.ingest.formats.load_mesh``: the same with voxgan's loader;
 - ``voxgan voxelize --workers N``: the command in a fresh process (start-up, discovery, loading,
   normalisation, voxelization, shard and manifest writing all included), N = 1 and 2.
 
@@ -57,7 +57,7 @@ def make_mesh(kind: str, faces_wanted: int, rng: np.random.Generator):
 
 def write_dataset(root: Path, count: int, seed: int = 0) -> tuple[list[Path], int]:
     """``count`` mesh files in ModelNet layout under ``root``; returns (paths, total triangles)."""
-    from voxgan.meshes import MeshError  # noqa: F401  (fails early when voxgan is not installed)
+    from voxgan.ingest.formats import MeshError  # noqa: F401  (fails early when voxgan is not installed)
 
     rng = np.random.default_rng(seed)
     paths, total = [], 0
@@ -89,8 +89,8 @@ def time_trimesh_load(paths: list[Path]) -> tuple[float, float]:
 
 
 def time_load_mesh(paths: list[Path], root: Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) to load every file with ``voxgan.meshes.load_mesh``."""
-    from voxgan.meshes import load_mesh
+    """(wall seconds, CPU seconds) to load every file with ``voxgan.ingest.formats.load_mesh``."""
+    from voxgan.ingest.formats import load_mesh
 
     started, cpu = time.perf_counter(), time.process_time()
     for path in paths:
@@ -128,7 +128,7 @@ def main() -> None:
         )
         time_trimesh_load(paths[:8])  # warm the imports and the page cache
         rows = [("trimesh.load (1 process)", *time_trimesh_load(paths))]
-        rows.append(("voxgan.meshes.load_mesh (1 process)", *time_load_mesh(paths, root)))
+        rows.append(("voxgan.ingest.formats.load_mesh (1 process)", *time_load_mesh(paths, root)))
         for workers in (1, 2):
             seconds, cpu, manifest = time_voxelize(
                 root, Path(tmp) / f"shards{workers}", workers, args.resolution

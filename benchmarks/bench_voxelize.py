@@ -1,4 +1,4 @@
-"""Voxelizer benchmark: voxgan.voxelize against trimesh's ``voxelized(pitch).fill()``.
+"""Voxelizer benchmark: voxgan.ingest.voxelize against trimesh's ``voxelized(pitch).fill()``.
 
 Prints, in one run and on the same meshes (the accuracy set of tests/accuracy_set.py plus larger
 meshes made here): milliseconds per mesh at 16³ for both, the IoU of both against the slow exact
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from accuracy_set import accuracy_set, to_grid  # noqa: E402
 from reference_voxelize import iou, reference_voxelize  # noqa: E402
 
-from voxgan.voxelize import voxelize  # noqa: E402
+from voxgan.ingest.voxelize import voxelize  # noqa: E402
 
 
 def machine() -> str:
@@ -159,7 +159,7 @@ def main() -> None:
     everything = {**small, **large}
     voxelize(*everything["sphere"], 16)  # imports and first-call costs out of the timings
 
-    print("\n16³ per mesh: voxgan.voxelize vs trimesh voxelized(pitch=1).fill(), IoU vs exact reference")
+    print("\n16³ per mesh: voxgan.ingest.voxelize vs trimesh voxelized(pitch=1).fill(), IoU vs the reference")
     print(
         f"{'mesh':20s} {'faces':>7s} {'voxgan ms':>10s} {'trimesh ms':>11s} {'speed-up':>9s} "
         f"{'IoU voxgan':>11s} {'IoU trimesh':>12s}"

@@ -1,6 +1,6 @@
-"""The slow exact reference occupancy that voxgan.voxelize is measured against (test-only).
+"""The slow exact reference occupancy that voxgan.ingest.voxelize is measured against (test-only).
 
-Written independently of :mod:`voxgan.voxelize` and without its shortcuts:
+Written independently of :mod:`voxgan.ingest.voxelize` and without its shortcuts:
 
 * surface: the full separating-axis test (3 box normals, the triangle normal, 9 edge × box-axis
   cross products) of every triangle against every voxel of its bounding range plus a margin, with

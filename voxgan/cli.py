@@ -42,7 +42,7 @@ def _root(
     """voxgan: voxelize mesh datasets, train a 3D GAN, export and evaluate what it makes."""
 
 
-# --- voxelize, info: voxgan.pipeline ------------------------------------------------------------
+# --- voxelize, info, shapes: voxgan.ingest ----------------------------------------------------------
 
 
 @app.command()
@@ -89,8 +89,9 @@ def voxelize(
 
     Example: voxgan voxelize data/ModelNet40 shards --recipe modelnet40 --resolution 32
     """
-    from voxgan import pipeline
-    from voxgan.recipes import load_recipe
+    from voxgan.ingest import pipeline
+    from voxgan.ingest.info import format_summary
+    from voxgan.ingest.recipes import load_recipe
 
     try:
         chosen = load_recipe(recipe) if recipe else None
@@ -119,7 +120,7 @@ def voxelize(
     manifest = pipeline.run_voxelize(
         config, report=lambda line: typer.echo(line, err=True), progress=not quiet
     )
-    typer.echo(pipeline.format_summary(config.output_dir, manifest))
+    typer.echo(format_summary(config.output_dir, manifest))
 
 
 @app.command()
@@ -133,17 +134,14 @@ def info(
 
     Example: voxgan info shards --preview shards-preview.png
     """
-    from voxgan import pipeline
+    from voxgan.ingest.info import run_info
 
-    summary, problems = pipeline.run_info(shard_dir, preview)
+    summary, problems = run_info(shard_dir, preview)
     typer.echo(summary)
     if preview is not None and not problems:
         typer.echo(f"preview: {preview}")
     if problems:
         raise VoxganError(f"{shard_dir}: {len(problems)} problem(s): {'; '.join(problems)}")
-
-
-# --- shapes: voxgan.shapes -------------------------------------------------------------------------
 
 
 @app.command()
@@ -166,7 +164,7 @@ def shapes(
     """
     import time
 
-    from voxgan.shapes import CLASSES, generate_shapes
+    from voxgan.ingest.shapes import CLASSES, generate_shapes
 
     if seed < 0:
         raise typer.BadParameter(f"must be 0 or more, got {seed}", param_hint="--seed")

@@ -1,5 +1,5 @@
-"""voxgan.meshes: every format and quirk loads right, broken files fail with a reason, and nothing outside
-the input folder is read."""
+"""voxgan.ingest.formats: every format and quirk loads right, broken files fail with a reason, and
+nothing outside the input folder is read."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ import pytest
 import trimesh
 
 from tests import meshfiles
-from voxgan.meshes import (
+from voxgan.ingest.formats import (
     MESH_EXTENSIONS,
     VOXEL_EXTENSIONS,
     MeshError,
-    apply_transform,
     load_binvox,
     load_mesh,
 )
+from voxgan.ingest.frame import apply_transform
 
 # --- helpers --------------------------------------------------------------------------------------
 

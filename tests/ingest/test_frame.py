@@ -1,4 +1,5 @@
-"""voxgan.meshes: the grid transform normalises as specified (up axis, scale, centre, off the grid planes)."""
+"""voxgan.ingest.frame: the grid transform normalises as specified (up axis, scale, centre, off the
+grid planes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests import meshfiles
-from voxgan.meshes import MeshError, apply_transform, grid_transform, load_mesh, up_to_z
+from voxgan.ingest.formats import MeshError, load_mesh
+from voxgan.ingest.frame import apply_transform, grid_transform, up_to_z
 
 
 def grid_bounds(vertices, matrix):

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from voxgan import layouts
 from voxgan.errors import VoxganError
+from voxgan.ingest import layouts
 
 EXTENSIONS = {".obj", ".off", ".stl", ".ply", ".glb", ".gltf", ".binvox"}
 

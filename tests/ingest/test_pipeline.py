@@ -25,8 +25,10 @@ from tests.meshfiles import (
     write_secret_buffer,
     write_stl_binary,
 )
-from voxgan import pipeline, shards
+from voxgan import shards
 from voxgan.errors import VoxganError
+from voxgan.ingest import pipeline
+from voxgan.ingest.mesh import weld_triangle_soup
 
 
 def run_cli(*args, **kwargs):
@@ -324,8 +326,8 @@ def test_no_mesh_or_no_sample_exits_1(tmp_path):
 def test_triangle_soups_are_welded_without_changing_a_triangle():
     vertices, faces = furniture(7)
     soup = vertices[faces].reshape(-1, 3)
-    welded, welded_faces = pipeline.weld_triangle_soup(soup, np.arange(len(soup)).reshape(-1, 3))
+    welded, welded_faces = weld_triangle_soup(soup, np.arange(len(soup)).reshape(-1, 3))
     assert len(welded) == len(np.unique(vertices, axis=0)) < len(soup)
     assert np.array_equal(welded[welded_faces], vertices[faces])
-    untouched = pipeline.weld_triangle_soup(vertices, faces)
+    untouched = weld_triangle_soup(vertices, faces)
     assert untouched[0] is vertices and untouched[1] is faces

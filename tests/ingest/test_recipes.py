@@ -17,9 +17,10 @@ from tests.meshfiles import (
     write_off,
     write_stl_binary,
 )
-from voxgan import pipeline, recipes, shards
+from voxgan import shards
 from voxgan.errors import VoxganError
-from voxgan.meshes import up_to_z
+from voxgan.ingest import pipeline, recipes
+from voxgan.ingest.frame import up_to_z
 
 
 def chair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +204,7 @@ def test_folder_recipe_takes_classes_from_first_folders_and_splits_by_hash(tmp_p
 
 
 def test_shapes_recipe_on_the_generated_dataset(tmp_path):
-    from voxgan.shapes import generate_shapes
+    from voxgan.ingest.shapes import generate_shapes
 
     generate_shapes(tmp_path / "shapes", train_per_class=1, test_per_class=1)
     manifest, notes = run("shapes", tmp_path / "shapes", tmp_path / "out")

@@ -14,10 +14,11 @@ import pytest
 import trimesh
 from scipy import ndimage
 
-from voxgan import shapes
 from voxgan.errors import VoxganError
-from voxgan.meshes import apply_transform, grid_transform, load_mesh
-from voxgan.voxelize import inside_voxels, voxelize
+from voxgan.ingest import shapes
+from voxgan.ingest.formats import load_mesh
+from voxgan.ingest.frame import apply_transform, grid_transform
+from voxgan.ingest.voxelize import inside_voxels, voxelize
 
 SMALL = dict(train_per_class=3, test_per_class=1)
 

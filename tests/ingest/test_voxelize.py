@@ -1,3 +1,5 @@
+"""voxgan.ingest.voxelize: occupancy against the exact reference, and every kind of mesh datasets hold."""
+
 import numpy as np
 import pytest
 import trimesh
@@ -6,18 +8,8 @@ from scipy import ndimage
 from tests.accuracy_set import accuracy_set, box, inverted, join, to_grid
 from tests.reference_voxelize import iou, reference_inside, reference_voxelize
 from voxgan.errors import VoxganError
-from voxgan.voxelize import (
-    closed_winding_numbers,
-    compiled_kernels,
-    inside_voxels,
-    open_winding_function,
-    overlap_masks,
-    overlap_masks_numpy,
-    resample_occupancy,
-    surface_voxels,
-    voxelize,
-    winding_numbers,
-)
+from voxgan.ingest.voxelize import inside_voxels, resample_occupancy, surface_voxels, voxelize
+from voxgan.ingest.winding import open_winding_function, winding_numbers
 
 ACCURACY_SET = accuracy_set()
 # The reference sums every triangle at every voxel centre: at 32³ and 64³ a few small meshes.
@@ -198,27 +190,6 @@ def test_resample_with_a_general_affine_covers_the_image_of_each_voxel():
     assert np.array_equal(exact, block(16, (4, 4, 4), (12, 12, 12)))
     covering = resample_occupancy(source, tilted, 16)
     assert (covering >= exact).all() and covering.sum() <= exact.sum() + 2 * 8 * 8
-
-
-def test_the_compiled_and_the_numpy_overlap_tests_agree():
-    if compiled_kernels() is None:
-        pytest.skip("numba is not installed: only the numpy path exists")
-    for name in ["sphere", "box_aligned", "thin_legs_table", "duplicate_faces", "mug"]:
-        vertices, faces = ACCURACY_SET[name]
-        triangles = to_grid(vertices, 32)[faces]
-        compiled = overlap_masks(triangles, 32)
-        vectorised = overlap_masks_numpy(triangles, 32)
-        assert all(np.array_equal(a, b) for a, b in zip(compiled, vectorised, strict=True)), name
-
-
-def test_ray_crossings_match_the_solid_angle_sum_on_a_closed_mesh():
-    sphere = trimesh.creation.icosphere(subdivisions=5)  # over RAY_MIN_FACES faces
-    triangles = (sphere.vertices * 6.3 + 8.1)[sphere.faces]
-    points = np.random.default_rng(0).uniform(0, 16, (200, 3))
-    points[0] = [8.1, 8.1, 8.1]  # the ray runs through a vertex of the icosphere: the fallback
-    assert np.allclose(
-        closed_winding_numbers(points, triangles), winding_numbers(points, triangles), atol=1e-6
-    )
 
 
 def test_a_double_sided_mesh_is_filled():

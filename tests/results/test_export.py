@@ -17,8 +17,8 @@ from voxgan.export import (
     smooth_mesh,
     volume_mesh,
 )
+from voxgan.ingest.voxelize import surface_voxels, voxelize
 from voxgan.shards import ShardHeader, pack, write_json_atomic, write_shard
-from voxgan.voxelize import surface_voxels, voxelize
 
 
 def ball(resolution=16, radius=5.0, centre=(8, 8, 8)):

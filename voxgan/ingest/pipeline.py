@@ -1,11 +1,12 @@
-"""Mesh folder -> voxel shards (``voxgan voxelize``) and the shard-folder summary (``voxgan info``).
+"""Mesh folder -> voxel shards: the resumable, parallel run behind ``voxgan voxelize``.
 
-A run: find the mesh files (:mod:`voxgan.layouts`), give each a class and split, voxelize them in
-worker processes in a fixed order, and write each split's samples to shards of ``shard_size`` samples
-(:mod:`voxgan.shards`). The manifest is rewritten atomically after every shard with ``"complete":
-false`` and ``"progress"`` (for each split, how many of its files the finished shards cover), so a run
-killed at any moment resumes from its last finished shard and gives the same shards as an uninterrupted
-run. Every mesh file found ends as a sample or as an entry in the manifest's ``errors``.
+A run: find the mesh files (:mod:`voxgan.ingest.layouts`), give each a class and split, voxelize them in
+worker processes in a fixed order (:mod:`voxgan.ingest.sample`, one file each), and write each split's
+samples to shards of ``shard_size`` samples (:mod:`voxgan.shards`). The manifest is rewritten atomically
+after every shard with ``"complete": false`` and ``"progress"`` (for each split, how many of its files
+the finished shards cover), so a run killed at any moment resumes from its last finished shard and gives
+the same shards as an uninterrupted run. Every mesh file found ends as a sample or as an entry in the
+manifest's ``errors``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from voxgan import __version__, layouts, shards
+from voxgan import __version__, shards
 from voxgan.errors import VoxganError
-from voxgan.recipes import Recipe, count_mismatches, shapenet_class_map
+from voxgan.ingest import layouts
+from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS
+from voxgan.ingest.recipes import Recipe, count_mismatches, shapenet_class_map
+from voxgan.ingest.sample import Outcome, Settings, voxelize_source
 
 MODES = ("solid", "surface")
 UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
@@ -156,9 +160,6 @@ def config_record(config: VoxelizeConfig) -> dict:
     return record
 
 
-# --- Planning: which files, which class and split ----------------------------------------------------
-
-
 @dataclass
 class Plan:
     """What a run will do: the layout, every mesh file, each kept file's entry, the errors known upfront."""
@@ -174,8 +175,6 @@ class Plan:
 
 def mesh_extensions() -> frozenset[str]:
     """The suffixes voxgan reads, lower case with the dot (meshes and binvox)."""
-    from voxgan.meshes import MESH_EXTENSIONS, VOXEL_EXTENSIONS
-
     return frozenset(
         e.lower() if e.startswith(".") else "." + e.lower() for e in (*MESH_EXTENSIONS, *VOXEL_EXTENSIONS)
     )
@@ -243,115 +242,6 @@ def ordered_splits(names) -> list[str]:
     return sorted(set(names), key=lambda s: (rank.get(s, len(rank)), s))
 
 
-# --- Work on one file (runs in the worker processes) -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What a worker needs to turn one file into one sample."""
-
-    root: str
-    resolution: int
-    mode: str
-    padding: float
-    up_axis: str
-    max_faces: int
-    grid_coords: bool
-
-
-@dataclass
-class Outcome:
-    """One file's result: ``packed`` (R³/8,) uint8 and ``mesh_to_grid`` (4, 4), or a one-line ``reason``."""
-
-    source: str
-    packed: np.ndarray | None = None
-    mesh_to_grid: np.ndarray | None = None
-    reason: str | None = None
-
-
-def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load and voxelize one file; returns (occupancy (R, R, R) bool, mesh_to_grid (4, 4) float64)."""
-    from voxgan import meshes, voxelize
-
-    path = Path(settings.root) / source
-    r = settings.resolution
-    if Path(source).suffix.lower() in {e.lower() for e in meshes.VOXEL_EXTENSIONS}:
-        grid, voxel_to_mesh = meshes.load_binvox(path, settings.root)
-        if settings.grid_coords:
-            mesh_to_grid = np.eye(4)
-        else:
-            corners = occupied_box_corners(grid)
-            mesh_to_grid = meshes.grid_transform(
-                meshes.apply_transform(corners, voxel_to_mesh),
-                r,
-                padding=settings.padding,
-                up_axis=settings.up_axis,
-            )
-        occupancy = voxelize.resample_occupancy(grid, mesh_to_grid @ voxel_to_mesh, r)
-    else:
-        vertices, faces = weld_triangle_soup(
-            *meshes.load_mesh(path, settings.root, max_faces=settings.max_faces)
-        )
-        if settings.grid_coords:
-            mesh_to_grid = np.eye(4)
-        else:
-            mesh_to_grid = meshes.grid_transform(
-                vertices, r, padding=settings.padding, up_axis=settings.up_axis
-            )
-        occupancy = voxelize.voxelize(
-            meshes.apply_transform(vertices, mesh_to_grid), faces, r, mode=settings.mode
-        )
-    assert occupancy.shape == (r, r, r) and occupancy.dtype == bool, occupancy.shape
-    return occupancy, np.asarray(mesh_to_grid, np.float64)
-
-
-def weld_triangle_soup(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge exactly equal vertices of a triangle soup (three vertices of its own per face, as STL stores).
-
-    A soup has no shared edges, so the voxelizer sees an open mesh and takes its slow path (a winding
-    number at every voxel centre: seconds instead of milliseconds). Welding exact duplicates changes no
-    triangle. Meshes that already share vertices are returned as they are.
-    vertices : (V, 3), faces : (F, 3)  ->  vertices (V', 3), faces (F, 3).
-    """
-    if len(vertices) != 3 * len(faces):
-        return vertices, faces
-    order = np.lexsort(vertices.T[::-1])  # rows sorted by x, then y, then z (4x faster than np.unique)
-    ordered = vertices[order]
-    starts = np.ones(len(ordered), dtype=bool)
-    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    new_index = np.empty(len(ordered), dtype=np.int64)
-    new_index[order] = np.cumsum(starts) - 1
-    return ordered[starts], new_index[faces]
-
-
-def occupied_box_corners(grid: np.ndarray) -> np.ndarray:
-    """The 8 corners (8, 3) of the box around a voxel grid's occupied cells, in voxel coordinates."""
-    filled = np.argwhere(grid)
-    if len(filled) == 0:
-        raise VoxganError("binvox holds no occupied voxel")
-    low, high = filled.min(axis=0).astype(float), filled.max(axis=0).astype(float) + 1
-    return np.array([[(low, high)[bit >> axis & 1][axis] for axis in range(3)] for bit in range(8)])
-
-
-def one_line(error: BaseException) -> str:
-    """An exception as one short line."""
-    text = " ".join(str(error).split())
-    if not isinstance(error, VoxganError):
-        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return text[:300]
-
-
-def voxelize_source(settings: Settings, source: str) -> Outcome:
-    """One file to one :class:`Outcome`; any failure becomes that file's reason, never an exception."""
-    try:
-        occupancy, mesh_to_grid = occupancy_of(settings, source)
-    except (Exception, MemoryError, RecursionError) as error:
-        return Outcome(source, reason=one_line(error))
-    if not occupancy.any():
-        return Outcome(source, reason="no voxel occupied (the shape lies outside the grid or has no volume)")
-    return Outcome(source, packed=np.packbits(occupancy.reshape(-1)), mesh_to_grid=mesh_to_grid)
-
-
 _worker_settings: Settings | None = None
 
 
@@ -409,9 +299,6 @@ def outcomes_in_order(settings: Settings, sources: list[str], workers: int) -> I
             for source in sources[position : position + chunk]:
                 position += 1
                 yield run_isolated(settings, source)
-
-
-# --- Writing: shards per split, manifest after each shard --------------------------------------------
 
 
 @dataclass
@@ -690,125 +577,3 @@ def run_voxelize(
             f"see {config.output_dir / shards.MANIFEST}"
         )
     return manifest
-
-
-# --- Summary and `voxgan info` -----------------------------------------------------------------------
-
-
-def class_counts(folder: Path, manifest: dict) -> dict[str, Counter]:
-    """Samples per class name for each split, read from the shards' labels (missing shards count 0)."""
-    import h5py
-
-    names = manifest.get("classes", [])
-    counts: dict[str, Counter] = {}
-    for split, info in manifest["splits"].items():
-        counter: Counter = Counter()
-        for entry in info["shards"]:
-            path = Path(folder) / entry["file"]
-            if not path.is_file():
-                continue
-            try:
-                with h5py.File(path, "r") as f:
-                    labels = f["labels"][:]
-            except (OSError, KeyError):
-                continue
-            for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
-                counter[names[label] if 0 <= label < len(names) else "(no class)"] += int(count)
-        counts[split] = counter
-    return counts
-
-
-def format_summary(folder: Path, manifest: dict, *, max_errors: int = 5) -> str:
-    """A text table: samples per class and split, errors (first few), skipped files, seconds."""
-    counts = class_counts(folder, manifest)
-    splits = list(manifest["splits"])
-    rows = list(manifest.get("classes", [])) or ["(no class)"]
-    if any("(no class)" in c for c in counts.values()) and "(no class)" not in rows:
-        rows.append("(no class)")
-    width = max([len("class"), *map(len, rows)])
-    column = max([6, *map(len, splits)])
-    recipe = (manifest.get("recipe") or {}).get("name") or "none"
-    r = manifest["resolution"]
-    lines = [
-        f"{folder}: {r}x{r}x{r} {manifest['mode']}, layout {manifest['layout']}, recipe {recipe}, "
-        f"{len(manifest.get('classes', []))} classes",
-        "class".ljust(width) + "".join(s.rjust(column + 2) for s in splits) + "total".rjust(column + 2),
-    ]
-    for name in rows:
-        values = [counts[s].get(name, 0) for s in splits]
-        lines.append(
-            name.ljust(width)
-            + "".join(str(v).rjust(column + 2) for v in values)
-            + str(sum(values)).rjust(column + 2)
-        )
-    totals = [manifest["splits"][s]["count"] for s in splits]
-    lines.append(
-        "total".ljust(width)
-        + "".join(str(v).rjust(column + 2) for v in totals)
-        + str(sum(totals)).rjust(column + 2)
-    )
-    shard_count = sum(len(info["shards"]) for info in manifest["splits"].values())
-    lines.append(f"shards: {shard_count}")
-    errors = manifest.get("errors", [])
-    lines.append(f"errors: {len(errors)}")
-    for error in errors[:max_errors]:
-        lines.append(f"  {error['source']}: {error['reason']}")
-    if len(errors) > max_errors:
-        lines.append(f"  ... {len(errors) - max_errors} more in manifest.json")
-    skipped = manifest.get("skipped", {})
-    listed = ", ".join(f"{ext} {n}" for ext, n in skipped.items()) if skipped else "none"
-    lines.append(f"skipped: {sum(skipped.values())} ({listed})")
-    if "seconds" in manifest:
-        samples = sum(totals) + len(errors)
-        rate = samples / manifest["seconds"] if manifest["seconds"] > 0 else 0.0
-        lines.append(f"seconds: {manifest['seconds']:.1f} ({rate:.1f} meshes/s)")
-    return "\n".join(lines)
-
-
-def preview_volumes(folder: Path, manifest: dict, per_class: int = 4) -> tuple[np.ndarray, list[str]]:
-    """A few samples of each class from the first shards of each split.
-
-    Returns (volumes (N, R, R, R) bool, N titles naming each sample's class).
-    """
-    names = manifest.get("classes", [])
-    wanted = max(1, len(names)) * per_class
-    picked: dict[int, list[np.ndarray]] = {}
-    for info in manifest["splits"].values():
-        for entry in info["shards"]:
-            shard = shards.read_shard(Path(folder) / entry["file"])
-            for grid, label in zip(shard.occupancy, shard.labels, strict=True):
-                bucket = picked.setdefault(int(label), [])
-                if len(bucket) < per_class:
-                    bucket.append(grid)
-            if sum(map(len, picked.values())) >= wanted:
-                break
-    volumes, titles = [], []
-    for label in sorted(picked):
-        for grid in picked[label]:
-            volumes.append(grid)
-            titles.append(names[label] if 0 <= label < len(names) else "sample")
-    if not volumes:
-        raise VoxganError(f"{folder}: no sample to preview")
-    return np.stack(volumes), titles
-
-
-def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]:
-    """Summarise a shard folder and verify each shard's sha256; optionally write a preview PNG.
-
-    Returns (summary text, problems): one problem line per missing or corrupt shard, and one when the
-    run that made the folder did not finish.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VoxganError(f"{folder}: no such folder")
-    manifest = shards.read_manifest(folder)
-    problems = shards.verify(folder)
-    if not manifest.get("complete", True):
-        problems.append("the voxelize run did not finish (re-run the same voxgan voxelize command to resume)")
-    summary = format_summary(folder, manifest)
-    if preview is not None and not any(p.endswith("missing") or "corrupt" in p for p in problems):
-        from voxgan.render import render_volumes
-
-        volumes, titles = preview_volumes(folder, manifest)
-        render_volumes(volumes, preview, titles=titles, ncols=min(len(volumes), 8))
-    return summary, problems

@@ -1,0 +1,104 @@
+"""Mesh and voxel files -> one cleaned triangle mesh or one voxel grid: one module per format, one registry.
+
+:data:`READERS` maps a file suffix to its format's reader. :func:`read` takes any of them;
+:func:`load_mesh` reads OBJ, OFF, STL (ASCII and binary), PLY and GLB/glTF into a :class:`Mesh`,
+``vertices (V, 3) float64`` and ``faces (F, 3) int64``: polygons fan-triangulated, every part of a
+multi-object file kept, a glTF scene flattened with its node transforms applied, then cleaned
+(:func:`voxgan.ingest.mesh.clean_mesh`); :func:`load_binvox` reads a binvox file into a :class:`Volume`.
+OBJ, OFF, STL and PLY are parsed with vectorised numpy (trimesh's parsers are slower for these);
+glTF/GLB and unusual PLY layouts go through trimesh.
+
+Never trust a file (:mod:`voxgan.ingest.formats.safety`): a path outside ``root`` is never read; OBJ
+materials are not read at all (voxgan needs geometry only); a glTF buffer may only point at a file inside
+``root`` (never at an absolute path or a URL: nothing is fetched); glTF images are never read. Counts
+claimed by a header are checked against ``max_faces`` and against the file's size before anything is
+allocated, so a header that claims 10⁹ faces fails at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from voxgan.ingest.formats import binvox, gltf, obj, off, ply, stl
+from voxgan.ingest.formats.binvox import Volume
+from voxgan.ingest.formats.safety import Origin, check_face_limit, inside_root, read_bytes
+from voxgan.ingest.mesh import Mesh, MeshError, clean_mesh
+
+Reader = Callable[[bytes, Origin], "Mesh | Volume"]
+MESH_READERS: dict[str, Reader] = {
+    ".obj": obj.read,
+    ".off": off.read,
+    ".stl": stl.read,
+    ".ply": ply.read,
+    ".glb": gltf.read_glb,
+    ".gltf": gltf.read_gltf,
+}
+VOXEL_READERS: dict[str, Reader] = {".binvox": binvox.read}
+READERS: dict[str, Reader] = {**MESH_READERS, **VOXEL_READERS}
+MESH_EXTENSIONS: frozenset[str] = frozenset(MESH_READERS)
+VOXEL_EXTENSIONS: frozenset[str] = frozenset(VOXEL_READERS)
+
+__all__ = ["MESH_EXTENSIONS", "READERS", "VOXEL_EXTENSIONS", "Mesh", "MeshError", "Volume", "read"]
+
+
+def read(path: Path, root: Path, *, max_faces: int | None = None) -> Mesh | Volume:
+    """Read a file of any supported format: a cleaned :class:`Mesh` or a :class:`Volume`.
+
+    Parameters
+    ----------
+    path : the file; it must lie inside ``root`` (after resolving symlinks).
+    root : the input folder; nothing outside it is ever read.
+    max_faces : refuse meshes with more triangles than this (checked from headers first where the
+        format has counts, and again after triangulation).
+
+    Raises
+    ------
+    MeshError
+        with a one-line reason, for anything wrong with the file.
+    """
+    return _read(path, root, READERS, "mesh", max_faces)
+
+
+def load_mesh(path: Path, root: Path, *, max_faces: int | None = None) -> Mesh:
+    """Read a mesh file of any supported format into one cleaned triangle mesh.
+
+    Returns
+    -------
+    vertices : (V, 3) float64, every vertex finite and used by a face
+    faces : (F, 3) int64 indices into ``vertices``, F >= 1, no face repeating an index
+
+    Raises MeshError with a one-line reason for anything wrong with the file (see :func:`read`).
+    """
+    return _read(path, root, MESH_READERS, "mesh", max_faces)
+
+
+def load_binvox(path: Path, root: Path) -> Volume:
+    """Read a binvox file (run-length encoded voxels, stored with y fastest, then z, then x).
+
+    Returns
+    -------
+    occupancy : (D, D, D) bool indexed ``[x, y, z]``
+    voxel_to_mesh : (4, 4) float64 affine from voxel index coordinates (voxel (i, j, k) spans
+        [i, i+1) × [j, j+1) × [k, k+1)) to the model's coordinates: ``translate + scale * ijk / D``.
+    """
+    return _read(path, root, VOXEL_READERS, "voxel", None)
+
+
+def _read(path: Path, root: Path, readers: dict[str, Reader], kind: str, max_faces: int | None):
+    """Check the path, pick the reader by suffix, read the bytes, parse; clean a mesh."""
+    path, root = Path(path), Path(root)
+    real = inside_root(path, root)
+    extension = path.suffix.lower()
+    reader = readers.get(extension)
+    if reader is None:
+        raise MeshError(f"not a {kind} file extension: {extension or '(none)'}")
+    data = read_bytes(real)
+    if not data or data.isspace():
+        raise MeshError("empty file")
+    result = reader(data, Origin(real.parent, root, max_faces))
+    if isinstance(result, Volume):
+        return result
+    mesh = clean_mesh(*result)
+    check_face_limit(len(mesh.faces), max_faces)
+    return mesh

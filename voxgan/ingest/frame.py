@@ -1,0 +1,144 @@
+"""The grid frame: a dataset's up axis turned to +z, shapes scaled and centred into the grid.
+
+:func:`grid_transform` gives the 4×4 affine from mesh coordinates to grid coordinates, where voxel
+``(i, j, k)`` spans ``[i, i+1) × [j, j+1) × [k, k+1)``: the dataset's up axis turned to +z, the largest
+extent scaled to ``resolution - 2 * padding``, the box centred in ``[0, R]³``. A triangle lying exactly
+on a grid plane overlaps neither voxel beside it, so the extreme faces of a shape are kept off the integer
+planes: an axis whose minimum or maximum lands within 1e-6 of an integer is shifted by 1/64 voxel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxgan.errors import VoxganError
+from voxgan.ingest.mesh import MeshError
+
+PLANE_TOLERANCE = 1e-6
+PLANE_SHIFT = 1.0 / 64.0
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def up_to_z(up_axis: str) -> np.ndarray:
+    """The proper rotation taking a dataset's up axis to +z.
+
+    ``"z"`` is the identity; ``"y"`` (ShapeNet) maps y → z, z → -y, x → x; ``"x"`` maps x → z, z → -x,
+    y → y; ``"-y"``, ``"-x"``, ``"-z"`` turn the negative axis up.
+
+    Returns
+    -------
+    rotation : (4, 4) float64 with det +1
+    """
+    name = up_axis.strip().lower()
+    sign = -1.0 if name.startswith("-") else 1.0
+    name = name.lstrip("+-")
+    if name not in _AXES:
+        raise MeshError(f"unknown up axis {up_axis!r}: use x, y, z, -x, -y or -z")
+    axis = _AXES[name]
+    rotation = np.eye(4)
+    if axis == 2:
+        if sign < 0:  # half turn about x
+            rotation[:3, :3] = np.diag([1.0, -1.0, -1.0])
+        return rotation
+    # a quarter turn about the third axis ``other`` that takes ``up`` to +z and +z to -up
+    up = np.zeros(3)
+    up[axis] = sign
+    z = np.array([0.0, 0.0, 1.0])
+    other = np.cross(up, z)  # stays fixed
+    columns = np.zeros((3, 3))
+    for source in range(3):
+        unit = np.eye(3)[source]
+        columns[:, source] = (unit @ up) * z - (unit @ z) * up + (unit @ other) * other / (other @ other)
+    rotation[:3, :3] = columns
+    assert np.isclose(np.linalg.det(columns), 1.0)
+    return rotation
+
+
+def apply_transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 4×4 affine to points.
+
+    Parameters
+    ----------
+    points : (N, 3) float
+    matrix : (4, 4) float
+
+    Returns
+    -------
+    transformed : (N, 3) float64
+    """
+    points = np.asarray(points, dtype=np.float64)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    assert points.ndim == 2 and points.shape[1] == 3, points.shape
+    assert matrix.shape == (4, 4), matrix.shape
+    if (matrix == np.eye(4)).all():
+        return points.copy()
+    # broadcast products, not matmul: no BLAS threads fighting the worker processes
+    linear, shift = matrix[:3, :3], matrix[:3, 3]
+    return (
+        points[:, 0:1] * linear[:, 0] + points[:, 1:2] * linear[:, 1] + points[:, 2:3] * linear[:, 2] + shift
+    )
+
+
+def grid_transform(
+    vertices: np.ndarray, resolution: int, *, padding: float = 0.5, up_axis: str = "z"
+) -> np.ndarray:
+    """The affine from mesh coordinates to grid coordinates for a ``resolution``³ grid.
+
+    The up axis is turned to +z, then the bounding box is scaled uniformly so its largest extent is
+    ``resolution - 2 * padding`` and centred in ``[0, R]³``. An axis whose minimum or maximum would
+    land within 1e-6 of an integer grid plane is shifted by 1/64 voxel (a face lying on a grid plane
+    overlaps neither voxel beside it, which would open the surface shell). A padding below 1/64 is
+    raised to 1/64 so that the extremes of the largest axis can stay inside the grid and off its planes.
+
+    Parameters
+    ----------
+    vertices : (V, 3) float, finite
+    resolution : R >= 1
+    padding : voxels left free on each side of the largest extent, 0 <= padding < R / 2
+
+    Returns
+    -------
+    mesh_to_grid : (4, 4) float64; voxel (i, j, k) spans [i, i+1) × [j, j+1) × [k, k+1) in grid coordinates.
+    """
+    if resolution < 1:
+        raise MeshError(f"resolution must be at least 1, got {resolution}")
+    if not 0 <= padding < resolution / 2:
+        raise MeshError(f"padding must be in [0, {resolution / 2}), got {padding}")
+    rotation = up_to_z(up_axis)
+    rotated = apply_transform(vertices, rotation)
+    low, high = rotated.min(axis=0), rotated.max(axis=0)
+    extent = high - low
+    if not np.isfinite(extent).all():
+        raise MeshError("non-finite vertex coordinates")
+    largest = extent.max()
+    if largest <= 0 or largest * 1e12 < np.abs(rotated).max():
+        raise MeshError("zero extent (every vertex at one point)")
+    padding = max(padding, PLANE_SHIFT)
+    scale = (resolution - 2 * padding) / largest
+    offset = resolution / 2 - scale * (low + high) / 2
+    offset += _plane_shifts(scale * low + offset, scale * high + offset, resolution)
+    scaling = np.diag([scale, scale, scale, 1.0])
+    scaling[:3, 3] = offset
+    return scaling @ rotation
+
+
+def _plane_shifts(low: np.ndarray, high: np.ndarray, resolution: int) -> np.ndarray:
+    """Per-axis shift (3,) that moves both extremes of every axis off the integer planes, inside [0, R]."""
+    shifts = np.zeros(3)
+    for axis in range(3):
+        for shift in (0.0, PLANE_SHIFT, -PLANE_SHIFT, 2 * PLANE_SHIFT, -2 * PLANE_SHIFT):
+            ends = np.array([low[axis], high[axis]]) + shift
+            off_planes = (np.abs(ends - np.round(ends)) > PLANE_TOLERANCE).all()
+            if off_planes and ends[0] > 0 and ends[1] < resolution:
+                shifts[axis] = shift
+                break
+    return shifts
+
+
+def occupied_box_corners(grid: np.ndarray) -> np.ndarray:
+    """The 8 corners (8, 3) of the box around a voxel grid's occupied cells, in voxel coordinates."""
+    filled = np.argwhere(grid)
+    if len(filled) == 0:
+        raise VoxganError("binvox holds no occupied voxel")
+    low, high = filled.min(axis=0).astype(float), filled.max(axis=0).astype(float) + 1
+    return np.array([[(low, high)[bit >> axis & 1][axis] for axis in range(3)] for bit in range(8)])

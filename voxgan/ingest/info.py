@@ -1,0 +1,131 @@
+"""``voxgan info``: a shard folder's summary (samples per class and split, errors, skipped files), its
+shards' sha256 checked, and an optional picture of a few samples per class."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from voxgan import shards
+from voxgan.errors import VoxganError
+
+
+def class_counts(folder: Path, manifest: dict) -> dict[str, Counter]:
+    """Samples per class name for each split, read from the shards' labels (missing shards count 0)."""
+    import h5py
+
+    names = manifest.get("classes", [])
+    counts: dict[str, Counter] = {}
+    for split, info in manifest["splits"].items():
+        counter: Counter = Counter()
+        for entry in info["shards"]:
+            path = Path(folder) / entry["file"]
+            if not path.is_file():
+                continue
+            try:
+                with h5py.File(path, "r") as f:
+                    labels = f["labels"][:]
+            except (OSError, KeyError):
+                continue
+            for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+                counter[names[label] if 0 <= label < len(names) else "(no class)"] += int(count)
+        counts[split] = counter
+    return counts
+
+
+def format_summary(folder: Path, manifest: dict, *, max_errors: int = 5) -> str:
+    """A text table: samples per class and split, errors (first few), skipped files, seconds."""
+    counts = class_counts(folder, manifest)
+    splits = list(manifest["splits"])
+    rows = list(manifest.get("classes", [])) or ["(no class)"]
+    if any("(no class)" in c for c in counts.values()) and "(no class)" not in rows:
+        rows.append("(no class)")
+    width = max([len("class"), *map(len, rows)])
+    column = max([6, *map(len, splits)])
+    recipe = (manifest.get("recipe") or {}).get("name") or "none"
+    r = manifest["resolution"]
+    lines = [
+        f"{folder}: {r}x{r}x{r} {manifest['mode']}, layout {manifest['layout']}, recipe {recipe}, "
+        f"{len(manifest.get('classes', []))} classes",
+        "class".ljust(width) + "".join(s.rjust(column + 2) for s in splits) + "total".rjust(column + 2),
+    ]
+    for name in rows:
+        values = [counts[s].get(name, 0) for s in splits]
+        lines.append(
+            name.ljust(width)
+            + "".join(str(v).rjust(column + 2) for v in values)
+            + str(sum(values)).rjust(column + 2)
+        )
+    totals = [manifest["splits"][s]["count"] for s in splits]
+    lines.append(
+        "total".ljust(width)
+        + "".join(str(v).rjust(column + 2) for v in totals)
+        + str(sum(totals)).rjust(column + 2)
+    )
+    shard_count = sum(len(info["shards"]) for info in manifest["splits"].values())
+    lines.append(f"shards: {shard_count}")
+    errors = manifest.get("errors", [])
+    lines.append(f"errors: {len(errors)}")
+    for error in errors[:max_errors]:
+        lines.append(f"  {error['source']}: {error['reason']}")
+    if len(errors) > max_errors:
+        lines.append(f"  ... {len(errors) - max_errors} more in manifest.json")
+    skipped = manifest.get("skipped", {})
+    listed = ", ".join(f"{ext} {n}" for ext, n in skipped.items()) if skipped else "none"
+    lines.append(f"skipped: {sum(skipped.values())} ({listed})")
+    if "seconds" in manifest:
+        samples = sum(totals) + len(errors)
+        rate = samples / manifest["seconds"] if manifest["seconds"] > 0 else 0.0
+        lines.append(f"seconds: {manifest['seconds']:.1f} ({rate:.1f} meshes/s)")
+    return "\n".join(lines)
+
+
+def preview_volumes(folder: Path, manifest: dict, per_class: int = 4) -> tuple[np.ndarray, list[str]]:
+    """A few samples of each class from the first shards of each split.
+
+    Returns (volumes (N, R, R, R) bool, N titles naming each sample's class).
+    """
+    names = manifest.get("classes", [])
+    wanted = max(1, len(names)) * per_class
+    picked: dict[int, list[np.ndarray]] = {}
+    for info in manifest["splits"].values():
+        for entry in info["shards"]:
+            shard = shards.read_shard(Path(folder) / entry["file"])
+            for grid, label in zip(shard.occupancy, shard.labels, strict=True):
+                bucket = picked.setdefault(int(label), [])
+                if len(bucket) < per_class:
+                    bucket.append(grid)
+            if sum(map(len, picked.values())) >= wanted:
+                break
+    volumes, titles = [], []
+    for label in sorted(picked):
+        for grid in picked[label]:
+            volumes.append(grid)
+            titles.append(names[label] if 0 <= label < len(names) else "sample")
+    if not volumes:
+        raise VoxganError(f"{folder}: no sample to preview")
+    return np.stack(volumes), titles
+
+
+def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]:
+    """Summarise a shard folder and verify each shard's sha256; optionally write a preview PNG.
+
+    Returns (summary text, problems): one problem line per missing or corrupt shard, and one when the
+    run that made the folder did not finish.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VoxganError(f"{folder}: no such folder")
+    manifest = shards.read_manifest(folder)
+    problems = shards.verify(folder)
+    if not manifest.get("complete", True):
+        problems.append("the voxelize run did not finish (re-run the same voxgan voxelize command to resume)")
+    summary = format_summary(folder, manifest)
+    if preview is not None and not any(p.endswith("missing") or "corrupt" in p for p in problems):
+        from voxgan.render import render_volumes
+
+        volumes, titles = preview_volumes(folder, manifest)
+        render_volumes(volumes, preview, titles=titles, ncols=min(len(volumes), 8))
+    return summary, problems

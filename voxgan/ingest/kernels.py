@@ -1,0 +1,312 @@
+"""The voxelizer's inner loops as scalar code that numba compiles (cached on disk after the first call).
+
+:func:`compiled_kernels` compiles them when numba is installed and returns None otherwise, or with
+``VOXGAN_NO_NUMBA=1``; every caller then takes its vectorised numpy path, which gives the same occupancy
+10-20 times slower. The solid angle of one triangle, the heart of the winding-number sum, is written once
+(:func:`triangle_solid_angle`) and compiled into each loop that sums it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import types
+
+import numpy as np
+
+
+@functools.cache
+def compiled_kernels():
+    """The numba-compiled loops (compiled once, cached on disk), or None without numba.
+
+    The loops below are plain Python until then, so numba stays optional; ``VOXGAN_NO_NUMBA=1`` turns them
+    off (the numpy paths give the same occupancy, 10-20 times slower).
+    """
+    if os.environ.get("VOXGAN_NO_NUMBA") == "1":
+        return None
+    try:
+        import numba
+        from numba.extending import register_jitable
+    except ImportError:
+        return None
+    register_jitable(triangle_solid_angle)  # callable from the loops, compiled into them
+    jit = numba.njit(cache=True, nogil=True)
+    return types.SimpleNamespace(
+        overlap=jit(overlap_loop),
+        crossings=jit(crossing_loop),
+        clustered=jit(clustered_winding_loop),
+        two_level=jit(two_level_winding_loop),
+        moments=jit(group_moments_loop),
+        parts=jit(vertex_parts_loop),
+    )
+
+
+def triangle_solid_angle(triangles, t, px, py, pz):  # compiled by numba
+    """Twice the signed solid angle of triangle t seen from (px, py, pz) (Van Oosterom and Strackee 1983).
+
+    triangles : (F, 3, 3). The one copy of this sum that every compiled winding-number loop calls;
+    :func:`voxgan.ingest.winding.winding_numbers` is its vectorised numpy form.
+    """
+    ax, ay, az = triangles[t, 0, 0] - px, triangles[t, 0, 1] - py, triangles[t, 0, 2] - pz
+    bx, by, bz = triangles[t, 1, 0] - px, triangles[t, 1, 1] - py, triangles[t, 1, 2] - pz
+    cx, cy, cz = triangles[t, 2, 0] - px, triangles[t, 2, 1] - py, triangles[t, 2, 2] - pz
+    la = math.sqrt(ax * ax + ay * ay + az * az)
+    lb = math.sqrt(bx * bx + by * by + bz * bz)
+    lc = math.sqrt(cx * cx + cy * cy + cz * cz)
+    det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+    dots = (
+        la * lb * lc
+        + (ax * bx + ay * by + az * bz) * lc
+        + (bx * cx + by * cy + bz * cz) * la
+        + (cx * ax + cy * ay + cz * az) * lb
+    )
+    return 2.0 * math.atan2(det, dots)
+
+
+def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba: scalar code on purpose
+    """Mark surface (open-box overlap) and touched (closed-box contact) voxels of each triangle in place.
+
+    triangles : (F, 3, 3) float64; surface, touched : (R, R, R) bool. The same rules as
+    :func:`overlap_masks_numpy`: the closed index range, the one-axis shortcut for triangles off the
+    grid planes, then the separating-axis test with strict (open) and non-strict (closed) bounds.
+    """
+    r = resolution
+    lo = np.empty(3, np.int64)
+    hi = np.empty(3, np.int64)
+    rel = np.empty((3, 3))
+    edge = np.empty((3, 3))
+    for t in range(triangles.shape[0]):
+        inside_grid, generic, many = True, True, 0
+        for a in range(3):
+            low = min(triangles[t, 0, a], triangles[t, 1, a], triangles[t, 2, a])
+            high = max(triangles[t, 0, a], triangles[t, 1, a], triangles[t, 2, a])
+            first, last = math.ceil(low) - 1.0, math.floor(high)
+            if last < 0 or first > r - 1:
+                inside_grid = False
+                break
+            if math.ceil(low) == low or math.floor(high) == high:
+                generic = False
+            if last > first:
+                many += 1
+            lo[a], hi[a] = int(max(first, 0.0)), int(min(last, r - 1.0))
+        if not inside_grid:
+            continue
+        if generic and many <= 1:
+            for i in range(lo[0], hi[0] + 1):
+                for j in range(lo[1], hi[1] + 1):
+                    for k in range(lo[2], hi[2] + 1):
+                        surface[i, j, k] = True
+                        touched[i, j, k] = True
+            continue
+        for m in range(3):
+            for a in range(3):
+                edge[m, a] = triangles[t, (m + 1) % 3, a] - triangles[t, m, a]
+        nx = edge[0, 1] * edge[1, 2] - edge[0, 2] * edge[1, 1]
+        ny = edge[0, 2] * edge[1, 0] - edge[0, 0] * edge[1, 2]
+        nz = edge[0, 0] * edge[1, 1] - edge[0, 1] * edge[1, 0]
+        normal_radius = 0.5 * (abs(nx) + abs(ny) + abs(nz))
+        for i in range(lo[0], hi[0] + 1):
+            for j in range(lo[1], hi[1] + 1):
+                for k in range(lo[2], hi[2] + 1):
+                    for m in range(3):
+                        rel[m, 0] = triangles[t, m, 0] - (i + 0.5)
+                        rel[m, 1] = triangles[t, m, 1] - (j + 0.5)
+                        rel[m, 2] = triangles[t, m, 2] - (k + 0.5)
+                    open_apart = closed_apart = False
+                    for a in range(3):
+                        low = min(rel[0, a], rel[1, a], rel[2, a])
+                        high = max(rel[0, a], rel[1, a], rel[2, a])
+                        open_apart |= low >= 0.5 or high <= -0.5
+                        closed_apart |= low > 0.5 or high < -0.5
+                    along = rel[0, 0] * nx + rel[0, 1] * ny + rel[0, 2] * nz
+                    closed_apart |= abs(along) > normal_radius
+                    open_apart |= normal_radius > 0 and abs(along) >= normal_radius
+                    for m in range(3):  # edge m × unit axis u: a point v projects to (v × edge)_u
+                        if closed_apart:
+                            break
+                        ex, ey, ez = edge[m, 0], edge[m, 1], edge[m, 2]
+                        o = (m + 2) % 3
+                        for u in range(3):
+                            if u == 0:
+                                p1 = rel[m, 1] * ez - rel[m, 2] * ey
+                                p2 = rel[o, 1] * ez - rel[o, 2] * ey
+                                radius = 0.5 * (abs(ey) + abs(ez))
+                            elif u == 1:
+                                p1 = rel[m, 2] * ex - rel[m, 0] * ez
+                                p2 = rel[o, 2] * ex - rel[o, 0] * ez
+                                radius = 0.5 * (abs(ex) + abs(ez))
+                            else:
+                                p1 = rel[m, 0] * ey - rel[m, 1] * ex
+                                p2 = rel[o, 0] * ey - rel[o, 1] * ex
+                                radius = 0.5 * (abs(ex) + abs(ey))
+                            low, high = min(p1, p2), max(p1, p2)
+                            closed_apart |= low > radius or high < -radius
+                            open_apart |= radius > 0 and (low >= radius or high <= -radius)
+                    if not closed_apart:
+                        touched[i, j, k] = True
+                        if not open_apart:
+                            surface[i, j, k] = True
+
+
+def crossing_loop(points, triangles, result):  # compiled by numba
+    """Signed crossings of a +z ray from each point with the triangles, written to result in place.
+
+    points : (P, 3); triangles : (F, 3, 3); result : (P,) float64, set to NaN where the ray grazes
+    an edge or a vertex or the point lies on the surface (the caller then sums solid angles).
+    """
+    for n in range(points.shape[0]):
+        px, py, pz = points[n, 0], points[n, 1], points[n, 2]
+        total = 0.0
+        for t in range(triangles.shape[0]):
+            x0, y0 = triangles[t, 0, 0], triangles[t, 0, 1]
+            x1, y1 = triangles[t, 1, 0], triangles[t, 1, 1]
+            x2, y2 = triangles[t, 2, 0], triangles[t, 2, 1]
+            if px < min(x0, x1, x2) or px > max(x0, x1, x2) or py < min(y0, y1, y2) or py > max(y0, y1, y2):
+                continue
+            if max(triangles[t, 0, 2], triangles[t, 1, 2], triangles[t, 2, 2]) < pz:
+                continue
+            d0 = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
+            d1 = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
+            d2 = (x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)
+            if (d0 > 0 and d1 > 0 and d2 > 0) or (d0 < 0 and d1 < 0 and d2 < 0):
+                area = d0 + d1 + d2
+                z = (d0 * triangles[t, 2, 2] + d1 * triangles[t, 0, 2] + d2 * triangles[t, 1, 2]) / area
+                if z == pz:
+                    total = np.nan
+                    break
+                if z > pz:
+                    total += 1.0 if area > 0 else -1.0
+            elif (d0 >= 0 and d1 >= 0 and d2 >= 0) or (d0 <= 0 and d1 <= 0 and d2 <= 0):
+                total = np.nan
+                break
+        result[n] = total
+
+
+def clustered_winding_loop(points, triangles, starts, ends, centres, normals, far_beyond, result):  # numba
+    """:func:`clustered_winding_numbers` once the groups are built; writes (P,) winding numbers to result.
+
+    triangles : (F, 3, 3) sorted by group; group g is triangles[starts[g]:ends[g]], with area-weighted
+    centre centres[g], area-weighted normal normals[g] and dipole distance far_beyond[g].
+    """
+    for n in range(points.shape[0]):
+        px, py, pz = points[n, 0], points[n, 1], points[n, 2]
+        solid = 0.0
+        for g in range(starts.shape[0]):
+            dx, dy, dz = centres[g, 0] - px, centres[g, 1] - py, centres[g, 2] - pz
+            distance = math.sqrt(dx * dx + dy * dy + dz * dz)
+            if distance > far_beyond[g]:
+                solid += (dx * normals[g, 0] + dy * normals[g, 1] + dz * normals[g, 2]) / distance**3
+                continue
+            for t in range(starts[g], ends[g]):
+                solid += triangle_solid_angle(triangles, t, px, py, pz)
+        result[n] = solid / (4.0 * math.pi)
+
+
+def two_level_winding_loop(
+    points,
+    triangles,
+    large_starts,
+    large_ends,
+    large_centres,
+    large_normals,
+    large_far,
+    starts,
+    ends,
+    centres,
+    normals,
+    far_beyond,
+    result,
+):  # compiled by numba
+    """:func:`open_winding_function`'s sum; writes (P,) winding numbers to result.
+
+    Large group g holds small groups large_starts[g]:large_ends[g]; small group h holds triangles
+    starts[h]:ends[h]. Each group has an area-weighted centre, normal and dipole distance.
+    """
+    for n in range(points.shape[0]):
+        px, py, pz = points[n, 0], points[n, 1], points[n, 2]
+        solid = 0.0
+        for g in range(large_starts.shape[0]):
+            dx, dy, dz = large_centres[g, 0] - px, large_centres[g, 1] - py, large_centres[g, 2] - pz
+            distance = math.sqrt(dx * dx + dy * dy + dz * dz)
+            if distance > large_far[g]:
+                solid += (dx * large_normals[g, 0] + dy * large_normals[g, 1] + dz * large_normals[g, 2]) / (
+                    distance * distance * distance
+                )
+                continue
+            for h in range(large_starts[g], large_ends[g]):
+                dx, dy, dz = centres[h, 0] - px, centres[h, 1] - py, centres[h, 2] - pz
+                distance = math.sqrt(dx * dx + dy * dy + dz * dz)
+                if distance > far_beyond[h]:
+                    solid += (dx * normals[h, 0] + dy * normals[h, 1] + dz * normals[h, 2]) / (
+                        distance * distance * distance
+                    )
+                    continue
+                for t in range(starts[h], ends[h]):
+                    solid += triangle_solid_angle(triangles, t, px, py, pz)
+        result[n] = solid / (4.0 * math.pi)
+
+
+def group_moments_loop(triangles, starts, ends, centres, normals, radii):  # compiled by numba
+    """Area-weighted centre, area-weighted normal and radius of each group of triangles, in place.
+
+    triangles : (F, 3, 3); group g is triangles[starts[g]:ends[g]]; centres, normals : (G, 3) and
+    radii : (G,) are written (radius: largest distance from the centre to a corner).
+    """
+    for g in range(starts.shape[0]):
+        sx = sy = sz = nx = ny = nz = total = 0.0
+        for t in range(starts[g], ends[g]):
+            ux = triangles[t, 1, 0] - triangles[t, 0, 0]
+            uy = triangles[t, 1, 1] - triangles[t, 0, 1]
+            uz = triangles[t, 1, 2] - triangles[t, 0, 2]
+            vx = triangles[t, 2, 0] - triangles[t, 0, 0]
+            vy = triangles[t, 2, 1] - triangles[t, 0, 1]
+            vz = triangles[t, 2, 2] - triangles[t, 0, 2]
+            ax, ay, az = 0.5 * (uy * vz - uz * vy), 0.5 * (uz * vx - ux * vz), 0.5 * (ux * vy - uy * vx)
+            area = math.sqrt(ax * ax + ay * ay + az * az) + 1e-300
+            nx += ax
+            ny += ay
+            nz += az
+            total += area
+            sx += area * (triangles[t, 0, 0] + triangles[t, 1, 0] + triangles[t, 2, 0]) / 3.0
+            sy += area * (triangles[t, 0, 1] + triangles[t, 1, 1] + triangles[t, 2, 1]) / 3.0
+            sz += area * (triangles[t, 0, 2] + triangles[t, 1, 2] + triangles[t, 2, 2]) / 3.0
+        cx, cy, cz = sx / total, sy / total, sz / total
+        radius = 0.0
+        for t in range(starts[g], ends[g]):
+            for m in range(3):
+                dx, dy, dz = triangles[t, m, 0] - cx, triangles[t, m, 1] - cy, triangles[t, m, 2] - cz
+                radius = max(radius, math.sqrt(dx * dx + dy * dy + dz * dz))
+        centres[g, 0], centres[g, 1], centres[g, 2] = cx, cy, cz
+        normals[g, 0], normals[g, 1], normals[g, 2] = nx, ny, nz
+        radii[g] = radius
+
+
+def vertex_parts_loop(faces, part_of_vertex):  # compiled by numba
+    """Union-find over the faces' edges; writes compact part labels to part_of_vertex, returns the count.
+
+    faces : (F, 3) int64; part_of_vertex : (V,) int64 with V > faces.max().
+    """
+    parent = np.arange(part_of_vertex.shape[0])
+    for f in range(faces.shape[0]):
+        for m in (1, 2):
+            a, b = faces[f, 0], faces[f, m]
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            while parent[b] != b:
+                parent[b] = parent[parent[b]]
+                b = parent[b]
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    parts = 0
+    for v in range(parent.shape[0]):  # a root is its own lowest vertex, met before its other vertices
+        root = v
+        while parent[root] != root:
+            root = parent[root]
+        if root == v:
+            part_of_vertex[v] = parts
+            parts += 1
+        else:
+            part_of_vertex[v] = part_of_vertex[root]
+    return parts

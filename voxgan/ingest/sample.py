@@ -1,0 +1,87 @@
+"""One mesh or voxel file -> one shard sample: read, turn into the grid frame, voxelize, pack.
+
+:func:`voxelize_source` is what a worker process of :mod:`voxgan.ingest.pipeline` runs for each file; it
+never raises: a file that cannot become a sample gets a one-line reason for the manifest instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voxgan.errors import VoxganError
+from voxgan.ingest import formats
+from voxgan.ingest.frame import apply_transform, grid_transform, occupied_box_corners
+from voxgan.ingest.mesh import weld_triangle_soup
+from voxgan.ingest.voxelize import resample_occupancy, voxelize
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a worker needs to turn one file into one sample."""
+
+    root: str
+    resolution: int
+    mode: str
+    padding: float
+    up_axis: str
+    max_faces: int
+    grid_coords: bool
+
+
+@dataclass
+class Outcome:
+    """One file's result: ``packed`` (R³/8,) uint8 and ``mesh_to_grid`` (4, 4), or a one-line ``reason``."""
+
+    source: str
+    packed: np.ndarray | None = None
+    mesh_to_grid: np.ndarray | None = None
+    reason: str | None = None
+
+
+def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read and voxelize one file; returns (occupancy (R, R, R) bool, mesh_to_grid (4, 4) float64)."""
+    r = settings.resolution
+    read = formats.read(Path(settings.root) / source, settings.root, max_faces=settings.max_faces)
+    if isinstance(read, formats.Volume):
+        if settings.grid_coords:
+            mesh_to_grid = np.eye(4)
+        else:
+            corners = occupied_box_corners(read.occupancy)
+            mesh_to_grid = grid_transform(
+                apply_transform(corners, read.voxel_to_mesh),
+                r,
+                padding=settings.padding,
+                up_axis=settings.up_axis,
+            )
+        occupancy = resample_occupancy(read.occupancy, mesh_to_grid @ read.voxel_to_mesh, r)
+    else:
+        vertices, faces = weld_triangle_soup(*read)
+        if settings.grid_coords:
+            mesh_to_grid = np.eye(4)
+        else:
+            mesh_to_grid = grid_transform(vertices, r, padding=settings.padding, up_axis=settings.up_axis)
+        occupancy = voxelize(apply_transform(vertices, mesh_to_grid), faces, r, mode=settings.mode)
+    assert occupancy.shape == (r, r, r) and occupancy.dtype == bool, occupancy.shape
+    return occupancy, np.asarray(mesh_to_grid, np.float64)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one short line."""
+    text = " ".join(str(error).split())
+    if not isinstance(error, VoxganError):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text[:300]
+
+
+def voxelize_source(settings: Settings, source: str) -> Outcome:
+    """One file to one :class:`Outcome`; any failure becomes that file's reason, never an exception."""
+    try:
+        occupancy, mesh_to_grid = occupancy_of(settings, source)
+    except (Exception, MemoryError, RecursionError) as error:
+        return Outcome(source, reason=one_line(error))
+    if not occupancy.any():
+        return Outcome(source, reason="no voxel occupied (the shape lies outside the grid or has no volume)")
+    return Outcome(source, packed=np.packbits(occupancy.reshape(-1)), mesh_to_grid=mesh_to_grid)

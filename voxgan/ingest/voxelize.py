@@ -1,0 +1,480 @@
+"""Mesh to occupancy: exact surface overlap plus the generalized winding number inside test.
+
+Everything here works in grid coordinates: voxel (i, j, k) spans [i, i+1) × [j, j+1) × [k, k+1), and
+occupancy grids are (R, R, R) bool indexed ``[x, y, z]``. Geometry outside [0, R]³ is ignored.
+
+* **Surface**: a voxel is marked when a triangle passes through its *open* box. The test is the
+  separating-axis test with strict inequalities, so a triangle that only touches a box's boundary
+  (a face lying exactly on a grid plane, an edge along a grid line) marks nothing. Triangles whose
+  bounding box spans more than one voxel along at most one axis overlap every voxel of that range,
+  which settles most triangles of a detailed mesh without running the full test.
+* **Inside**: a voxel centre is inside when the generalized winding number (Jacobson et al. 2013)
+  satisfies ``|w| >= 0.5``. The absolute value makes fully inverted meshes (``w = -1`` inside) fill
+  like outward-facing ones. The field only jumps across the surface, so for a closed mesh (every
+  directed edge matched by its reverse) it is constant on each connected region of voxels whose
+  *closed* boxes no triangle touches: one centre per region is evaluated (by casting a ray), and a
+  voxel touched but not crossed takes the value of an untouched neighbour. Closed parts with a
+  negative signed volume are reversed first, so an inverted part overlapping another does not
+  cancel it (1 + -1 = 0). For an open mesh (holes, mixed orientation) the field varies smoothly: it
+  is sampled at every second centre, blocks of voxels no triangle touches whose samples all lie well
+  on one side of 0.5 take their answer, and every other centre is evaluated. Groups of triangles far
+  from a centre count by their dipole (after Barill et al. 2018; dense meshes use two levels of
+  groups), near ones exactly; the error is about 0.02 at most, which only matters where ``|w|`` is
+  within that of 0.5.
+
+The inner loops run compiled by numba (cached on disk after the first call); without numba, or with
+``VOXGAN_NO_NUMBA=1``, vectorised numpy code gives the same occupancy, 10-20 times slower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxgan.errors import VoxganError
+from voxgan.ingest.kernels import compiled_kernels
+from voxgan.ingest.overlap import all_axes, any_axis, overlap_masks, range_cells
+from voxgan.ingest.winding import (
+    CLUSTER_CELL,
+    closed_winding_numbers,
+    open_winding_function,
+    winding_numbers,
+)
+
+MODES = ("solid", "surface")
+OPEN_MARGIN = 0.25  # lattice samples of an open mesh decide a block when this far from ±0.5
+
+
+def voxelize(vertices: np.ndarray, faces: np.ndarray, resolution: int, mode: str = "solid") -> np.ndarray:
+    """Occupancy of a triangle mesh given in grid coordinates.
+
+    Parameters
+    ----------
+    vertices : (V, 3) float
+        Vertex positions already in grid coordinates.
+    faces : (F, 3) int
+        Vertex indices of each triangle, any orientation.
+    resolution : int
+        R, the grid's size along each axis.
+    mode : {"solid", "surface"}
+        ``solid`` is surface | inside; ``surface`` is the overlap test alone.
+
+    Returns
+    -------
+    occupancy : (R, R, R) bool
+        Indexed ``[x, y, z]``.
+
+    Examples
+    --------
+    >>> import trimesh
+    >>> box = trimesh.creation.box(extents=(8, 8, 8))
+    >>> occupancy = voxelize(box.vertices + 8.0, box.faces, 16)  # the box spans voxels 4..11
+    >>> int(occupancy.sum())
+    512
+    """
+    if mode not in MODES:
+        raise VoxganError(f"unknown voxelization mode {mode!r}; use one of {', '.join(MODES)}")
+    triangles, faces = mesh_triangles(vertices, faces)
+    surface, touched = overlap_masks(triangles, check_resolution(resolution))
+    if mode == "surface":
+        return surface
+    return surface | inside_mask(triangles, faces, surface, touched, skip=surface)
+
+
+def surface_voxels(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> np.ndarray:
+    """Voxels whose open box a triangle passes through.
+
+    vertices : (V, 3) float in grid coordinates; faces : (F, 3) int  ->  (R, R, R) bool.
+    A triangle touching only a box's boundary does not mark it.
+    """
+    surface, _ = overlap_masks(mesh_triangles(vertices, faces)[0], check_resolution(resolution))
+    return surface
+
+
+def touched_voxels(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> np.ndarray:
+    """Voxels whose closed box a triangle touches (a superset of :func:`surface_voxels`).
+
+    vertices : (V, 3) float in grid coordinates; faces : (F, 3) int  ->  (R, R, R) bool.
+    """
+    _, touched = overlap_masks(mesh_triangles(vertices, faces)[0], check_resolution(resolution))
+    return touched
+
+
+def inside_voxels(
+    vertices: np.ndarray, faces: np.ndarray, resolution: int, *, surface: np.ndarray | None = None
+) -> np.ndarray:
+    """Voxels whose centre has generalized winding number ``|w| >= 0.5``.
+
+    Parameters
+    ----------
+    vertices : (V, 3) float
+        Vertex positions in grid coordinates.
+    faces : (F, 3) int
+        Triangles, any orientation.
+    resolution : int
+        R.
+    surface : (R, R, R) bool, optional
+        Voxels whose answer is not needed, reported False (typically :func:`surface_voxels` of the
+        same mesh, occupied anyway in solid mode); leaving them out saves time.
+
+    Returns
+    -------
+    inside : (R, R, R) bool
+    """
+    resolution = check_resolution(resolution)
+    triangles, faces = mesh_triangles(vertices, faces)
+    surface_mask, touched = overlap_masks(triangles, resolution)
+    return inside_mask(triangles, faces, surface_mask, touched, skip=surface)
+
+
+def inside_mask(
+    triangles: np.ndarray,
+    faces: np.ndarray,
+    surface: np.ndarray,
+    touched: np.ndarray,
+    skip: np.ndarray | None = None,
+) -> np.ndarray:
+    """The work of :func:`inside_voxels` once the overlap masks are known.
+
+    triangles : (F, 3, 3) in grid coordinates; faces : (F0, 3) int, the mesh's faces (for
+    :func:`is_closed`); surface, touched : (R, R, R) bool from :func:`overlap_masks`;
+    skip : (R, R, R) bool, voxels not evaluated (reported False), or None  ->  inside : (R, R, R) bool.
+    """
+    shape = touched.shape
+    assert len(shape) == 3 and shape[0] == shape[1] == shape[2] and surface.shape == shape, shape
+    r = shape[0]
+    wanted = np.ones(shape, dtype=bool) if skip is None else ~skip
+    if len(triangles) == 0:
+        return np.zeros(shape, dtype=bool)
+    if not is_closed(faces):
+        front = front_faces(faces)
+        if not front.all():  # back faces cancel their fronts: w = 0 everywhere without this
+            return inside_mask(triangles[front], faces[front], surface, touched, skip)
+        return open_inside(triangles, touched, wanted)
+    triangles = outward_parts(triangles, faces)
+    from scipy import ndimage
+
+    regions, count = ndimage.label(~touched)  # 6-connected regions of untouched voxels
+    # A voxel no triangle passes through takes the value of an untouched 6-neighbour: the segment
+    # between their centres runs through its open box and the neighbour's closed box, both empty.
+    adopted = np.where(touched & ~surface, neighbour_label(regions), regions)
+    flat = adopted.reshape(-1)
+    region_winding = np.full(count + 1, np.nan)
+    region_winding[np.unique(flat[outside_box_centres(triangles, r).reshape(-1)])] = 0.0
+    representative = np.zeros(count + 1, dtype=np.int64)
+    representative[flat] = np.arange(flat.size)
+    unknown = np.flatnonzero(np.isnan(region_winding[1:])) + 1
+    region_winding[unknown] = closed_winding_numbers(voxel_centres(representative[unknown], r), triangles)
+    inside = np.abs(region_winding[flat]) >= 0.5
+    singles = np.flatnonzero((flat == 0) & wanted.reshape(-1))
+    inside[singles] = np.abs(closed_winding_numbers(voxel_centres(singles, r), triangles)) >= 0.5
+    if not inside.any():  # a closed mesh with nothing inside may be double-sided
+        front = front_faces(faces)
+        if not front.all():
+            return inside_mask(triangles[front], faces[front], surface, touched, skip)
+    return inside.reshape(shape) & wanted
+
+
+def open_inside(triangles: np.ndarray, touched: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Inside test of an open mesh: winding numbers on a coarse lattice, exact sums only where needed.
+
+    triangles : (F, 3, 3); touched, wanted : (R, R, R) bool  ->  inside : (R, R, R) bool, False
+    outside ``wanted``. The lattice takes every second centre along each axis (and the last one). A
+    block of up to 3 × 3 × 3 voxels between eight lattice samples takes their answer when no triangle
+    touches the block and the eight winding numbers lie on the same side of ±0.5 by at least
+    ``OPEN_MARGIN``: the field is harmonic there and varies by less than that between samples. Every
+    other wanted voxel is evaluated at its own centre.
+    """
+    r = touched.shape[0]
+    winding = open_winding_function(triangles, cell=max(CLUSTER_CELL, r / 16))
+    lattice = np.unique(np.append(np.arange(0, r, 2), r - 1))  # (L,) voxel indices of the samples
+    inside = np.zeros(touched.shape, dtype=bool)
+    decided = np.zeros(touched.shape, dtype=bool)
+    if len(lattice) >= 3:
+        # clean[a, b, c]: no touched voxel in the block from lattice sample (a, b, c) to (a+1, b+1, c+1)
+        prefix = np.pad(touched.cumsum(0).cumsum(1).cumsum(2), ((1, 0), (1, 0), (1, 0)))
+        lo, hi = lattice[:-1], lattice[1:] + 1  # block voxels lo..hi-1 along an axis
+        x0, y0, z0 = np.ix_(lo, lo, lo)
+        x1, y1, z1 = np.ix_(hi, hi, hi)
+        count = (
+            prefix[x1, y1, z1]
+            - prefix[x0, y1, z1]
+            - prefix[x1, y0, z1]
+            - prefix[x1, y1, z0]
+            + prefix[x0, y0, z1]
+            + prefix[x0, y1, z0]
+            + prefix[x1, y0, z0]
+            - prefix[x0, y0, z0]
+        )
+        clean = count == 0  # (L-1, L-1, L-1)
+        corner_needed = np.zeros((len(lattice),) * 3, dtype=bool)
+        for dx in (0, 1):
+            for dy in (0, 1):
+                for dz in (0, 1):
+                    corner_needed[
+                        dx : dx + len(lattice) - 1, dy : dy + len(lattice) - 1, dz : dz + len(lattice) - 1
+                    ] |= clean
+        sample_index = np.flatnonzero(corner_needed)
+        if len(sample_index):
+            a, b, c = np.unravel_index(sample_index, corner_needed.shape)
+            centres = np.stack([lattice[a], lattice[b], lattice[c]], axis=1) + 0.5
+            sampled = np.zeros(corner_needed.shape)
+            sampled[a, b, c] = winding(centres)
+            side = np.where(
+                sampled >= 0.5 + OPEN_MARGIN,
+                1,
+                np.where(
+                    sampled <= -0.5 - OPEN_MARGIN, -1, np.where(np.abs(sampled) <= 0.5 - OPEN_MARGIN, 0, 9)
+                ),
+            )
+            n = len(lattice) - 1
+            first = side[:n, :n, :n]
+            agree = clean & (first != 9)
+            for dx in (0, 1):
+                for dy in (0, 1):
+                    for dz in (0, 1):
+                        agree &= side[dx : dx + n, dy : dy + n, dz : dz + n] == first
+            # voxel index i lies in block i // 2 and, on a shared face, also in block (i - 1) // 2
+            upper, lower = np.minimum(np.arange(r) // 2, n - 1), np.maximum(np.arange(r) - 1, 0) // 2
+            decided, inside = agree, agree & (first != 0)
+            for axis in range(3):
+                decided = decided.take(upper, axis) | decided.take(lower, axis)
+                inside = inside.take(upper, axis) | inside.take(lower, axis)
+    points = np.flatnonzero(wanted & ~decided)
+    inside = np.ascontiguousarray(inside)
+    flat = inside.reshape(-1)
+    flat[points] = np.abs(winding(voxel_centres(points, r))) >= 0.5
+    return inside & wanted
+
+
+def front_faces(faces: np.ndarray) -> np.ndarray:
+    """Which faces to keep so that no face is cancelled by a copy with its corners in reverse order.
+
+    faces : (F, 3) int  ->  (F,) bool. Double-sided meshes hold each face twice, once per side; the
+    two solid angles cancel and the winding number is 0 everywhere. Among faces with the same three
+    corners in both orders only the first in file order is kept, which restores the orientation of
+    meshes written front face first. Faces repeated in the same order are all kept.
+    """
+    count = len(faces)
+    corners = np.sort(faces, axis=1)
+    base = int(corners[:, 2].max()) + 1 if count else 1
+    if base < 1 << 20:  # three corners in one int64: a quick answer when no two faces share all three
+        keys = np.sort((corners[:, 0] * base + corners[:, 1]) * base + corners[:, 2])
+        if not (keys[1:] == keys[:-1]).any():
+            return np.ones(count, dtype=bool)
+    forward = all_axes(faces == corners) | all_axes(faces == corners[:, [1, 2, 0]])
+    forward |= all_axes(faces == corners[:, [2, 0, 1]])
+    order = np.lexsort((np.arange(count), corners[:, 2], corners[:, 1], corners[:, 0]))
+    sorted_corners = corners[order]
+    starts = np.flatnonzero(np.concatenate([[True], any_axis(sorted_corners[1:] != sorted_corners[:-1])]))
+    has_forward = np.logical_or.reduceat(forward[order], starts)
+    has_backward = np.logical_or.reduceat(~forward[order], starts)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, count)))
+    first_in_group = np.zeros(count, dtype=bool)
+    first_in_group[starts] = True
+    keep_sorted = ~(has_forward & has_backward)[group] | first_in_group
+    keep = np.empty(count, dtype=bool)
+    keep[order] = keep_sorted
+    return keep
+
+
+def neighbour_label(regions: np.ndarray) -> np.ndarray:
+    """Largest label among each voxel's six face neighbours: (R, R, R) int  ->  (R, R, R) int."""
+    padded = np.pad(regions, 1)
+    r = regions.shape[0]
+    best = np.zeros_like(regions)
+    for axis in range(3):
+        for step in (0, 2):
+            index = [slice(1, r + 1)] * 3
+            index[axis] = slice(step, step + r)
+            np.maximum(best, padded[tuple(index)], out=best)
+    return best
+
+
+def outside_box_centres(triangles: np.ndarray, resolution: int) -> np.ndarray:
+    """Voxel centres outside the triangles' bounding box, where the winding number is 0.
+
+    triangles : (F, 3, 3) non-empty  ->  (R, R, R) bool.
+    """
+    centres = np.arange(resolution) + 0.5
+    out = [(centres < triangles[:, :, a].min()) | (centres > triangles[:, :, a].max()) for a in range(3)]
+    return out[0][:, None, None] | out[1][None, :, None] | out[2][None, None, :]
+
+
+def voxel_centres(flat_indices: np.ndarray, resolution: int) -> np.ndarray:
+    """Centres of voxels given by C-order flat index: (N,) int  ->  (N, 3) float64."""
+    return np.stack(np.unravel_index(flat_indices, (resolution,) * 3), axis=1) + 0.5
+
+
+def check_resolution(resolution: int) -> int:
+    """The resolution as an int; VoxganError unless it is a positive integer."""
+    if int(resolution) != resolution or resolution < 1:
+        raise VoxganError(f"resolution must be a positive integer, got {resolution!r}")
+    return int(resolution)
+
+
+def mesh_triangles(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Corner positions of each finite triangle.
+
+    vertices : (V, 3) float; faces : (F, 3) int  ->  (triangles : (F', 3, 3) float64, faces : (F', 3)
+    int64), F' <= F, with triangles holding a NaN or infinite corner left out.
+    """
+    vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise VoxganError(f"face indices must lie in [0, {len(vertices)}); the mesh is corrupt")
+    finite = all_axes(np.isfinite(vertices))
+    if not finite.all():
+        faces = faces[all_axes(finite[faces])]
+    return np.take(vertices, faces, axis=0), faces  # take: several times faster than vertices[faces]
+
+
+def outward_parts(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Reverse the closed parts of a closed mesh whose signed volume is negative.
+
+    triangles : (F, 3, 3); faces : (F, 3) int, a mesh for which :func:`is_closed` holds  ->  (F, 3, 3).
+    Parts are the sets of faces connected through shared vertices. An inverted part across another
+    would otherwise cancel its winding number (1 + -1 = 0) where they overlap. An inverted part whose
+    every sampled corner lies inside the other parts bounds a cavity (a hollow shape) and is kept.
+    """
+    parts, part_of_vertex = vertex_parts(faces)
+    if parts == 1:  # |w| makes the orientation of a single part irrelevant
+        return triangles
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    volume6 = (
+        a[:, 0] * (b[:, 1] * c[:, 2] - b[:, 2] * c[:, 1])
+        - a[:, 1] * (b[:, 0] * c[:, 2] - b[:, 2] * c[:, 0])
+        + a[:, 2] * (b[:, 0] * c[:, 1] - b[:, 1] * c[:, 0])
+    )
+    part_of_face = part_of_vertex[faces[:, 0]]
+    inverted = np.bincount(part_of_face, weights=volume6, minlength=parts) < 0
+    for part in np.flatnonzero(inverted):  # an inverted part wholly inside another part is a cavity
+        corners = np.unique(faces[part_of_face == part])
+        points = triangles[part_of_face == part].reshape(-1, 3)[:: max(1, 3 * len(corners) // 32)]
+        inverted[part] = not (np.abs(winding_numbers(points, triangles[part_of_face != part])) >= 0.5).all()
+    flip = inverted[part_of_face]
+    if not flip.any():
+        return triangles
+    triangles = triangles.copy()
+    triangles[flip] = triangles[flip][:, [0, 2, 1]]
+    return triangles
+
+
+def vertex_parts(faces: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected parts of the vertices 0..max(faces), linked by the faces' edges.
+
+    faces : (F, 3) int, non-empty  ->  (parts, part_of_vertex : (V,) int in [0, parts)); a vertex no
+    face uses is a part of its own.
+    """
+    count = int(faces.max()) + 1
+    kernels = compiled_kernels()
+    if kernels is not None:
+        part_of_vertex = np.empty(count, dtype=np.int64)
+        parts = kernels.parts(np.ascontiguousarray(faces, dtype=np.int64), part_of_vertex)
+        return int(parts), part_of_vertex
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    links = coo_matrix(
+        (np.ones(2 * len(faces)), (faces[:, [0, 0]].T.reshape(-1), faces[:, 1:].T.reshape(-1))),
+        shape=(count, count),
+    )
+    return connected_components(links.tocsr(), directed=False)
+
+
+def is_closed(faces: np.ndarray) -> bool:
+    """Whether every directed edge (a, b) appears as often as its reverse (b, a).
+
+    faces : (F, 3) int. Such a mesh bounds its volume: its winding number is an integer that only
+    changes across the surface. Holes, open edges and mixed orientation make this False.
+    """
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    tails = faces.reshape(-1)
+    heads = faces[:, [1, 2, 0]].reshape(-1)
+    base = int(faces.max()) + 1 if len(faces) else 1
+    forward = np.sort(tails * base + heads)
+    backward = np.sort(heads * base + tails)
+    return bool(np.array_equal(forward, backward))
+
+
+def resample_occupancy(occupancy: np.ndarray, voxel_to_grid: np.ndarray, resolution: int) -> np.ndarray:
+    """Resample a voxel grid (for example a binvox file) onto our grid.
+
+    Parameters
+    ----------
+    occupancy : (D, D, D) bool
+        Source voxels; source voxel (a, b, c) spans [a, a+1] × [b, b+1] × [c, c+1] in its index
+        coordinates.
+    voxel_to_grid : (4, 4) float
+        Affine from source index coordinates to our grid coordinates.
+    resolution : int
+        R.
+
+    Returns
+    -------
+    occupancy : (R, R, R) bool
+        A target voxel is occupied when the interior of an occupied source voxel overlaps its open
+        box, so thin parts survive downsampling and a grid mapped onto itself is unchanged. Exact
+        for affines that scale, translate, permute and flip axes (what binvox files hold); for
+        other affines each source voxel is replaced by the bounding box of its image.
+    """
+    resolution = check_resolution(resolution)
+    occupancy = np.asarray(occupancy, dtype=bool)
+    assert occupancy.ndim == 3, occupancy.shape
+    affine = np.asarray(voxel_to_grid, dtype=np.float64)
+    assert affine.shape == (4, 4), affine.shape
+    linear, shift = affine[:3, :3], affine[:3, 3]
+    if not np.isfinite(affine).all() or abs(np.linalg.det(linear)) == 0:
+        raise VoxganError("voxel-to-grid affine must be finite and invertible")
+    if ((linear != 0).sum(axis=0) == 1).all() and ((linear != 0).sum(axis=1) == 1).all():
+        return resample_axis_aligned(occupancy, linear, shift, resolution)
+    return resample_by_boxes(occupancy, linear, shift, resolution)
+
+
+def interval_cover(scale: float, shift: float, size: int, resolution: int) -> np.ndarray:
+    """Which source cells along one axis overlap which target cells.
+
+    Source cell a spans [a, a+1] and maps to scale * x + shift  ->  (R, size) bool, True where the
+    image's interior meets the open target interval (i, i+1).
+    """
+    ends = scale * np.stack([np.arange(size), np.arange(1, size + 1)]) + shift  # (2, size)
+    low, high = ends.min(axis=0), ends.max(axis=0)
+    target = np.arange(resolution)[:, None]
+    return (target < high[None, :]) & (target + 1 > low[None, :])
+
+
+def resample_axis_aligned(
+    occupancy: np.ndarray, linear: np.ndarray, shift: np.ndarray, resolution: int
+) -> np.ndarray:
+    """:func:`resample_occupancy` for a linear part that is a scaled permutation: one axis at a time.
+
+    occupancy : (D0, D1, D2) bool; linear : (3, 3); shift : (3,)  ->  (R, R, R) bool.
+    """
+    source_axis = np.abs(linear).argmax(axis=1)  # target axis g reads source axis source_axis[g]
+    grid = np.transpose(occupancy, source_axis).astype(np.float32)
+    for g in range(3):
+        cover = interval_cover(linear[g, source_axis[g]], shift[g], grid.shape[g], resolution)
+        moved = np.moveaxis(grid, g, 0)
+        reduced = cover.astype(np.float32) @ moved.reshape(moved.shape[0], -1)
+        grid = np.moveaxis((reduced > 0).astype(np.float32).reshape((resolution,) + moved.shape[1:]), 0, g)
+    return grid > 0
+
+
+def resample_by_boxes(
+    occupancy: np.ndarray, linear: np.ndarray, shift: np.ndarray, resolution: int
+) -> np.ndarray:
+    """:func:`resample_occupancy` for any affine: each occupied source voxel marks its image's box.
+
+    occupancy : (D0, D1, D2) bool; linear : (3, 3); shift : (3,)  ->  (R, R, R) bool.
+    """
+    result = np.zeros((resolution,) * 3, dtype=bool)
+    corners = np.indices((2, 2, 2)).reshape(3, -1).T.astype(np.float64)  # (8, 3)
+    cells = np.argwhere(occupancy).astype(np.float64)
+    for start in range(0, len(cells), 1 << 16):
+        block = (cells[start : start + (1 << 16), None, :] + corners[None]) @ linear.T + shift  # (n, 8, 3)
+        low, high = block.min(axis=1), block.max(axis=1)
+        lo = np.clip(np.floor(low), 0, resolution - 1).astype(np.int64)
+        hi = np.clip(np.ceil(high) - 1, 0, resolution - 1).astype(np.int64)
+        keep = ((high > 0) & (low < resolution) & (lo <= hi)).all(axis=1)
+        marked = range_cells(lo[keep], hi[keep])[1]
+        result[tuple(marked.T)] = True
+    return result

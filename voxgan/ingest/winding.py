@@ -1,0 +1,231 @@
+"""Generalized winding numbers of a triangle soup (Jacobson et al. 2013): exact, by rays, and clustered.
+
+``w(p)`` sums each triangle's signed solid angle over 4π: 1 inside a closed outward mesh, 0 outside,
+and a smooth field across the holes of an open one. A closed mesh's field is an integer that only
+changes across the surface, so a ray's signed crossings give it (:func:`closed_winding_numbers`). An open
+mesh's field is summed with far groups of triangles counted by their dipole (after Barill et al. 2018;
+dense meshes use two levels of groups), near ones exactly; the error is about 0.02 at most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxgan.ingest.kernels import compiled_kernels
+from voxgan.ingest.overlap import corner_max, corner_min
+
+WINDING_CHUNK = 1 << 14  # point/triangle pairs per block of the winding-number sum
+CLUSTER_CELL = 2.0  # smallest side, in voxels, of the groups of triangles an open mesh's winding sum uses
+CLUSTER_BETA = 2.0  # a group counts as far beyond this many times its radius
+EXACT_PAIRS = 1 << 18  # without numba, below this many point/triangle pairs the plain exact sum is used
+SUBGROUP_TRIANGLES = 8  # triangles a small group of an open mesh's winding sum aims at
+LARGE_GROUP_BETA = 2.5  # with numba, a large group of an open mesh counts as far beyond this many radii
+SUBGROUP_BETA = 3.0  # small groups count by their dipole beyond this many radii (their error adds up)
+RAY_MIN_FACES = 1000  # below this many faces the vectorised solid-angle sum beats casting rays
+
+
+def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Exact generalized winding number of a triangle soup at each point.
+
+    points : (P, 3) float; triangles : (F, 3, 3) float  ->  (P,) float64. Each triangle contributes
+    its signed solid angle (Van Oosterom and Strackee 1983) over 4π.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    total = np.zeros(len(points))
+    if len(triangles) == 0 or len(points) == 0:
+        return total
+    corners = [triangles[:, m, axis] for m in range(3) for axis in range(3)]  # 9 arrays (F,)
+    step = max(1, WINDING_CHUNK // len(triangles))
+    for start in range(0, len(points), step):
+        p = points[start : start + step]
+        ax, ay, az, bx, by, bz, cx, cy, cz = (
+            corner[None, :] - p[:, n % 3, None] for n, corner in enumerate(corners)
+        )  # each (p, F): corners relative to the point
+        la = np.sqrt(ax * ax + ay * ay + az * az)
+        lb = np.sqrt(bx * bx + by * by + bz * bz)
+        lc = np.sqrt(cx * cx + cy * cy + cz * cz)
+        det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+        dots = (
+            la * lb * lc
+            + (ax * bx + ay * by + az * bz) * lc
+            + (bx * cx + by * cy + bz * cz) * la
+            + (cx * ax + cy * ay + cz * az) * lb
+        )
+        total[start : start + step] = np.arctan2(det, dots).sum(axis=1) / (2 * np.pi)
+    return total
+
+
+def closed_winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Winding number of a closed mesh by signed crossings of a ray along +z from each point.
+
+    points : (P, 3); triangles : (F, 3, 3)  ->  (P,) float64. A ray that grazes an edge or a vertex,
+    or a point on the surface, falls back to the exact solid-angle sum (:func:`winding_numbers`), which
+    small meshes use throughout.
+    """
+    kernels = compiled_kernels()
+    if kernels is not None:
+        result = np.empty(len(points))
+        kernels.crossings(
+            np.ascontiguousarray(points, dtype=np.float64), np.ascontiguousarray(triangles), result
+        )
+        grazing = np.flatnonzero(np.isnan(result))
+        result[grazing] = winding_numbers(points[grazing], triangles)
+        return result
+    if len(triangles) <= RAY_MIN_FACES:
+        return winding_numbers(points, triangles)
+    x, y, z = triangles[:, :, 0], triangles[:, :, 1], triangles[:, :, 2]  # (F, 3) each
+    low, high = corner_min(triangles), corner_max(triangles)
+    x_low, y_low = low[:, 0], low[:, 1]
+    x_high, y_high, z_high = high[:, 0], high[:, 1], high[:, 2]
+    result = np.zeros(len(points))
+    for n, (px, py, pz) in enumerate(points):
+        column = (x_low <= px) & (x_high >= px) & (y_low <= py) & (y_high >= py)
+        near = np.flatnonzero(column & (z_high >= pz))
+        tx, ty, tz = x[near], y[near], z[near]
+        nx, ny = tx[:, [1, 2, 0]], ty[:, [1, 2, 0]]
+        edge = (nx - tx) * (py - ty) - (ny - ty) * (px - tx)  # (n, 3): edge m, from corner m to m+1
+        inside = (edge > 0).all(axis=1) | (edge < 0).all(axis=1)
+        grazing = (((edge >= 0).all(axis=1) | (edge <= 0).all(axis=1)) & ~inside).any()
+        area = edge.sum(axis=1)  # twice the signed projected area
+        hit_z = (edge[inside] * tz[inside][:, [2, 0, 1]]).sum(axis=1) / area[inside]
+        if grazing or (hit_z == pz).any():
+            result[n] = winding_numbers(points[n : n + 1], triangles)[0]
+        else:
+            result[n] = np.sign(area[inside][hit_z > pz]).sum()
+    return result
+
+
+def clustered_winding_numbers(
+    points: np.ndarray, triangles: np.ndarray, cell: float = CLUSTER_CELL, beta: float = CLUSTER_BETA
+) -> np.ndarray:
+    """Winding numbers with far groups of triangles replaced by their dipole (after Barill et al. 2018).
+
+    points : (P, 3); triangles : (F, 3, 3)  ->  (P,) float64. Triangles are grouped by the cube of
+    side ``cell`` holding their centroid. A group farther than ``beta`` times its radius from a
+    point contributes ``N · (c - p) / (4π |c - p|³)`` (N its area-weighted normal, c its
+    area-weighted centroid); nearer groups are summed exactly.
+    """
+    result = np.zeros(len(points))
+    if len(triangles) == 0 or len(points) == 0:
+        return result
+    kernels = compiled_kernels()
+    if kernels is None and len(triangles) * len(points) <= EXACT_PAIRS:
+        return winding_numbers(points, triangles)
+    centroids = (triangles[:, 0] + triangles[:, 1] + triangles[:, 2]) / 3
+    cells = np.floor(centroids / cell).astype(np.int64)
+    cells -= cells.min(axis=0)
+    span = cells.max(axis=0) + 1
+    keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
+    order = np.argsort(keys, kind="stable")
+    triangles, centroids, keys = triangles[order], centroids[order], keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    ends = np.append(starts[1:], len(keys))
+    vector_area = 0.5 * np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+    area = np.sqrt((vector_area**2).sum(axis=1)) + 1e-300
+    group_normal = np.add.reduceat(vector_area, starts, axis=0)  # (G, 3)
+    group_centre = (
+        np.add.reduceat(centroids * area[:, None], starts, axis=0) / np.add.reduceat(area, starts)[:, None]
+    )
+    group_of = np.repeat(np.arange(len(starts)), ends - starts)
+    corner_distance = np.sqrt(((triangles - group_centre[group_of][:, None, :]) ** 2).sum(axis=2)).max(axis=1)
+    group_radius = np.maximum.reduceat(corner_distance, starts)
+    if kernels is not None:
+        kernels.clustered(
+            np.ascontiguousarray(points, dtype=np.float64),
+            np.ascontiguousarray(triangles),
+            starts,
+            ends,
+            group_centre,
+            group_normal,
+            beta * group_radius,
+            result,
+        )
+        return result
+    step = max(1, EXACT_PAIRS // len(starts))
+    near = np.zeros((len(points), len(starts)), dtype=bool)
+    for first in range(0, len(points), step):
+        block = slice(first, first + step)
+        offset = group_centre[None, :, :] - points[block, None, :]  # (p, G, 3)
+        distance = np.sqrt((offset**2).sum(axis=2))
+        far = distance > beta * group_radius[None, :]
+        near[block] = ~far
+        dipole = (offset * group_normal[None]).sum(axis=2) / np.maximum(distance, 1e-12) ** 3
+        result[block] = np.where(far, dipole, 0.0).sum(axis=1) / (4 * np.pi)
+    for group, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        close = np.flatnonzero(near[:, group])
+        if len(close):
+            result[close] += winding_numbers(points[close], triangles[start:end])
+    return result
+
+
+def open_winding_function(triangles: np.ndarray, cell: float):
+    """A function from points (P, 3) to winding numbers (P,) of the triangles (F, 3, 3).
+
+    With numba, triangles are grouped once on two levels (cubes of side ``cell``, and cubes of side
+    ``cell / s`` within them, s chosen so that a small group holds about ``SUBGROUP_TRIANGLES``):
+    a far group counts by its dipole, a near large group by its small groups, a near small group
+    triangle by triangle. Without numba, :func:`clustered_winding_numbers`.
+    """
+    kernels = compiled_kernels()
+    if kernels is None or len(triangles) == 0:
+        return lambda points: clustered_winding_numbers(points, triangles, cell=cell)
+    centroids = (triangles[:, 0] + triangles[:, 1] + triangles[:, 2]) / 3
+    large = np.floor(centroids / cell).astype(np.int64)
+    large -= large.min(axis=0)
+    span = large.max(axis=0) + 1
+    large_count = len(np.unique((large[:, 0] * span[1] + large[:, 1]) * span[2] + large[:, 2]))
+    split = 1
+    while len(triangles) / large_count / (split * split) > SUBGROUP_TRIANGLES and split < 8:
+        split *= 2
+    small = np.floor(centroids * (split / cell)).astype(np.int64)
+    small -= small.min(axis=0) // split * split
+    large = small // split
+    span = large.max(axis=0) + 1
+    local = small % split
+    keys = ((large[:, 0] * span[1] + large[:, 1]) * span[2] + large[:, 2]) * split**3 + (
+        (local[:, 0] * split + local[:, 1]) * split + local[:, 2]
+    )
+    order = np.argsort(keys, kind="stable")
+    triangles, keys = np.ascontiguousarray(triangles[order]), keys[order]
+    large_keys = keys // split**3
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))  # small groups
+    ends = np.append(starts[1:], len(keys))
+    large_starts = np.flatnonzero(np.concatenate([[True], large_keys[starts[1:]] != large_keys[starts[:-1]]]))
+    large_ends = np.append(large_starts[1:], len(starts))  # large group g: small groups in that range
+    small_centre, small_normal, small_radius = (
+        np.empty((len(starts), 3)),
+        np.empty((len(starts), 3)),
+        np.empty(len(starts)),
+    )
+    kernels.moments(triangles, starts, ends, small_centre, small_normal, small_radius)
+    large_first = starts[large_starts]
+    large_last = np.append(large_first[1:], len(triangles))
+    large_centre, large_normal = np.empty((len(large_first), 3)), np.empty((len(large_first), 3))
+    large_radius = np.empty(len(large_first))
+    kernels.moments(triangles, large_first, large_last, large_centre, large_normal, large_radius)
+    # one level (split 1) is the plain clustered sum; two levels add up more dipoles, so they count
+    # only farther groups by theirs, which keeps the error below the one-level sum's
+    large_far = (CLUSTER_BETA if split == 1 else LARGE_GROUP_BETA) * large_radius
+    small_far = (CLUSTER_BETA if split == 1 else SUBGROUP_BETA) * small_radius
+
+    def winding(points: np.ndarray) -> np.ndarray:
+        result = np.zeros(len(points))
+        if len(points):
+            kernels.two_level(
+                np.ascontiguousarray(points, dtype=np.float64),
+                triangles,
+                large_starts,
+                large_ends,
+                large_centre,
+                large_normal,
+                large_far,
+                starts,
+                ends,
+                small_centre,
+                small_normal,
+                small_far,
+                result,
+            )
+        return result
+
+    return winding
