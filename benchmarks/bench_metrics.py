@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxgan import metrics
 from voxgan.data import make_loader
-from voxgan.export import blocks_mesh, smooth_mesh
 from voxgan.render import render_volumes
+from voxgan.results import metrics
+from voxgan.results.meshing import blocks_mesh, smooth_mesh
 
 
 def shapes(count: int, split: str, resolution: int = 16) -> np.ndarray:

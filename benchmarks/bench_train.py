@@ -1,8 +1,9 @@
 """Time one full training iteration (5 critic updates + 1 generator update) at batch 32, 16³, 2 CPU threads.
 
 Each row is a model/penalty configuration run through the trainer's own update functions
-(voxgan.train.critic_update / generator_update); the first row is the straightforward design (attention at
-8³ in both networks, q/k at C channels, penalty on every critic update), the last is voxgan's default.
+(voxgan.model.updates.critic_update / generator_update); the first row is the straightforward design
+(attention at 8³ in both networks, q/k at C channels, penalty on every critic update), the last is
+voxgan's default.
 Rows run in interleaved rounds, so that the load of a shared machine hits all of them alike.
 Columns: wall-clock seconds per iteration (median and best), process CPU seconds of the best-CPU iteration
 (all threads; on a machine shared with other jobs it moves far less than wall time), samples/s from the best
@@ -26,15 +27,11 @@ import time
 
 import torch
 
-from voxgan.loss import CriticObjective
-from voxgan.networks import SelfAttention3d
-from voxgan.train import (
-    TrainConfig,
-    build_networks,
-    critic_update,
-    generator_update,
-    keep_freed_memory_in_heap,
-)
+from voxgan.model.config import TrainConfig, build_networks
+from voxgan.model.loss import CriticObjective
+from voxgan.model.networks import SelfAttention3d
+from voxgan.model.train import keep_freed_memory_in_heap
+from voxgan.model.updates import critic_update, generator_update
 
 DEFAULT = TrainConfig()
 CONFIGS = {
@@ -99,7 +96,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if not args.default_malloc:
-        keep_freed_memory_in_heap()  # as voxgan.train does
+        keep_freed_memory_in_heap()  # as voxgan.model.train does
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"one iteration = 5 critic + 1 generator updates, batch 32, 16³, {args.threads} threads, {device}")

@@ -1,6 +1,8 @@
-"""The ``voxgan`` command line: one thin function per command; the work happens in the modules.
+"""The ``voxgan`` command line: one thin function per command; the work happens in the stages.
 
-Each command parses its options into its module's config and calls that module. Errors become one
+Each command parses its options into its stage's config, calls that stage's entry (``voxgan.ingest``,
+``voxgan.model``, ``voxgan.results``) and prints what came back. This is the only module that knows every
+stage; nothing imports it. Errors become one
 line on stderr: exit 2 for a bad option or value, exit 1 for a failure at run time (a
 :class:`~voxgan.errors.VoxganError`). ``VOXGAN_DEBUG=1`` shows the traceback instead.
 """
@@ -189,7 +191,7 @@ def shapes(
     )
 
 
-# --- train: voxgan.train ---------------------------------------------------------------------------
+# --- train: voxgan.model ---------------------------------------------------------------------------
 
 
 @app.command()
@@ -250,8 +252,10 @@ def train(
     Example: voxgan train --data shards --epochs 50   |   voxgan train --resume   |
     torchrun --nproc_per_node=2 -m voxgan train --steps 1000
     """
-    from voxgan.train import TrainConfig, find_latest_run
-    from voxgan.train import train as run_training
+    from voxgan.model.config import TrainConfig
+    from voxgan.model.networks import resolution_steps
+    from voxgan.model.runs import find_latest_run
+    from voxgan.model.train import train as run_training
 
     for hint, value, low in (
         ("--epochs", epochs, 1),
@@ -277,10 +281,6 @@ def train(
     if run_dir is not None and not resume:
         raise typer.BadParameter(f"unexpected argument {run_dir}; to continue a run use --resume {run_dir}")
     resume_from = (run_dir or find_latest_run(out)) if resume else None
-    from voxgan.networks import resolution_steps
-
-    if resolution not in (16, 32, 64):
-        raise typer.BadParameter(f"must be 16, 32 or 64, got {resolution}", param_hint="--resolution")
     generator_sizes = resolution_steps(resolution)  # where generator blocks end, e.g. [8, 16]
     critic_sizes = [size // 2 for size in generator_sizes]  # where critic blocks end, e.g. [4, 8]
     attention = {
@@ -310,12 +310,15 @@ def train(
         epoch_size=epoch_size,
         compile=compile,
     )
-    run = run_training(config, resume=resume_from)
+    evaluate = None
+    if eval_every:
+        from voxgan.results.evaluate import evaluate_during_training as evaluate
+    run = run_training(config, resume=resume_from, evaluate=evaluate)
     if run is not None:  # None on the other ranks under torchrun
         typer.echo(f"run: {run}")
 
 
-# --- export, evaluate: voxgan.export, voxgan.metrics -----------------------------------------------
+# --- export, evaluate: voxgan.results -----------------------------------------------------------------
 
 
 @app.command()
@@ -345,7 +348,7 @@ def export(
 
     Example: voxgan export --format obj --num 16 --mesh blocks --out exports
     """
-    from voxgan.export import ExportConfig, check_export_config, export_volumes
+    from voxgan.results.export import ExportConfig, check_export_config, export_volumes
 
     config = ExportConfig(
         format=format.lower(),
@@ -397,7 +400,7 @@ def evaluate(
 
     Example: voxgan evaluate --data shards --split test --num 1000
     """
-    from voxgan.metrics import evaluate_run
+    from voxgan.results.evaluate import evaluate_run
 
     if run is not None and checkpoint is not None:
         raise typer.BadParameter("give --run or --checkpoint, not both")
@@ -411,9 +414,9 @@ def evaluate(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     source = run or checkpoint
     if source is None:
-        from voxgan.export import newest_run
+        from voxgan.model.runs import find_latest_run
 
-        source = newest_run(Path("runs"))
+        source = find_latest_run(Path("runs"))
         typer.echo(f"voxgan: no --run given: evaluating the newest run, {source}", err=True)
     record = evaluate_run(source, data, split=split, num=num, device=device, context=not no_context)
     typer.echo(record["table"])

@@ -177,6 +177,29 @@ def read_shard(path: Path) -> Shard:
         raise VoxganError(f"{path}: cannot read shard ({error}); re-run voxgan voxelize") from None
 
 
+def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Every volume of ``split`` in a shard folder: (N, R, R, R) bool, (N,) int64 labels, class names."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    splits = manifest.get("splits", {})
+    if split not in splits:
+        raise VoxganError(f"{folder}: no split {split!r}; it has {', '.join(splits) or 'none'}")
+    shards = [read_shard(folder / entry["file"]) for entry in splits[split]["shards"]]
+    resolution = int(manifest["resolution"])
+    if not shards:
+        return (
+            np.zeros((0,) + (resolution,) * 3, bool),
+            np.zeros(0, np.int64),
+            tuple(manifest.get("classes", ())),
+        )
+    class_names = shards[0].header.class_names
+    return (
+        np.concatenate([s.occupancy for s in shards]),
+        np.concatenate([s.labels for s in shards]),
+        tuple(class_names),
+    )
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
     with atomic_open(path, "w") as handle:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from voxgan.loss import CriticObjective, critic_loss, generator_loss, gradient_penalty
+from voxgan.model.loss import CriticObjective, critic_loss, generator_loss, gradient_penalty
 
 
 class LinearCritic(nn.Module):

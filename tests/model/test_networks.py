@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from voxgan.loss import gradient_penalty
-from voxgan.networks import Critic, DownBlock, Generator, SelfAttention3d, UpBlock
+from voxgan.model.loss import gradient_penalty
+from voxgan.model.networks import Critic, DownBlock, Generator, SelfAttention3d, UpBlock
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,7 +1,6 @@
 """The training loop end to end: the files of a run, checkpoints, resume after SIGKILL, DDP, NaN handling."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,50 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from voxgan.errors import VoxganError
-from voxgan.train import (
-    TrainConfig,
-    build_networks,
-    find_latest_run,
-    load_checkpoint,
-    load_generator,
-    train,
-)
+from tests.model.training import TINY, TINY_ARGS, single_thread_env, voxgan_train
+from voxgan.model.config import TrainConfig, build_networks
+from voxgan.model.runs import find_latest_run, load_checkpoint, load_generator
+from voxgan.model.train import train
 
-TINY = dict(batch_size=4, generator_width=4, critic_width=4, log_every=1)
-TINY_ARGS = ["--batch-size", "4", "--generator-width", "4", "--critic-width", "4", "--log-every", "1"]
 STAT_KEYS = ("loss_critic", "loss_generator", "gradient_penalty", "wasserstein", "grad_norm_critic",
              "grad_norm_generator")  # fmt: skip
+
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def single_thread_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def voxgan_train(*args, cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "voxgan", "train", *TINY_ARGS, *args]
-    return subprocess.run(
-        command, cwd=cwd, env=single_thread_env(), capture_output=True, text=True, timeout=300
-    )
-
-
 def read_stats(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory):
-    """Two steps of 5 batches of 4 over a 20-volume synthetic epoch: one epoch per step."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("runs")
-    run = train(TrainConfig(out=str(out), steps=2, epoch_size=20, checkpoint_every=1, **TINY))
-    torch.set_num_threads(threads)
-    return run
 
 
 def test_a_run_writes_its_files(short_run):
@@ -89,26 +61,6 @@ def test_training_changes_the_weights_and_the_ema(short_run):
     assert ema_changed and not all(torch.equal(state["ema"][k], state["generator"][k]) for k in ema_changed)
 
 
-def test_load_generator_gives_the_ema_generator_in_eval_mode(short_run):
-    generator, config = load_generator(short_run)
-    assert not generator.training and generator.num_classes == 0
-    assert (generator.latent_dim, generator.resolution) == (100, 16)
-    assert config["class_names"] == ["sphere", "box", "cylinder", "torus"]
-    with torch.no_grad():
-        volumes = generator(torch.randn(3, generator.latent_dim), None)
-    assert volumes.shape == (3, 1, 16, 16, 16) and volumes.min() >= 0 and volumes.max() <= 1
-    from_file, _ = load_generator(short_run / "checkpoints" / "step-0000001.pt")
-    assert not torch.equal(from_file.to_volume.weight, generator.to_volume.weight)
-
-
-def test_find_latest_run_takes_the_highest_index(tmp_path):
-    for name in ("00001-b", "00010-a", "00002-z", "notes"):
-        (tmp_path / name).mkdir()
-    assert find_latest_run(tmp_path).name == "00010-a"
-    with pytest.raises(VoxganError, match="no run folder"):
-        find_latest_run(tmp_path / "missing")
-
-
 def test_conditional_run_gives_a_class_conditional_generator(tmp_path):
     run = train(TrainConfig(out=str(tmp_path), steps=1, epoch_size=40, conditional=True, **TINY))
     generator, config = load_generator(run)
@@ -116,39 +68,6 @@ def test_conditional_run_gives_a_class_conditional_generator(tmp_path):
     with torch.no_grad():
         volumes = generator(torch.randn(4, 100), torch.arange(4))
     assert volumes.shape == (4, 1, 16, 16, 16)
-
-
-class OpensAFile:
-    """Unpickling this calls open(path, "w"): a stand-in for code hidden in a checkpoint."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def test_a_checkpoint_with_a_pickled_object_is_refused_without_running_it(tmp_path):
-    marker = tmp_path / "code-ran"
-    path = tmp_path / "evil.pt"
-    torch.save({"format": "voxgan-checkpoint", "payload": OpensAFile(marker)}, path)
-    with pytest.raises(VoxganError, match="refused") as error:
-        load_checkpoint(path)
-    assert "\n" not in str(error.value)
-    assert not marker.exists()
-
-
-def test_a_truncated_checkpoint_is_refused_in_one_line(short_run, tmp_path):
-    data = (short_run / "checkpoints" / "latest.pt").read_bytes()
-    run = tmp_path / "00000-shapes-16"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "latest.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(VoxganError, match="refused"):
-        load_checkpoint(run)
-    done = voxgan_train("--resume", "--out", str(tmp_path), cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("voxgan: error: ")
-    assert "latest.pt: refused" in done.stderr
 
 
 def test_bad_option_values_exit_2(tmp_path):
@@ -238,19 +157,3 @@ def test_eval_every_appends_the_metrics_of_the_checkpoint_it_evaluates(tmp_path)
     assert record["step"] == 2 and record["split"] == "test"
     assert 0 <= record["cov_iou"] <= 1 and 0 <= record["nna_iou"] <= 1
     assert (run / "checkpoints" / "step-0000002.pt").is_file()
-
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def test_a_checkpoint_written_by_voxgan_0_1_0_loads_and_samples_the_same_volumes():
-    generator, config = load_generator(FIXTURES / "00000-shapes-16-cond")
-    assert config["class_names"] == ["sphere", "box", "cylinder", "torus"]
-    assert (generator.latent_dim, generator.num_classes, generator.resolution) == (100, 4, 16)
-    z = torch.randn(4, generator.latent_dim, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        volumes = generator(z, torch.arange(4))
-    assert volumes.shape == (4, 1, 16, 16, 16) and volumes.dtype == torch.float32
-    assert volumes.min() >= 0 and volumes.max() <= 1
-    expected = np.load(FIXTURES / "expected-samples.npy").astype(np.float32)  # (4, 16, 16, 16)
-    np.testing.assert_allclose(volumes[:, 0].numpy(), expected, atol=2e-3)

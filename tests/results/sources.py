@@ -1,4 +1,5 @@
-"""Sources that results/ tests export and evaluate from: a real shard folder and a real run folder."""
+"""What results/ tests start from (volumes, a real shard folder, a real run folder) and the mesh check
+they share."""
 
 from pathlib import Path
 
@@ -6,6 +7,8 @@ import numpy as np
 import torch
 
 from voxgan.data import make_loader
+from voxgan.model.config import TrainConfig, build_networks
+from voxgan.model.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
 from voxgan.shards import ShardHeader, pack, shard_name, write_json_atomic, write_shard
 
 CLASSES = ("sphere", "box", "cylinder", "torus")
@@ -63,14 +66,6 @@ def make_shards(folder, counts=None, resolution=16, seed=0):
 
 def make_run(runs_dir, name="00000-test", conditional=False, step=7):
     """A run folder with a real checkpoint of a tiny, freshly initialised generator."""
-    from voxgan.train import (
-        CHECKPOINT_FORMAT,
-        CHECKPOINT_VERSION,
-        TrainConfig,
-        build_networks,
-        save_checkpoint,
-    )
-
     config = TrainConfig(
         data="synthetic:shapes",
         generator_width=4,
@@ -93,3 +88,14 @@ def make_run(runs_dir, name="00000-test", conditional=False, step=7):
     }
     save_checkpoint(state, run_dir, step)
     return run_dir
+
+
+def ball(resolution=16, radius=5.0, centre=(8, 8, 8)):
+    points = np.indices((resolution,) * 3).transpose(1, 2, 3, 0) + 0.5
+    return np.linalg.norm(points - np.array(centre), axis=-1) < radius
+
+
+def assert_closed_outward(mesh):
+    assert mesh.is_watertight and mesh.is_winding_consistent
+    assert mesh.volume > 0
+    assert len(np.unique(mesh.vertices, axis=0)) == len(mesh.vertices)  # no duplicate vertices

@@ -1,18 +1,16 @@
-import json
-import subprocess
-import sys
+"""voxgan.results.metrics: IoU and Chamfer distances, MMD, COV and 1-NNA on sets with known answers, the
+Fréchet distance, and the cached FID classifier."""
 
 import numpy as np
 import pytest
 import torch
 
-from tests.results.sources import CLASSES, make_run, make_shards, synthetic_shapes
-from voxgan.metrics import (
+from tests.results.sources import CLASSES, synthetic_shapes
+from voxgan.results.metrics import (
     EMPTY_SQUARED_DISTANCE,
     ReferenceSet,
     chamfer_distances,
     compare_sets,
-    evaluate_run,
     frechet_distance,
     iou_distances,
     prepare,
@@ -94,61 +92,19 @@ def test_frechet_distance_is_zero_for_equal_sets_and_grows_with_shift():
     assert frechet_distance(features, features + 2.0) == pytest.approx(8 * 4.0, rel=1e-6)
 
 
-@pytest.fixture(scope="module")
-def shard_folder(tmp_path_factory):
-    return make_shards(tmp_path_factory.mktemp("shards"), {"train": 160, "test": 40})
-
-
-def test_classifier_is_trained_once_and_cached(shard_folder):
-    net = shard_classifier(shard_folder)
+def test_classifier_is_trained_once_and_cached(evaluation_shards):
+    net = shard_classifier(evaluation_shards)
     assert net is not None and net.path.is_file() and net.path.parent.name == ".voxgan-cache"
     assert net.accuracy > 1 / len(CLASSES)  # better than chance on the test split
     stamp = net.path.stat().st_mtime_ns
-    again = shard_classifier(shard_folder)
+    again = shard_classifier(evaluation_shards)
     assert again.path == net.path and again.path.stat().st_mtime_ns == stamp
     assert again.accuracy == net.accuracy
     state = torch.load(net.path, weights_only=True)
     assert set(state) >= {"state_dict", "accuracy", "test_split"}
 
 
-def test_evaluate_run_records_metrics_with_context_and_classes(shard_folder, tmp_path):
-    run_dir = make_run(tmp_path / "runs", conditional=True, step=7)
-    record = evaluate_run(run_dir, shard_folder, split="test")
-    for key in ("step", "split", "num", "mmd_iou", "cov_iou", "nna_iou", "mmd_cd", "cov_cd", "nna_cd", "fid"):
-        assert key in record
-    assert record["step"] == 7 and record["num"] == 40 and record["split"] == "test"
-    train, noise = record["context"]["train"], record["context"]["noise"]
-    # the train split is a far better generator than noise or an untrained network
-    assert train["mmd_iou"] < noise["mmd_iou"] and train["cov_iou"] > noise["cov_iou"]
-    assert train["nna_iou"] < 0.75 and noise["nna_cd"] > 0.9
-    assert train["fid"] < noise["fid"] and train["fid"] < record["fid"]
-    assert set(record["per_class"]) <= set(CLASSES) and record["per_class"]
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["nna_iou"] == record["nna_iou"]
-    table = (run_dir / "eval-step-0000007.md").read_text()
-    assert "train split (ceiling)" in table and "synthetic:noise (floor)" in table and "class torus" in table
-
-
-def test_evaluate_cli_prints_table_and_appends(shard_folder, tmp_path):
-    run_dir = make_run(tmp_path / "runs", step=3)
-    args = ["evaluate", "--data", str(shard_folder), "--num", "12", "--device", "cpu", "--no-context"]
-    done = subprocess.run(
-        [sys.executable, "-m", "voxgan", *args], capture_output=True, text=True, cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
-    assert "newest run" in done.stderr and "| model |" in done.stdout
-    record = json.loads((run_dir / "metrics.jsonl").read_text())
-    assert record["num"] == 12 and "context" not in record
-    done = subprocess.run(
-        [sys.executable, "-m", "voxgan", "evaluate", "--data", str(shard_folder), "--split", "nope"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 1 and "nope" in done.stderr and len(done.stderr.strip().splitlines()) == 2
-
-
-def test_reference_set_from_shapes_matches_dataset(shard_folder):
+def test_reference_set_from_shapes_matches_dataset(evaluation_shards):
     volumes, _ = synthetic_shapes(40)
     scores = compare_sets(volumes, volumes)
     assert scores["nna_iou"] == 0.0

@@ -1,0 +1,83 @@
+"""voxgan.model.runs: run folders, checkpoints refused unless plain and whole, the EMA generator of a run,
+and a checkpoint written by an earlier voxgan that still loads."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.model.training import voxgan_train
+from voxgan.errors import VoxganError
+from voxgan.model.runs import find_latest_run, load_checkpoint, load_generator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_load_generator_gives_the_ema_generator_in_eval_mode(short_run):
+    generator, config = load_generator(short_run)
+    assert not generator.training and generator.num_classes == 0
+    assert (generator.latent_dim, generator.resolution) == (100, 16)
+    assert config["class_names"] == ["sphere", "box", "cylinder", "torus"]
+    with torch.no_grad():
+        volumes = generator(torch.randn(3, generator.latent_dim), None)
+    assert volumes.shape == (3, 1, 16, 16, 16) and volumes.min() >= 0 and volumes.max() <= 1
+    from_file, _ = load_generator(short_run / "checkpoints" / "step-0000001.pt")
+    assert not torch.equal(from_file.to_volume.weight, generator.to_volume.weight)
+
+
+def test_find_latest_run_takes_the_highest_index(tmp_path):
+    for name in ("00001-b", "00010-a", "00002-z", "notes"):
+        (tmp_path / name).mkdir()
+    assert find_latest_run(tmp_path).name == "00010-a"
+    with pytest.raises(VoxganError, match="no run folder"):
+        find_latest_run(tmp_path / "missing")
+
+
+class OpensAFile:
+    """Unpickling this calls open(path, "w"): a stand-in for code hidden in a checkpoint."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_checkpoint_with_a_pickled_object_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "voxgan-checkpoint", "payload": OpensAFile(marker)}, path)
+    with pytest.raises(VoxganError, match="refused") as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_line(short_run, tmp_path):
+    data = (short_run / "checkpoints" / "latest.pt").read_bytes()
+    run = tmp_path / "00000-shapes-16"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VoxganError, match="refused"):
+        load_checkpoint(run)
+    done = voxgan_train("--resume", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("voxgan: error: ")
+    assert "latest.pt: refused" in done.stderr
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_checkpoint_written_by_voxgan_0_1_0_loads_and_samples_the_same_volumes():
+    generator, config = load_generator(FIXTURES / "00000-shapes-16-cond")
+    assert config["class_names"] == ["sphere", "box", "cylinder", "torus"]
+    assert (generator.latent_dim, generator.num_classes, generator.resolution) == (100, 4, 16)
+    z = torch.randn(4, generator.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        volumes = generator(z, torch.arange(4))
+    assert volumes.shape == (4, 1, 16, 16, 16) and volumes.dtype == torch.float32
+    assert volumes.min() >= 0 and volumes.max() <= 1
+    expected = np.load(FIXTURES / "expected-samples.npy").astype(np.float32)  # (4, 16, 16, 16)
+    np.testing.assert_allclose(volumes[:, 0].numpy(), expected, atol=2e-3)

@@ -1,0 +1,46 @@
+"""voxgan.results.evaluate: a run's record with its context rows and classes, the table, metrics.jsonl,
+and the command line."""
+
+import json
+import subprocess
+import sys
+
+from tests.results.sources import CLASSES, make_run
+from voxgan.results.evaluate import evaluate_run
+
+
+def test_evaluate_run_records_metrics_with_context_and_classes(evaluation_shards, tmp_path):
+    run_dir = make_run(tmp_path / "runs", conditional=True, step=7)
+    record = evaluate_run(run_dir, evaluation_shards, split="test")
+    for key in ("step", "split", "num", "mmd_iou", "cov_iou", "nna_iou", "mmd_cd", "cov_cd", "nna_cd", "fid"):
+        assert key in record
+    assert record["step"] == 7 and record["num"] == 40 and record["split"] == "test"
+    train, noise = record["context"]["train"], record["context"]["noise"]
+    # the train split is a far better generator than noise or an untrained network
+    assert train["mmd_iou"] < noise["mmd_iou"] and train["cov_iou"] > noise["cov_iou"]
+    assert train["nna_iou"] < 0.75 and noise["nna_cd"] > 0.9
+    assert train["fid"] < noise["fid"] and train["fid"] < record["fid"]
+    assert set(record["per_class"]) <= set(CLASSES) and record["per_class"]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["nna_iou"] == record["nna_iou"]
+    table = (run_dir / "eval-step-0000007.md").read_text()
+    assert "train split (ceiling)" in table and "synthetic:noise (floor)" in table and "class torus" in table
+
+
+def test_evaluate_cli_prints_table_and_appends(evaluation_shards, tmp_path):
+    run_dir = make_run(tmp_path / "runs", step=3)
+    args = ["evaluate", "--data", str(evaluation_shards), "--num", "12", "--device", "cpu", "--no-context"]
+    done = subprocess.run(
+        [sys.executable, "-m", "voxgan", *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "newest run" in done.stderr and "| model |" in done.stdout
+    record = json.loads((run_dir / "metrics.jsonl").read_text())
+    assert record["num"] == 12 and "context" not in record
+    done = subprocess.run(
+        [sys.executable, "-m", "voxgan", "evaluate", "--data", str(evaluation_shards), "--split", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1 and "nope" in done.stderr and len(done.stderr.strip().splitlines()) == 2

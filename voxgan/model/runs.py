@@ -1,0 +1,289 @@
+"""Run folders and what they hold: checkpoints, logs, and the generator a run made.
+
+A run folder ``runs/NNNNN-<description>/`` holds ``config.json``, ``stats.jsonl``, ``loss.png``,
+``samples/epoch-NNNN.png`` and ``checkpoints/{step-NNNNNNN,latest}.pt`` (and TensorBoard events when
+tensorboard is installed). A checkpoint is one dict of plain tensors and numbers, loadable with
+``torch.load(weights_only=True)``: ``format``, ``format_version``, ``voxgan_version``, ``config``, ``step``,
+``epoch``, ``batch_index``, the ``generator``, ``critic`` and ``ema`` weights, both optimisers' states,
+``stats_sums``, ``nonfinite_streaks`` and every global ``rng`` state, so a resumed run continues exactly.
+:func:`load_generator` gives the EMA generator of a run or checkpoint; :func:`run_generator` turns latents
+into volumes with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voxgan.atomic import atomic_open
+from voxgan.errors import VoxganError
+from voxgan.model.config import TrainConfig, build_networks
+from voxgan.model.networks import Generator
+
+CHECKPOINT_FORMAT = "voxgan-checkpoint"
+CHECKPOINT_VERSION = 1
+RUN_PATTERN = re.compile(r"^(?P<index>\d{5})-")
+GENERATE_BATCH = 64  # volumes per forward pass of run_generator
+
+
+# --- run folders ----------------------------------------------------------------------------------------
+
+
+def run_description(config: TrainConfig) -> str:
+    """Short folder suffix, e.g. ``shapes-16-cond`` or ``modelnet40-32``."""
+    source = config.data.split(":", 1)[1] if config.data.startswith("synthetic:") else Path(config.data).name
+    source = re.sub(r"[^A-Za-z0-9_.]+", "_", source).strip("_") or "data"
+    return f"{source}-{config.resolution}" + ("-cond" if config.conditional else "")
+
+
+def list_runs(out_dir: Path) -> list[Path]:
+    """Run folders ``NNNNN-*`` under ``out_dir``, oldest first."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    runs = [p for p in out_dir.iterdir() if p.is_dir() and RUN_PATTERN.match(p.name)]
+    return sorted(runs, key=lambda p: (int(RUN_PATTERN.match(p.name)["index"]), p.name))
+
+
+def find_latest_run(out_dir: Path) -> Path:
+    """The newest run folder (highest NNNNN) under ``out_dir``; VoxganError when there is none."""
+    runs = list_runs(out_dir)
+    if not runs:
+        raise VoxganError(
+            f"no run folder (NNNNN-*) under {out_dir}; train one with: voxgan train --out {out_dir}"
+        )
+    return runs[-1]
+
+
+def new_run_dir(out_dir: Path, description: str) -> Path:
+    """Create ``out_dir/NNNNN-description`` with the next free index."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = list_runs(out_dir)
+    index = int(RUN_PATTERN.match(runs[-1].name)["index"]) + 1 if runs else 0
+    while True:
+        run_dir = out_dir / f"{index:05d}-{description}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            index += 1
+
+
+def run_folder_of(path: Path) -> Path:
+    """The run folder of a run folder or of a checkpoint file (``<run>/checkpoints/step-N.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """Every global RNG state as plain tensors and numbers (loadable with weights_only=True)."""
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "bit_generator": numpy_state["bit_generator"],
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(state: dict, run_dir: Path, step: int) -> Path:
+    """Write ``checkpoints/step-NNNNNNN.pt`` atomically and point ``checkpoints/latest.pt`` at it."""
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"step-{step:07d}.pt"
+    with atomic_open(path) as handle:
+        torch.save(state, handle)
+    latest_tmp = folder / f".latest.pt.{os.getpid()}.tmp"
+    latest_tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, latest_tmp)
+    except OSError:  # a file system without hard links
+        import shutil
+
+        shutil.copyfile(path, latest_tmp)
+    os.replace(latest_tmp, folder / "latest.pt")
+    return path
+
+
+def checkpoint_path(path: Path) -> Path:
+    """A checkpoint file itself, or ``checkpoints/latest.pt`` of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "latest.pt"
+        if not path.is_file():
+            raise VoxganError(
+                f"{path.parent.parent} has no checkpoints/latest.pt; is it a voxgan run folder?"
+            )
+    elif not path.is_file():
+        raise VoxganError(f"{path}: no such checkpoint file or run folder")
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: plain tensors and numbers only.
+
+    A truncated or corrupt file, one carrying a pickled object (never executed), or a dict that is not a
+    voxgan checkpoint raises VoxganError. ``path``: a checkpoint file or a run folder (its latest.pt).
+    """
+    path = checkpoint_path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise VoxganError(
+            f"{path}: refused: not a readable plain-data voxgan checkpoint ({type(error).__name__}: "
+            f"{first_line}); it is truncated, corrupt or carries pickled objects; use another checkpoint "
+            f"from {path.parent}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise VoxganError(f"{path}: refused: not a voxgan checkpoint (no format tag {CHECKPOINT_FORMAT!r})")
+    missing = [key for key in ("config", "step", "generator", "critic", "ema") if key not in state]
+    if missing:
+        raise VoxganError(f"{path}: refused: an incomplete voxgan checkpoint (no {', '.join(missing)})")
+    if state.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise VoxganError(f"{path}: checkpoint format {state['format_version']} is newer than this voxgan's")
+    return state
+
+
+def load_generator(path: Path, *, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
+    """The EMA generator of a run folder (its latest checkpoint) or of a checkpoint file, in eval mode.
+
+    Returns ``(G, config)``: ``G(z, labels)`` maps z (B, G.latent_dim) and labels (B,) int64 or None to
+    (B, 1, R, R, R) occupancy in [0, 1]; ``G.num_classes`` is 0 when unconditional; ``config`` is the run's
+    config dict (with ``class_names``).
+    """
+    state = load_checkpoint(path)
+    config = TrainConfig.from_dict(state["config"])
+    generator, _ = build_networks(config)
+    generator.load_state_dict(state["ema"])
+    generator.to(device).eval().requires_grad_(False)
+    return generator, config.to_dict()
+
+
+# --- logs -----------------------------------------------------------------------------------------------
+
+
+def read_stats(path: Path, up_to_step: int) -> list[dict]:
+    """Records of ``stats.jsonl`` with ``step <= up_to_step`` (the ones a resumed run keeps)."""
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["step"] <= up_to_step]
+
+
+def rewrite_stats(path: Path, records: list[dict]) -> None:
+    """Replace ``stats.jsonl`` with ``records``, atomically (a resumed run drops what came after its step)."""
+    with atomic_open(path, "w") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def append_stats(path: Path, record: dict, writer) -> None:
+    """Append one JSON line to stats.jsonl (and scalars to TensorBoard when it is open)."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for key, value in record.items():
+            if key != "step" and value is not None:
+                writer.add_scalar(f"train/{key}", value, record["step"])
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    """Write the loss curves of ``history`` (stats.jsonl records) to a PNG, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [h["step"] for h in history]
+    for key in ("loss_critic", "loss_generator", "wasserstein"):
+        axes[0].plot(steps, [nan_if_none(h[key]) for h in history], label=key)
+    penalty = [nan_if_none(h["gradient_penalty"]) for h in history]
+    axes[1].plot(steps, penalty, label="gradient_penalty", color="C3")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        with atomic_open(path) as handle:
+            fig.savefig(handle, format="png", dpi=80)
+    finally:
+        plt.close(fig)
+
+
+def nan_if_none(value: float | None) -> float:
+    """A logged number for a plot: NaN where the log holds None."""
+    return float("nan") if value is None else value
+
+
+def tensorboard_writer(run_dir: Path):
+    """A TensorBoard SummaryWriter on the run folder, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run_dir))
+
+
+# --- the generator at work ------------------------------------------------------------------------------
+
+
+def latent_batch(count: int, latent_dim: int, seed: int) -> np.ndarray:
+    """(count, latent_dim) float32 standard-normal latents drawn from ``seed`` alone."""
+    return np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
+
+
+def run_generator(
+    generator, latents: np.ndarray, labels: np.ndarray | None, device: str = "cpu"
+) -> np.ndarray:
+    """Volumes of ``generator`` for latents (N, Z) and labels (N,) or None  ->  (N, R, R, R) float32."""
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(latents), GENERATE_BATCH):
+            z = torch.from_numpy(latents[start : start + GENERATE_BATCH]).to(device)
+            y = (
+                None
+                if labels is None
+                else torch.from_numpy(labels[start : start + GENERATE_BATCH]).to(device)
+            )
+            volumes = generator(z, y)
+            assert volumes.shape[1] == 1 and volumes.shape[2] == generator.resolution, volumes.shape
+            outputs.append(volumes[:, 0].float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0,) + (generator.resolution,) * 3, np.float32)

@@ -1,0 +1,645 @@
+"""Training: the WGAN-GP loop, on one process or under torchrun.
+
+:func:`train` sets up the processes; :func:`run_training` is the loop, read top to bottom under
+``# Resume.``, ``# Load data.``, ``# Construct networks.``, ... headings, its pieces named functions below
+it. A *step* is one generator update with its ``n_critic`` critic updates (:func:`train_step`);
+``--steps``, ``step`` in the logs and the checkpoint interval all count steps. Every random draw of a step
+(latents, mixing weights) comes from a generator seeded by ``(seed, rank, step)`` and every batch is a
+function of ``(seed, epoch, batch index)``, so a run resumed from a checkpoint continues exactly as the
+uninterrupted run would have. What a run folder holds and how checkpoints are read is
+:mod:`voxgan.model.runs`; only rank 0 writes.
+
+Periodic evaluation (``--eval-every``) is a function handed to :func:`train` (the command line passes
+:func:`voxgan.results.evaluate.evaluate_during_training`), so this room never imports the results room.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from voxgan import __version__
+from voxgan.data import VoxelLoader, make_loader
+from voxgan.errors import VoxganError
+from voxgan.model.config import RUNTIME_FIELDS, TrainConfig, build_networks, check_config
+from voxgan.model.loss import CriticObjective
+from voxgan.model.networks import Critic, Generator
+from voxgan.model.runs import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    append_stats,
+    list_runs,
+    load_checkpoint,
+    new_run_dir,
+    plot_losses,
+    read_stats,
+    restore_rng_state,
+    rewrite_stats,
+    rng_state,
+    run_description,
+    save_checkpoint,
+    tensorboard_writer,
+)
+from voxgan.model.updates import critic_update, generator_update, update_ema
+from voxgan.shards import write_json_atomic
+
+SAMPLE_GRID = 16  # volumes in samples/epoch-NNNN.png, from latents fixed by the seed
+# The sums of a log interval, in the order of Progress.sums (and of a checkpoint's stats_sums).
+STAT_NAMES = ("loss_critic", "wasserstein", "gradient_penalty", "grad_norm_critic", "loss_generator",
+              "grad_norm_generator", "critic_updates", "penalty_updates", "generator_updates",
+              "skipped_critic", "skipped_generator")  # fmt: skip
+
+Evaluate = Callable[[Path, torch.device], None]
+
+
+@dataclass
+class Networks:
+    """The generator, its EMA copy (used for samples and export), the critic, and their optimisers."""
+
+    generator: Generator
+    critic: Critic
+    ema: Generator
+    optimiser_g: torch.optim.Optimizer
+    optimiser_c: torch.optim.Optimizer
+
+
+@dataclass
+class Progress:
+    """Where a run stands, all of it saved in each checkpoint.
+
+    sums : (len(STAT_NAMES),) float64 on the device, summed since the last log line; streaks : (2,) int64,
+    the critic and generator updates in a row with a non-finite loss or gradient (checked when logging).
+    """
+
+    step: int
+    epoch: int
+    batch_index: int
+    sums: torch.Tensor
+    streaks: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What every step of a run shares: the options, where tensors live, how updates are weighted."""
+
+    config: TrainConfig
+    rank: int
+    device: torch.device
+    memory_format: torch.memory_format
+    autocast: torch.autocast
+    penalty_samples: int  # volumes of the batch the gradient penalty is computed on
+    num_classes: int  # 0 when unconditional
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig, resume: Path | None = None, *, evaluate: Evaluate | None = None
+) -> Path | None:
+    """Train a self-attention WGAN-GP; return the run folder (None on ranks other than 0).
+
+    ``resume``: a run folder or checkpoint file to continue from (the options in :data:`RUNTIME_FIELDS`
+    come from ``config``, every other from the checkpoint). ``evaluate(run_dir, device)`` is called on
+    rank 0 after each checkpoint that ``config.eval_every`` asks for (and is needed when it is set). Under
+    torchrun (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel, and a restart by torchrun resumes
+    from the newest run's latest checkpoint.
+    """
+    if config.eval_every and evaluate is None:
+        raise VoxganError(
+            "eval_every needs an evaluate function: pass evaluate=voxgan.results.evaluate."
+            "evaluate_during_training (as voxgan train --eval-every does)"
+        )
+    # Set up processes and devices.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(config.device, local_rank)
+    distributed = world_size > 1
+    started_here = False
+    if distributed:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            started_here = True
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        runs = [r for r in list_runs(Path(config.out)) if (r / "checkpoints" / "latest.pt").is_file()]
+        resume = runs[-1] if runs else None
+    try:
+        return run_training(config, resume, device, rank, world_size, evaluate)
+    finally:
+        if started_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def run_training(
+    config: TrainConfig, resume, device: torch.device, rank: int, world_size: int, evaluate: Evaluate | None
+) -> Path | None:
+    """The training loop of one process; see :func:`train`."""
+    is_main, cuda = rank == 0, device.type == "cuda"
+    tune_backends(cuda)
+
+    # Resume: the checkpoint's options win, except the runtime ones.
+    checkpoint = load_checkpoint(resume) if resume is not None else None
+    if checkpoint is not None:
+        config = resumed_config(config, checkpoint)
+    check_config(config)
+    memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+
+    # Load data.
+    loader = open_loader(config, cuda)
+    config = with_loader_classes(config, loader, resuming=checkpoint is not None)
+    total_steps = config.steps or max(1, config.epochs * loader.num_batches // config.n_critic)
+
+    # Construct networks.
+    networks, progress = build_training(config, device, memory_format)
+    if checkpoint is not None:
+        restore(networks, progress, checkpoint)
+    generator_train, objective_train = distribute(networks, config, device, world_size)
+
+    # Run folder and logs (rank 0 only).
+    run_dir = run_folder_to_continue(resume)
+    writer, history = None, []
+    if is_main:
+        run_dir, history, writer = open_run_folder(config, run_dir, progress.step)
+        state = f"resuming at step {progress.step}" if progress.step else "new run"
+        print(f"voxgan train: {run_dir} ({state}, {total_steps} steps, {device}, {world_size} process(es))",
+              file=sys.stderr)  # fmt: skip
+    sample_z, sample_labels = fixed_latents(config, device)
+
+    # Train.
+    from tqdm import tqdm
+
+    batches = batch_stream(loader, progress.epoch, progress.batch_index)
+    noise = torch.Generator(device=device)
+    plan = StepPlan(
+        config=config,
+        rank=rank,
+        device=device,
+        memory_format=memory_format,
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
+        penalty_samples=max(1, round(config.batch_size * config.penalty_fraction)),
+        num_classes=len(config.class_names) if config.conditional else 0,
+    )
+    samples_per_step = config.batch_size * config.n_critic * world_size
+    bar = tqdm(total=total_steps, initial=progress.step, disable=not is_main, file=sys.stderr, unit="step",
+               dynamic_ncols=True)  # fmt: skip
+    last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, progress.step
+    with bar:  # closed before an error message is printed
+        while progress.step < total_steps:
+            finished_epoch, waited = train_step(
+                plan, networks, generator_train, objective_train, progress, batches, loader.num_batches, noise
+            )
+            data_wait += waited
+            bar.update(1)
+            step, last = progress.step, progress.step == total_steps
+
+            # Log, picture, checkpoint, evaluate.
+            if step % config.log_every == 0 or last:
+                elapsed, steps_done = time.perf_counter() - last_log_time, max(1, step - logged_step)
+                record = close_log_interval(progress, steps_done, elapsed, data_wait, samples_per_step)
+                last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, step
+                if is_main:
+                    history.append(record)
+                    append_stats(run_dir / "stats.jsonl", record, writer)
+                    bar.set_postfix(c=short(record["loss_critic"]), g=short(record["loss_generator"]),
+                                    sps=short(record["samples_per_s"]))  # fmt: skip
+                check_streaks(progress, config.max_nonfinite)
+            if is_main and finished_epoch is not None:
+                save_samples(networks.ema, sample_z, sample_labels, config, run_dir, finished_epoch + 1)
+                if history:
+                    plot_losses(history, run_dir / "loss.png")
+            evaluate_now = bool(config.eval_every) and step % config.eval_every == 0
+            if step % config.checkpoint_every == 0 or last or evaluate_now:
+                if world_size > 1:
+                    check_ranks_agree((networks.generator, networks.critic, networks.ema), step)
+                if is_main:
+                    save_training_checkpoint(run_dir, config, networks, progress, history)
+            if is_main and evaluate_now and evaluate is not None:
+                evaluate(run_dir, device)
+
+    # Finish: a picture of the epoch in progress, when the run ended inside one.
+    if is_main:
+        inside_epoch = progress.batch_index not in (0, loader.num_batches)
+        if inside_epoch or not any((run_dir / "samples").iterdir()):
+            save_samples(networks.ema, sample_z, sample_labels, config, run_dir, progress.epoch + 1)
+        if writer is not None:
+            writer.close()
+    return run_dir if is_main else None
+
+
+def train_step(
+    plan: StepPlan,
+    networks: Networks,
+    generator_train: nn.Module,
+    objective_train: nn.Module,
+    progress: Progress,
+    batches: Iterator,
+    num_batches: int,
+    noise: torch.Generator,
+) -> tuple[int | None, float]:
+    """One step: ``n_critic`` critic updates on real batches, one generator update, the EMA; step += 1.
+
+    Returns the epoch that the step's batches finished (or None) and the seconds spent waiting for data.
+    """
+    config = plan.config
+    noise.manual_seed(step_seed(config.seed, plan.rank, progress.step))
+    finished_epoch, labels, data_wait = None, None, 0.0
+    for k in range(config.n_critic):
+        # Critic update: real batch, fake batch, penalty on every penalty_every-th update.
+        wait_start = time.perf_counter()
+        progress.epoch, progress.batch_index, (voxels, data_labels) = next(batches)
+        data_wait += time.perf_counter() - wait_start
+        if progress.batch_index == num_batches:
+            finished_epoch = progress.epoch
+        real = voxels.to(plan.device, non_blocking=True).to(torch.float32, memory_format=plan.memory_format)
+        labels = data_labels.to(plan.device, non_blocking=True) if plan.num_classes else None
+        penalise = (progress.step * config.n_critic + k) % config.penalty_every == 0
+        weight = config.penalty_weight * config.penalty_every if penalise else 0.0
+        values = critic_update(
+            objective_train,
+            networks.generator,
+            networks.optimiser_c,
+            real,
+            labels,
+            noise,
+            weight,
+            plan.penalty_samples,
+            plan.autocast,
+        )  # [loss, wasserstein, penalty, grad norm]
+        count_critic_update(progress, values, penalise)
+
+    # Generator update: fake batch with the last real batch's labels, scored by the frozen critic.
+    values = generator_update(
+        generator_train,
+        networks.critic,
+        networks.optimiser_g,
+        config.batch_size,
+        config.latent_dim,
+        labels,
+        noise,
+        plan.autocast,
+    )  # [loss, grad norm]
+    count_generator_update(progress, values)
+    update_ema(networks.ema, networks.generator, config.ema_decay, progress.step)
+    progress.step += 1
+    return finished_epoch, data_wait
+
+
+# --- setting up -----------------------------------------------------------------------------------------
+
+
+def tune_backends(cuda: bool) -> None:
+    """Keep freed tensor memory in the heap; on CUDA allow TF32 and let cuDNN pick its fastest kernels."""
+    keep_freed_memory_in_heap()
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def resumed_config(config: TrainConfig, checkpoint: dict) -> TrainConfig:
+    """The checkpoint's options, with the runtime ones (:data:`RUNTIME_FIELDS`) taken from ``config``."""
+    saved = TrainConfig.from_dict(checkpoint["config"])
+    return dataclasses.replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS})
+
+
+def open_loader(config: TrainConfig, cuda: bool) -> VoxelLoader:
+    """The training split's batches, whole batches only; VoxganError when the data cannot serve the run."""
+    loader = make_loader(
+        config.data,
+        batch_size=config.batch_size,
+        split="train",
+        shuffle=True,
+        seed=config.seed,
+        num_workers=config.workers,
+        resolution=config.resolution,
+        epoch_size=config.epoch_size,
+        drop_last=True,
+        pin_memory=cuda,
+        persistent_workers=config.workers > 0,
+    )
+    if loader.num_batches < 1:
+        raise VoxganError(
+            f"{config.data}: fewer than {config.batch_size} training volumes per process; "
+            "lower --batch-size or add data"
+        )
+    if loader.resolution != config.resolution:
+        raise VoxganError(
+            f"{config.data} holds {loader.resolution}³ volumes; pass --resolution {loader.resolution}"
+        )
+    return loader
+
+
+def with_loader_classes(config: TrainConfig, loader: VoxelLoader, *, resuming: bool) -> TrainConfig:
+    """A new run takes the data's class names; a resumed conditional run must find the same ones."""
+    class_names = tuple(loader.class_names)
+    if not resuming:
+        config = dataclasses.replace(config, class_names=class_names)
+    elif config.conditional and class_names != tuple(config.class_names):
+        raise VoxganError(f"{config.data}: its classes differ from the ones the run was trained on")
+    if config.conditional and not config.class_names:
+        raise VoxganError(f"{config.data} has no class labels; drop --conditional or use labelled shards")
+    return config
+
+
+def build_training(config: TrainConfig, device: torch.device, memory_format) -> tuple[Networks, Progress]:
+    """Fresh networks seeded by ``config.seed`` on ``device``, their Adam optimisers, and step 0."""
+    torch.manual_seed(config.seed)
+    generator, critic = build_networks(config)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    for module in (generator, critic, ema):
+        module.to(device, memory_format=memory_format)
+        for parameter in module.parameters():  # size-1 dims: ambiguous channels-last strides
+            if parameter.dim() == 5 and 1 in parameter.shape[1:]:
+                parameter.data = torch.empty(parameter.shape, device=device).copy_(parameter.data)
+    fused = {"fused": True}
+    optimiser_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=tuple(config.betas), **fused)
+    optimiser_c = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=tuple(config.betas), **fused)
+    progress = Progress(
+        step=0,
+        epoch=0,
+        batch_index=0,
+        sums=torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=device),
+        streaks=torch.zeros(2, dtype=torch.int64, device=device),
+    )
+    return Networks(generator, critic, ema, optimiser_g, optimiser_c), progress
+
+
+def restore(networks: Networks, progress: Progress, checkpoint: dict) -> None:
+    """Load a checkpoint's weights, optimiser states, position, log sums and every RNG state, in place."""
+    networks.generator.load_state_dict(checkpoint["generator"])
+    networks.critic.load_state_dict(checkpoint["critic"])
+    networks.ema.load_state_dict(checkpoint["ema"])
+    networks.optimiser_g.load_state_dict(checkpoint["optimizer_generator"])
+    networks.optimiser_c.load_state_dict(checkpoint["optimizer_critic"])
+    progress.step, progress.epoch = checkpoint["step"], checkpoint["epoch"]
+    progress.batch_index = checkpoint["batch_index"]
+    progress.sums.copy_(checkpoint["stats_sums"])
+    progress.streaks.copy_(checkpoint["nonfinite_streaks"])
+    restore_rng_state(checkpoint["rng"])
+
+
+def distribute(
+    networks: Networks, config: TrainConfig, device: torch.device, world_size: int
+) -> tuple[nn.Module, nn.Module]:
+    """The generator and the critic's whole objective as the updates call them (compiled, DDP-wrapped).
+
+    DDP wraps the generator and the critic's objective (penalty included), so each update is one forward
+    and one backward for DDP; the inner autograd.grad is with respect to inputs only.
+    """
+    objective = CriticObjective(networks.critic)
+    generator_train, objective_train = networks.generator, objective
+    if config.compile:
+        generator_train = torch.compile(networks.generator)
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        generator_train = DDP(generator_train, device_ids=ids)
+        objective_train = DDP(objective, device_ids=ids)
+    return generator_train, objective_train
+
+
+def run_folder_to_continue(resume) -> Path | None:
+    """The run folder of ``resume`` (a run folder or ``<run>/checkpoints/<file>.pt``), or None."""
+    run_dir = Path(resume) if resume is not None else None
+    if run_dir is not None and run_dir.is_file():
+        run_dir = run_dir.parent.parent
+    return run_dir
+
+
+def open_run_folder(config: TrainConfig, run_dir: Path | None, step: int) -> tuple[Path, list[dict], object]:
+    """Rank 0: create the run folder (or continue ``run_dir``), write config.json, keep stats up to ``step``.
+
+    Returns the folder, the stats.jsonl records kept and a TensorBoard writer (None without tensorboard).
+    """
+    if run_dir is None:
+        run_dir = new_run_dir(Path(config.out), run_description(config))
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", config.to_dict() | {"voxgan_version": __version__})
+    history = read_stats(run_dir / "stats.jsonl", step)
+    rewrite_stats(run_dir / "stats.jsonl", history)
+    return run_dir, history, tensorboard_writer(run_dir)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """ "auto" -> CUDA when present, else CPU; "cuda" without a GPU is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise VoxganError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise VoxganError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def keep_freed_memory_in_heap() -> bool:
+    """Make glibc's malloc reuse freed tensor memory instead of returning it to the kernel.
+
+    By default every block above 32 MB (the critic's 16³ activations for real and fake together) is a
+    fresh ``mmap`` and freed blocks at the top of the heap are trimmed, so each update page-faults and
+    zeroes the same memory again: about 385,000 page faults, a fifth of the CPU time, per iteration at
+    the default settings. With ``mmap`` off and trimming out of reach the process keeps its peak
+    footprint (which it reaches at every update anyway) and the faults disappear. The maths are untouched.
+    A no-op, returning False, where the C library is not glibc.
+    """
+    import ctypes
+    import platform
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+# --- a step's seed, data and sums -----------------------------------------------------------------------
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of every random draw of one step on one rank."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def batch_stream(loader, epoch: int, batch_index: int):
+    """Endless ``(epoch, batches consumed in that epoch, batch)`` from ``(epoch, batch_index)`` on."""
+    while True:
+        loader.set_position(epoch, batch_index)
+        for batch in loader:
+            batch_index += 1
+            yield epoch, batch_index, batch
+        epoch, batch_index = epoch + 1, 0
+
+
+def count_critic_update(progress: Progress, values: torch.Tensor, penalise: bool) -> None:
+    """Add a critic update's (4,) [loss, wasserstein, penalty, grad norm] to the sums unless non-finite."""
+    ok = torch.isfinite(values[3])
+    progress.streaks[0] = torch.where(ok, 0, progress.streaks[0] + 1)
+    progress.sums[0:4] += torch.where(ok, values.double(), 0)
+    progress.sums[6] += ok.double()
+    progress.sums[7] += (ok & penalise).double()
+    progress.sums[9] += (~ok).double()
+
+
+def count_generator_update(progress: Progress, values: torch.Tensor) -> None:
+    """Add a generator update's (2,) [loss, grad norm] to the sums unless non-finite."""
+    ok = torch.isfinite(values[1])
+    progress.streaks[1] = torch.where(ok, 0, progress.streaks[1] + 1)
+    progress.sums[4:6] += torch.where(ok, values.double(), 0)
+    progress.sums[8] += ok.double()
+    progress.sums[10] += (~ok).double()
+
+
+# --- logging, pictures, checkpoints ---------------------------------------------------------------------
+
+
+def close_log_interval(
+    progress: Progress, steps_done: int, elapsed: float, data_wait: float, samples_per_step: int
+) -> dict:
+    """The stats.jsonl record of the interval that ends now; its sums start again from zero."""
+    values = dict(zip(STAT_NAMES, progress.sums.tolist(), strict=True))  # the one host sync per log interval
+    record = log_record(
+        values, progress.step, progress.epoch, steps_done, elapsed, data_wait, samples_per_step
+    )
+    progress.sums.zero_()
+    return record
+
+
+def log_record(values: dict, step, epoch, steps_done, elapsed, data_wait, samples_per_step) -> dict:
+    """One stats.jsonl record from the sums of a log interval."""
+
+    def mean(key: str, count: str) -> float:
+        return values[key] / values[count] if values[count] else float("nan")
+
+    record = {
+        "step": step,
+        "epoch": epoch,
+        "loss_critic": mean("loss_critic", "critic_updates"),
+        "loss_generator": mean("loss_generator", "generator_updates"),
+        "gradient_penalty": mean("gradient_penalty", "penalty_updates"),
+        "wasserstein": mean("wasserstein", "critic_updates"),
+        "grad_norm_critic": mean("grad_norm_critic", "critic_updates"),
+        "grad_norm_generator": mean("grad_norm_generator", "generator_updates"),
+        "samples_per_s": steps_done * samples_per_step / max(elapsed, 1e-9),
+        "data_wait": data_wait / steps_done,
+        "skipped_critic": int(values["skipped_critic"]),
+        "skipped_generator": int(values["skipped_generator"]),
+    }
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
+
+
+def short(value: float | None) -> str:
+    """A number for the progress bar, "nan" for a missing one."""
+    return "nan" if value is None else f"{value:.3g}"
+
+
+def check_streaks(progress: Progress, max_nonfinite: int) -> None:
+    """VoxganError when ``max_nonfinite`` updates in a row were skipped as non-finite: training diverged."""
+    worst = int(progress.streaks.max())
+    if worst >= max_nonfinite:
+        raise VoxganError(
+            f"training diverged: {worst} optimiser updates in a row had a non-finite loss "
+            f"or gradient (step {progress.step}); those updates were skipped and nothing non-finite was "
+            "saved; lower --lr or check the data, then resume from the latest checkpoint"
+        )
+
+
+def fixed_latents(config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The latents (SAMPLE_GRID, Z) of every samples/ picture, drawn from the seed, and their labels."""
+    sample_generator = torch.Generator().manual_seed(config.seed)
+    sample_z = torch.randn(SAMPLE_GRID, config.latent_dim, generator=sample_generator).to(device)
+    num_classes = len(config.class_names) if config.conditional else 0
+    sample_labels = torch.arange(SAMPLE_GRID, device=device) % num_classes if num_classes else None
+    return sample_z, sample_labels
+
+
+def save_samples(
+    ema: Generator,
+    z: torch.Tensor,
+    labels: torch.Tensor | None,
+    config: TrainConfig,
+    run_dir: Path,
+    epoch: int,
+) -> None:
+    """``samples/epoch-NNNN.png``: the EMA generator's volumes of the fixed latents, 4 to a row."""
+    from voxgan.render import render_volumes
+
+    with torch.no_grad():
+        volumes = ema(z, labels).float().cpu().numpy()[:, 0]  # (16, R, R, R)
+    titles = [config.class_names[i] for i in labels.tolist()] if labels is not None else None
+    render_volumes(volumes, run_dir / "samples" / f"epoch-{epoch:04d}.png", ncols=4, titles=titles)
+
+
+def checkpoint_state(config: TrainConfig, networks: Networks, progress: Progress) -> dict:
+    """Everything a resumed run needs, as plain tensors and numbers (see :mod:`voxgan.model.runs`)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "voxgan_version": __version__,
+        "config": config.to_dict(),
+        "step": progress.step,
+        "epoch": progress.epoch,
+        "batch_index": progress.batch_index,
+        "generator": networks.generator.state_dict(),
+        "critic": networks.critic.state_dict(),
+        "ema": networks.ema.state_dict(),
+        "optimizer_generator": networks.optimiser_g.state_dict(),
+        "optimizer_critic": networks.optimiser_c.state_dict(),
+        "stats_sums": progress.sums.cpu(),
+        "nonfinite_streaks": progress.streaks.cpu(),
+        "rng": rng_state(),
+    }
+
+
+def save_training_checkpoint(
+    run_dir: Path, config: TrainConfig, networks: Networks, progress: Progress, history: list[dict]
+) -> None:
+    """Write the step's checkpoint (never non-finite weights) and redraw loss.png."""
+    modules = (
+        ("generator", networks.generator),
+        ("critic", networks.critic),
+        ("EMA generator", networks.ema),
+    )
+    for name, module in modules:
+        if not all_finite(module):
+            raise VoxganError(
+                f"the {name} weights are not finite at step {progress.step}; nothing saved; resume from "
+                f"{run_dir / 'checkpoints' / 'latest.pt'} with a lower --lr"
+            )
+    save_checkpoint(checkpoint_state(config, networks, progress), run_dir, progress.step)
+    if history:
+        plot_losses(history, run_dir / "loss.png")
+
+
+def all_finite(module: nn.Module) -> bool:
+    """True when every parameter and buffer of ``module`` is finite (one host sync)."""
+    tensors = [t for t in module.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def check_ranks_agree(modules: tuple[nn.Module, ...], step: int) -> None:
+    """Under DDP: VoxganError unless every rank holds bit-identical weights (compares per-tensor sums)."""
+    import torch.distributed as dist
+
+    fingerprint = torch.stack([p.detach().double().sum() for m in modules for p in m.parameters()])
+    gathered = [torch.empty_like(fingerprint) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, fingerprint)
+    if not all(torch.equal(g, gathered[0]) for g in gathered):
+        raise VoxganError(f"the processes' weights differ at step {step}; gradients were not synchronised")

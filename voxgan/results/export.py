@@ -1,0 +1,327 @@
+"""``voxgan export``: volumes of a trained generator or of a shard folder, written as files.
+
+Meshes (OBJ, STL, PLY, GLB, OFF; made by :mod:`voxgan.results.meshing`, in the grid frame), voxel files
+(binvox, npy) and pictures (a PNG grid, a GIF walk through latent space or turntable). Volumes come from
+a trained generator (a run folder or a checkpoint) or from a shard folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voxgan.atomic import atomic_open
+from voxgan.errors import VoxganError
+from voxgan.model.runs import find_latest_run, latent_batch, load_checkpoint, load_generator, run_generator
+from voxgan.render import render_volume, render_volumes
+from voxgan.results.meshing import MESH_KINDS, mesh_warning, occupancy_of, volume_mesh
+from voxgan.shards import read_split
+
+MESH_FORMATS = ("obj", "stl", "ply", "glb", "off")
+FORMATS = (*MESH_FORMATS, "binvox", "npy", "png", "gif")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    with atomic_open(path) as handle:
+        handle.write(data)
+
+
+def mesh_bytes(mesh, file_format: str) -> bytes:
+    """A ``trimesh.Trimesh`` encoded as OBJ, STL (binary), PLY (binary), GLB or OFF."""
+    data = mesh.export(file_type=file_format)
+    return data.encode() if isinstance(data, str) else bytes(data)
+
+
+def binvox_bytes(occupancy: np.ndarray) -> bytes:
+    """A binvox file of ``occupancy`` : (R, R, R) bool [x, y, z], in the grid frame.
+
+    The header says ``translate 0 0 0`` and ``scale R``, so voxel (i, j, k) spans [i, i+1)³ as in the
+    shards; the data are run-length pairs (value, count <= 255) in binvox's x-z-y order (y fastest).
+    """
+    occupancy = np.asarray(occupancy, bool)
+    resolution = occupancy.shape[0]
+    values = occupancy.transpose(0, 2, 1).reshape(-1).astype(np.uint8)  # [x, z, y], y fastest
+    change = np.flatnonzero(np.diff(values)) + 1
+    starts = np.r_[0, change]
+    lengths = np.diff(np.r_[starts, len(values)])
+    run_values = values[starts]
+    pieces = -(-lengths // 255)  # runs longer than 255 become several pairs
+    pair_values = np.repeat(run_values, pieces)
+    pair_counts = np.full(pieces.sum(), 255, np.int64)
+    last_piece = np.cumsum(pieces) - 1
+    pair_counts[last_piece] = lengths - 255 * (pieces - 1)
+    header = (
+        f"#binvox 1\ndim {resolution} {resolution} {resolution}\ntranslate 0 0 0\nscale {resolution}\ndata\n"
+    )
+    pairs = np.stack([pair_values, pair_counts.astype(np.uint8)], axis=1).astype(np.uint8)
+    return header.encode() + pairs.tobytes()
+
+
+def read_binvox(data: bytes) -> np.ndarray:
+    """Parse binvox bytes back into (R, R, R) bool [x, y, z] (the inverse of :func:`binvox_bytes`)."""
+    head, _, body = data.partition(b"\ndata\n")
+    fields = dict(line.split(maxsplit=1) for line in head.decode().splitlines()[1:] if line.strip())
+    dims = [int(v) for v in fields["dim"].split()]
+    pairs = np.frombuffer(body, np.uint8).reshape(-1, 2)
+    values = np.repeat(pairs[:, 0], pairs[:, 1]).astype(bool)
+    return values.reshape(dims[0], dims[2], dims[1]).transpose(0, 2, 1)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``np.save`` of ``array`` as bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def gif_bytes(frames: list[np.ndarray], seconds_per_frame: float = 0.08) -> bytes:
+    """An endlessly looping animated GIF of (H, W, 3) uint8 frames (Pillow, which matplotlib requires)."""
+    import io
+
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=int(seconds_per_frame * 1000),
+        loop=0,
+        optimize=False,
+    )
+    return buffer.getvalue()
+
+
+@dataclass
+class VolumeSet:
+    """Volumes to export: (N, R, R, R) float in [0, 1] or bool, with labels and a name for files."""
+
+    volumes: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    name: str
+    description: str
+    generator: object = None
+    latents: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def class_index(class_names: tuple[str, ...], class_name: str | None) -> int | None:
+    """Index of ``class_name`` in ``class_names`` (None for None); VoxganError naming them if unknown."""
+    if class_name is None:
+        return None
+    if class_name not in class_names:
+        known = ", ".join(class_names) if class_names else "none: this source has no classes"
+        raise VoxganError(f"unknown class {class_name!r}; the classes are: {known}")
+    return class_names.index(class_name)
+
+
+def generator_labels(num_classes: int, count: int, index: int | None) -> np.ndarray | None:
+    """Labels for ``count`` samples: None when unconditional; else ``index``, or the classes in turn."""
+    if num_classes == 0:
+        if index is not None:
+            raise VoxganError("this model is unconditional: it has no classes to choose from; drop --class")
+        return None
+    if index is not None:
+        return np.full(count, index, np.int64)
+    return np.arange(count, dtype=np.int64) % num_classes
+
+
+def generated_volumes(
+    path: Path, num: int, seed: int = 0, class_name: str | None = None, device: str = "cpu"
+) -> VolumeSet:
+    """``num`` volumes from the EMA generator of a run folder or checkpoint file."""
+    path = Path(path)
+    generator, config = load_generator(path, device=device)
+    class_names = tuple(config.get("class_names") or ())
+    labels = generator_labels(generator.num_classes, num, class_index(class_names, class_name))
+    latents = latent_batch(num, generator.latent_dim, seed)
+    step = load_checkpoint(path).get("step", "?")
+    name = (path.name if path.is_dir() else path.stem) + (f"-{class_name}" if class_name else "")
+    return VolumeSet(
+        volumes=run_generator(generator, latents, labels, device),
+        labels=np.full(num, -1, np.int64) if labels is None else labels,
+        class_names=class_names,
+        name=name,
+        description=f"{'run' if path.is_dir() else 'checkpoint'} {path} (step {step})",
+        generator=generator,
+        latents=latents,
+    )
+
+
+def dataset_volumes(
+    folder: Path, split: str = "test", num: int = 16, seed: int = 0, class_name: str | None = None
+) -> VolumeSet:
+    """``num`` volumes of a shard folder's ``split`` (a seeded random choice, in file order)."""
+    folder = Path(folder)
+    volumes, labels, class_names = read_split(folder, split)
+    index = class_index(class_names, class_name)
+    chosen = np.flatnonzero(labels == index) if index is not None else np.arange(len(labels))
+    if len(chosen) == 0:
+        raise VoxganError(
+            f"{folder}: split {split!r} holds no volume{f' of class {class_name}' if class_name else ''}"
+        )
+    if len(chosen) > num:
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, size=num, replace=False))
+    name = f"{folder.resolve().name}-{split}" + (f"-{class_name}" if class_name else "")
+    return VolumeSet(
+        volumes=volumes[chosen],
+        labels=labels[chosen],
+        class_names=class_names,
+        name=name,
+        description=f"shard folder {folder} (split {split}, {len(chosen)} of {len(labels)} volumes)",
+    )
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation of latents a, b : (Z,) at t : (T,) in [0, 1]  ->  (T, Z)."""
+    cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if omega < 1e-6:
+        return a[None] + t[:, None] * (b - a)[None]
+    return (np.sin((1 - t) * omega)[:, None] * a + np.sin(t * omega)[:, None] * b) / np.sin(omega)
+
+
+def latent_walk(latents: np.ndarray, frames_between: int = 12) -> np.ndarray:
+    """A closed loop through keyframe latents (K, Z)  ->  (K * frames_between, Z)."""
+    t = np.arange(frames_between) / frames_between
+    loop = [slerp(latents[i], latents[(i + 1) % len(latents)], t) for i in range(len(latents))]
+    return np.concatenate(loop).astype(np.float32)
+
+
+def turntable(volume: np.ndarray, frames: int = 36) -> np.ndarray:
+    """One volume (R, R, R) turned a full circle about the z axis  ->  (frames, R, R, R) float32."""
+    from scipy.ndimage import rotate
+
+    volume = np.asarray(volume, np.float32)
+    angles = np.arange(frames) * 360.0 / frames
+    return np.stack(
+        [rotate(volume, angle, axes=(0, 1), reshape=False, order=1, mode="constant") for angle in angles]
+    )
+
+
+@dataclass
+class ExportConfig:
+    """The options of ``voxgan export``."""
+
+    format: str
+    run: Path | None = None
+    checkpoint: Path | None = None
+    data: Path | None = None
+    split: str = "test"
+    num: int = 16
+    seed: int = 0
+    threshold: float = 0.5
+    mesh: str = "smooth"
+    class_name: str | None = None
+    out: Path = Path("exports")
+    runs_dir: Path = Path("runs")
+    device: str = "cpu"
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote: the files, the source it used, and warnings (one line each)."""
+
+    files: list[Path]
+    source: str
+    warnings: list[str]
+
+
+def check_export_config(config: ExportConfig) -> None:
+    """VoxganError for options that cannot work together."""
+    if config.format not in FORMATS:
+        raise VoxganError(f"unknown format {config.format!r}; use one of {', '.join(FORMATS)}")
+    if config.mesh not in MESH_KINDS:
+        raise VoxganError(f"unknown mesh kind {config.mesh!r}; use one of {', '.join(MESH_KINDS)}")
+    if sum(x is not None for x in (config.run, config.checkpoint, config.data)) > 1:
+        raise VoxganError("give at most one source: --run, --checkpoint or --data")
+    if config.num < 1:
+        raise VoxganError(f"--num must be at least 1, got {config.num}")
+    if not 0.0 <= config.threshold <= 1.0:
+        raise VoxganError(f"--threshold must be in [0, 1], got {config.threshold}")
+
+
+def load_volumes(config: ExportConfig) -> VolumeSet:
+    """The volumes ``config`` asks for: from --data, --run, --checkpoint, or the newest run."""
+    if config.data is not None:
+        return dataset_volumes(config.data, config.split, config.num, config.seed, config.class_name)
+    source = config.run or config.checkpoint
+    notes = []
+    if source is None:
+        source = find_latest_run(Path(config.runs_dir))
+        notes.append(f"no source given: using the newest run, {source}")
+    volumes = generated_volumes(source, config.num, config.seed, config.class_name, config.device)
+    volumes.notes.extend(notes)
+    return volumes
+
+
+def tile_titles(volume_set: VolumeSet) -> list[str] | None:
+    """Class names under the tiles of a picture, when the volumes have classes."""
+    if not volume_set.class_names or (volume_set.labels < 0).all():
+        return None
+    return [volume_set.class_names[label] if label >= 0 else "" for label in volume_set.labels]
+
+
+def animation_frames(volume_set: VolumeSet, threshold: float, device: str) -> tuple[str, list[np.ndarray]]:
+    """("walk", frames) through the generator's latent space, or ("turntable", frames) of the first volume."""
+    if volume_set.generator is not None:
+        keys = volume_set.latents[: max(2, min(len(volume_set.latents), 8))]
+        if len(keys) < 2:
+            keys = np.concatenate([keys, latent_batch(1, keys.shape[1], 1 + len(keys))])
+        walk = latent_walk(keys)
+        label = volume_set.labels[0] if volume_set.labels[0] >= 0 else None
+        labels = None if label is None else np.full(len(walk), label, np.int64)
+        volumes = run_generator(volume_set.generator, walk, labels, device)
+        return "walk", [render_volume(v, threshold=threshold) for v in volumes]
+    volumes = turntable(volume_set.volumes[0].astype(np.float32))
+    return "turntable", [render_volume(v, threshold=0.5) for v in volumes]
+
+
+def export_volumes(config: ExportConfig) -> ExportResult:
+    """Run ``voxgan export``: write ``config.num`` volumes in ``config.format`` to ``config.out``.
+
+    Meshes and binvox files: one file per volume, ``{name}-{index:04d}.{format}``; npy: one
+    ``{name}.npy`` holding (N, R, R, R) bool; png: one image grid ``{name}.png``; gif: ``{name}-walk.gif``
+    (a loop through latent space) or ``{name}-turntable.gif`` (a shard volume turning about z).
+    """
+    from tqdm import tqdm
+
+    check_export_config(config)
+    volume_set = load_volumes(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    warnings, files = list(volume_set.notes), []
+    occupancy = np.stack([occupancy_of(v, config.threshold) for v in volume_set.volumes])
+    name = volume_set.name
+    if config.format == "png":
+        files.append(out / f"{name}.png")
+        render_volumes(occupancy, files[-1], titles=tile_titles(volume_set))
+    elif config.format == "gif":
+        kind, frames = animation_frames(volume_set, config.threshold, config.device)
+        files.append(out / f"{name}-{kind}.gif")
+        write_bytes_atomic(files[-1], gif_bytes(frames))
+    elif config.format == "npy":
+        files.append(out / f"{name}.npy")
+        write_bytes_atomic(files[-1], npy_bytes(occupancy))
+    else:
+        for index, volume in enumerate(tqdm(occupancy, desc="export", unit="volume", leave=False)):
+            path = out / f"{name}-{index:04d}.{config.format}"
+            warning = mesh_warning(volume, path.name)
+            if warning:
+                warnings.append(warning)
+                if not volume.any():
+                    continue
+            if config.format == "binvox":
+                write_bytes_atomic(path, binvox_bytes(volume))
+            else:
+                write_bytes_atomic(path, mesh_bytes(volume_mesh(volume, config.mesh), config.format))
+            files.append(path)
+    return ExportResult(files=files, source=volume_set.description, warnings=warnings)
