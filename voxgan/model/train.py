@@ -11,6 +11,9 @@ uninterrupted run would have. What a run folder holds and how checkpoints are re
 
 Periodic evaluation (``--eval-every``) is a function handed to :func:`train` (the command line passes
 :func:`voxgan.results.evaluate.evaluate_during_training`), so this room never imports the results room.
+
+The module is longer than most (about 650 lines) on purpose: the loop and every piece of it, so that a
+training run reads in this one file; the maths of one update is :mod:`voxgan.model.updates`.
 """
 
 from __future__ import annotations
