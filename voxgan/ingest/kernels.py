@@ -3,7 +3,8 @@
 :func:`compiled_kernels` compiles them when numba is installed and returns None otherwise, or with
 ``VOXGAN_NO_NUMBA=1``; every caller then takes its vectorised numpy path, which gives the same occupancy
 10-20 times slower. The solid angle of one triangle, the heart of the winding-number sum, is written once
-(:func:`triangle_solid_angle`) and compiled into each loop that sums it.
+(:func:`half_solid_angle`, which the numpy path calls on arrays too) and compiled into each loop that
+sums it; so is the dipole term of a far group of triangles (:func:`group_dipole`).
 """
 
 from __future__ import annotations
@@ -30,30 +31,27 @@ def compiled_kernels():
         from numba.extending import register_jitable
     except ImportError:
         return None
-    register_jitable(triangle_solid_angle)  # callable from the loops, compiled into them
+    for helper in (half_solid_angle, triangle_solid_angle, group_dipole):
+        register_jitable(helper)  # callable from the loops below, compiled into them
     jit = numba.njit(cache=True, nogil=True)
     return types.SimpleNamespace(
         overlap=jit(overlap_loop),
         crossings=jit(crossing_loop),
-        clustered=jit(clustered_winding_loop),
         two_level=jit(two_level_winding_loop),
         moments=jit(group_moments_loop),
         parts=jit(vertex_parts_loop),
     )
 
 
-def triangle_solid_angle(triangles, t, px, py, pz):  # compiled by numba
-    """Twice the signed solid angle of triangle t seen from (px, py, pz) (Van Oosterom and Strackee 1983).
+def half_solid_angle(ax, ay, az, bx, by, bz, cx, cy, cz):
+    """Half the signed solid angle of the triangle with corners a, b, c seen from the origin.
 
-    triangles : (F, 3, 3). The one copy of this sum that every compiled winding-number loop calls;
-    :func:`voxgan.ingest.winding.winding_numbers` is its vectorised numpy form.
+    Van Oosterom and Strackee (1983). The one copy of this formula: the compiled loops call it on
+    scalars (float), :func:`voxgan.ingest.winding.winding_numbers` on arrays of any shape (numpy).
     """
-    ax, ay, az = triangles[t, 0, 0] - px, triangles[t, 0, 1] - py, triangles[t, 0, 2] - pz
-    bx, by, bz = triangles[t, 1, 0] - px, triangles[t, 1, 1] - py, triangles[t, 1, 2] - pz
-    cx, cy, cz = triangles[t, 2, 0] - px, triangles[t, 2, 1] - py, triangles[t, 2, 2] - pz
-    la = math.sqrt(ax * ax + ay * ay + az * az)
-    lb = math.sqrt(bx * bx + by * by + bz * bz)
-    lc = math.sqrt(cx * cx + cy * cy + cz * cz)
+    la = np.sqrt(ax * ax + ay * ay + az * az)
+    lb = np.sqrt(bx * bx + by * by + bz * bz)
+    lc = np.sqrt(cx * cx + cy * cy + cz * cz)
     det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
     dots = (
         la * lb * lc
@@ -61,15 +59,43 @@ def triangle_solid_angle(triangles, t, px, py, pz):  # compiled by numba
         + (bx * cx + by * cy + bz * cz) * la
         + (cx * ax + cy * ay + cz * az) * lb
     )
-    return 2.0 * math.atan2(det, dots)
+    return np.arctan2(det, dots)
+
+
+def triangle_solid_angle(triangles, t, px, py, pz):  # compiled by numba
+    """The signed solid angle of triangle t of triangles (F, 3, 3) seen from (px, py, pz)."""
+    return 2.0 * half_solid_angle(
+        triangles[t, 0, 0] - px,
+        triangles[t, 0, 1] - py,
+        triangles[t, 0, 2] - pz,
+        triangles[t, 1, 0] - px,
+        triangles[t, 1, 1] - py,
+        triangles[t, 1, 2] - pz,
+        triangles[t, 2, 0] - px,
+        triangles[t, 2, 1] - py,
+        triangles[t, 2, 2] - pz,
+    )
+
+
+def group_dipole(centres, normals, far_beyond, g, px, py, pz):  # compiled by numba
+    """(True, N·(c - p) / |c - p|³) when group g (area-weighted centre c, normal N) lies farther than
+    far_beyond[g] from p = (px, py, pz), where its triangles count by their dipole; else (False, 0.0)."""
+    dx, dy, dz = centres[g, 0] - px, centres[g, 1] - py, centres[g, 2] - pz
+    distance = math.sqrt(dx * dx + dy * dy + dz * dz)
+    if distance > far_beyond[g]:
+        return True, (dx * normals[g, 0] + dy * normals[g, 1] + dz * normals[g, 2]) / (
+            distance * distance * distance
+        )
+    return False, 0.0
 
 
 def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba: scalar code on purpose
     """Mark surface (open-box overlap) and touched (closed-box contact) voxels of each triangle in place.
 
     triangles : (F, 3, 3) float64; surface, touched : (R, R, R) bool. The same rules as
-    :func:`overlap_masks_numpy`: the closed index range, the one-axis shortcut for triangles off the
-    grid planes, then the separating-axis test with strict (open) and non-strict (closed) bounds.
+    :func:`voxgan.ingest.overlap.overlap_masks_numpy`: the closed index range, the one-axis shortcut for
+    triangles off the grid planes, then the separating-axis test with strict (open) and non-strict
+    (closed) bounds.
     """
     r = resolution
     lo = np.empty(3, np.int64)
@@ -183,26 +209,6 @@ def crossing_loop(points, triangles, result):  # compiled by numba
         result[n] = total
 
 
-def clustered_winding_loop(points, triangles, starts, ends, centres, normals, far_beyond, result):  # numba
-    """:func:`clustered_winding_numbers` once the groups are built; writes (P,) winding numbers to result.
-
-    triangles : (F, 3, 3) sorted by group; group g is triangles[starts[g]:ends[g]], with area-weighted
-    centre centres[g], area-weighted normal normals[g] and dipole distance far_beyond[g].
-    """
-    for n in range(points.shape[0]):
-        px, py, pz = points[n, 0], points[n, 1], points[n, 2]
-        solid = 0.0
-        for g in range(starts.shape[0]):
-            dx, dy, dz = centres[g, 0] - px, centres[g, 1] - py, centres[g, 2] - pz
-            distance = math.sqrt(dx * dx + dy * dy + dz * dz)
-            if distance > far_beyond[g]:
-                solid += (dx * normals[g, 0] + dy * normals[g, 1] + dz * normals[g, 2]) / distance**3
-                continue
-            for t in range(starts[g], ends[g]):
-                solid += triangle_solid_angle(triangles, t, px, py, pz)
-        result[n] = solid / (4.0 * math.pi)
-
-
 def two_level_winding_loop(
     points,
     triangles,
@@ -218,7 +224,7 @@ def two_level_winding_loop(
     far_beyond,
     result,
 ):  # compiled by numba
-    """:func:`open_winding_function`'s sum; writes (P,) winding numbers to result.
+    """The clustered winding-number sum (:mod:`voxgan.ingest.winding`); writes (P,) winding numbers to result.
 
     Large group g holds small groups large_starts[g]:large_ends[g]; small group h holds triangles
     starts[h]:ends[h]. Each group has an area-weighted centre, normal and dipole distance.
@@ -227,20 +233,14 @@ def two_level_winding_loop(
         px, py, pz = points[n, 0], points[n, 1], points[n, 2]
         solid = 0.0
         for g in range(large_starts.shape[0]):
-            dx, dy, dz = large_centres[g, 0] - px, large_centres[g, 1] - py, large_centres[g, 2] - pz
-            distance = math.sqrt(dx * dx + dy * dy + dz * dz)
-            if distance > large_far[g]:
-                solid += (dx * large_normals[g, 0] + dy * large_normals[g, 1] + dz * large_normals[g, 2]) / (
-                    distance * distance * distance
-                )
+            far, dipole = group_dipole(large_centres, large_normals, large_far, g, px, py, pz)
+            if far:
+                solid += dipole
                 continue
             for h in range(large_starts[g], large_ends[g]):
-                dx, dy, dz = centres[h, 0] - px, centres[h, 1] - py, centres[h, 2] - pz
-                distance = math.sqrt(dx * dx + dy * dy + dz * dz)
-                if distance > far_beyond[h]:
-                    solid += (dx * normals[h, 0] + dy * normals[h, 1] + dz * normals[h, 2]) / (
-                        distance * distance * distance
-                    )
+                far, dipole = group_dipole(centres, normals, far_beyond, h, px, py, pz)
+                if far:
+                    solid += dipole
                     continue
                 for t in range(starts[h], ends[h]):
                     solid += triangle_solid_angle(triangles, t, px, py, pz)

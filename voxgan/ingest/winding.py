@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxgan.ingest.kernels import compiled_kernels
+from voxgan.ingest.kernels import compiled_kernels, half_solid_angle
 from voxgan.ingest.overlap import corner_max, corner_min
 
 WINDING_CHUNK = 1 << 14  # point/triangle pairs per block of the winding-number sum
@@ -41,17 +41,8 @@ def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
         ax, ay, az, bx, by, bz, cx, cy, cz = (
             corner[None, :] - p[:, n % 3, None] for n, corner in enumerate(corners)
         )  # each (p, F): corners relative to the point
-        la = np.sqrt(ax * ax + ay * ay + az * az)
-        lb = np.sqrt(bx * bx + by * by + bz * bz)
-        lc = np.sqrt(cx * cx + cy * cy + cz * cz)
-        det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
-        dots = (
-            la * lb * lc
-            + (ax * bx + ay * by + az * bz) * lc
-            + (bx * cx + by * cy + bz * cz) * la
-            + (cx * ax + cy * ay + cz * az) * lb
-        )
-        total[start : start + step] = np.arctan2(det, dots).sum(axis=1) / (2 * np.pi)
+        halves = half_solid_angle(ax, ay, az, bx, by, bz, cx, cy, cz)  # (p, F)
+        total[start : start + step] = halves.sum(axis=1) / (2 * np.pi)
     return total
 
 
@@ -129,15 +120,21 @@ def clustered_winding_numbers(
     group_of = np.repeat(np.arange(len(starts)), ends - starts)
     corner_distance = np.sqrt(((triangles - group_centre[group_of][:, None, :]) ** 2).sum(axis=2)).max(axis=1)
     group_radius = np.maximum.reduceat(corner_distance, starts)
-    if kernels is not None:
-        kernels.clustered(
+    if kernels is not None:  # one level: the two-level sum whose large groups are the groups themselves
+        groups, far = np.arange(len(starts)), beta * group_radius
+        kernels.two_level(
             np.ascontiguousarray(points, dtype=np.float64),
             np.ascontiguousarray(triangles),
+            groups,
+            groups + 1,
+            group_centre,
+            group_normal,
+            far,
             starts,
             ends,
             group_centre,
             group_normal,
-            beta * group_radius,
+            far,
             result,
         )
         return result

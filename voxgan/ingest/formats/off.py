@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from voxgan.ingest.formats.safety import Origin, check_face_limit
+from voxgan.ingest.formats.safety import Origin, check_claimed_counts, check_face_limit
 from voxgan.ingest.formats.text import COMMENT, counted_polygons, fan_triangulate, parse_numbers, parse_rows
 from voxgan.ingest.mesh import Mesh, MeshError
 
@@ -43,15 +43,8 @@ def parse_off(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray,
     vertex_count, face_count = int(counts_match.group(1)), int(counts_match.group(2))
     check_face_limit(face_count, max_faces)
     body = data[counts_match.end() :]
-    if 6 * vertex_count + 8 * face_count - 1 > len(body):
-        raise MeshError(
-            f"cannot parse OFF: header claims {vertex_count:,} vertices and {face_count:,} faces "
-            f"but only {len(body):,} bytes follow (truncated?)"
-        )
-    if vertex_count == 0:
-        raise MeshError("no vertices")
-    if face_count == 0:
-        raise MeshError("no faces")
+    least = 6 * vertex_count + 8 * face_count - 1  # "x y z" lines, then "3 i j k" lines
+    check_claimed_counts("OFF", vertex_count, face_count, least, len(body))
     plain = not (header.group(1) or header.group(2) or header.group(3))
     if plain:
         parsed = _off_tokens(body, vertex_count, face_count)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from voxgan.ingest.formats.safety import Origin, check_face_limit
+from voxgan.ingest.formats.safety import Origin, check_claimed_counts, check_face_limit
 from voxgan.ingest.formats.text import (
     NEWLINE,
     counted_polygons,
@@ -63,15 +63,7 @@ def parse_ply(data: bytes, *, max_faces: int | None = None) -> tuple[np.ndarray,
     check_face_limit(face_count, max_faces)
     body_size = len(data) - body_start
     least = sum(element.count * _ply_least_size(element, fmt == "ascii") for element in elements)
-    if least > body_size:
-        raise MeshError(
-            f"cannot parse PLY: header claims {vertex_count:,} vertices and {face_count:,} faces "
-            f"but only {body_size:,} bytes follow (truncated?)"
-        )
-    if vertex_count == 0:
-        raise MeshError("no vertices")
-    if face_count == 0:
-        raise MeshError("no faces")
+    check_claimed_counts("PLY", vertex_count, face_count, least, body_size)
     if _ply_usual_layout(elements):
         if fmt == "ascii":
             return _ply_ascii(data[body_start:], elements, data[:body_start].count(b"\n") + 1)

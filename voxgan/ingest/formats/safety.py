@@ -55,6 +55,22 @@ def check_face_limit(count: int, max_faces: int | None) -> None:
         raise MeshError(f"too many faces ({count:,} > --max-faces {max_faces:,})")
 
 
+def check_claimed_counts(
+    fmt: str, vertex_count: int, face_count: int, least_bytes: int, available: int
+) -> None:
+    """MeshError when a header's counts need more bytes than follow it (``least_bytes`` > ``available``),
+    or when it claims no vertex or no face: checked before anything is allocated."""
+    if least_bytes > available:
+        raise MeshError(
+            f"cannot parse {fmt}: header claims {vertex_count:,} vertices and {face_count:,} faces "
+            f"but only {available:,} bytes follow (truncated?)"
+        )
+    if vertex_count == 0:
+        raise MeshError("no vertices")
+    if face_count == 0:
+        raise MeshError("no faces")
+
+
 def safe_reference(uri: str, folder: Path, root: Path) -> Path:
     """The file a relative reference inside a mesh file names, or MeshError if it is not inside ``root``.
 
