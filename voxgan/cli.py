@@ -10,6 +10,7 @@ line on stderr: exit 2 for a bad option or value, exit 1 for a failure at run ti
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path  # noqa: F401  (used by the command functions)
 from typing import Annotated
@@ -209,11 +210,21 @@ def train(
         Path, typer.Option(help="Folder that receives the run folders NNNNN-<description>/.")
     ] = Path("runs"),
     epochs: Annotated[
-        int, typer.Option(help="Passes over the data (1,000 volumes for a synthetic source).")
-    ] = 50,
+        int | None,
+        typer.Option(
+            help="Passes over the data (1,000 volumes for a synthetic source) [50; none with --time-limit]."
+        ),
+    ] = None,
     steps: Annotated[
         int | None,
         typer.Option(help="Stop after this many steps instead (1 step = 1 G + n_critic D updates)."),
+    ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop after this many minutes of training (evaluation not counted; a resumed run goes on), "
+            "with a checkpoint, the sample grid and, with --eval-every, the metrics."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Volumes per batch, per process.")] = 32,
     resolution: Annotated[int, typer.Option(help="Grid size: 16, 32 or 64 (must match shards).")] = 16,
@@ -230,12 +241,21 @@ def train(
         bool,
         typer.Option("--resume", help="Continue RUN_DIR (or the newest run in --out) from its latest.pt."),
     ] = False,
-    lr: Annotated[float, typer.Option(help="Adam learning rate of both networks.")] = 1e-4,
-    generator_width: Annotated[int, typer.Option(help="Generator channels at full resolution.")] = 32,
-    critic_width: Annotated[int, typer.Option(help="Critic channels at full resolution.")] = 32,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate of both networks (sets the two below).")
+    ] = None,
+    lr_generator: Annotated[float, typer.Option(help="Adam learning rate of the generator.")] = 4e-4,
+    lr_critic: Annotated[float, typer.Option(help="Adam learning rate of the critic.")] = 8e-4,
+    n_critic: Annotated[int, typer.Option(help="Critic updates per generator update (one step).")] = 1,
+    generator_width: Annotated[
+        int, typer.Option(help="Generator channels at full resolution (doubling per halving).")
+    ] = 16,
+    critic_width: Annotated[
+        int, typer.Option(help="Critic channels at full resolution (doubling per halving).")
+    ] = 16,
     penalty_every: Annotated[
         int, typer.Option(help="Gradient penalty on every k-th critic update, weighted 10k (lazy).")
-    ] = 4,
+    ] = 1,
     epoch_size: Annotated[int, typer.Option(help="Volumes per epoch of a synthetic source.")] = 1000,
     generator_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the generator, e.g. 8 or 8,16; 'none'.")
@@ -249,16 +269,21 @@ def train(
 
     Runs under torchrun too (DistributedDataParallel; only rank 0 writes).
 
-    Example: voxgan train --data shards --epochs 50   |   voxgan train --resume   |
+    SIGTERM or SIGINT finish the step in progress, save a checkpoint and the sample grid, and exit (0 on
+    SIGTERM); --resume continues exactly where the run stopped, to its own target unless you give one.
+
+    Example: voxgan train --data shards --time-limit 20   |   voxgan train --resume   |
     torchrun --nproc_per_node=2 -m voxgan train --steps 1000
     """
     from voxgan.model.config import TrainConfig
     from voxgan.model.networks import resolution_steps
     from voxgan.model.runs import find_latest_run
+    from voxgan.model.train import TrainingStopped
     from voxgan.model.train import train as run_training
 
     for hint, value, low in (
-        ("--epochs", epochs, 1),
+        ("--epochs", epochs if epochs is not None else 1, 1),
+        ("--n-critic", n_critic, 1),
         ("--steps", steps if steps is not None else 1, 1),
         ("--batch-size", batch_size, 1),
         ("--workers", workers, 0),
@@ -276,8 +301,12 @@ def train(
         raise typer.BadParameter(f"must be 16, 32 or 64, got {resolution}", param_hint="--resolution")
     if device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter(f"must be auto, cpu or cuda, got {device!r}", param_hint="--device")
-    if not lr > 0:
-        raise typer.BadParameter(f"must be positive, got {lr}", param_hint="--lr")
+    if lr is not None:
+        lr_generator = lr_critic = lr
+    rates = [("--lr-generator", lr_generator), ("--lr-critic", lr_critic)] if lr is None else [("--lr", lr)]
+    for hint, value in (*rates, ("--time-limit", time_limit)):
+        if value is not None and not value > 0:
+            raise typer.BadParameter(f"must be positive, got {value}", param_hint=hint)
     if run_dir is not None and not resume:
         raise typer.BadParameter(f"unexpected argument {run_dir}; to continue a run use --resume {run_dir}")
     resume_from = (run_dir or find_latest_run(out)) if resume else None
@@ -301,7 +330,10 @@ def train(
         log_every=log_every,
         checkpoint_every=checkpoint_every,
         eval_every=eval_every,
-        lr=lr,
+        time_limit=time_limit,
+        lr_generator=lr_generator,
+        lr_critic=lr_critic,
+        n_critic=n_critic,
         generator_width=generator_width,
         critic_width=critic_width,
         penalty_every=penalty_every,
@@ -313,7 +345,10 @@ def train(
     evaluate = None
     if eval_every:
         from voxgan.results.evaluate import evaluate_during_training as evaluate
-    run = run_training(config, resume=resume_from, evaluate=evaluate)
+    try:
+        run = run_training(config, resume=resume_from, evaluate=evaluate)
+    except TrainingStopped as stopped:  # the trainer said how to resume
+        raise typer.Exit(0 if stopped.signal_number == signal.SIGTERM else 130) from None
     if run is not None:  # None on the other ranks under torchrun
         typer.echo(f"run: {run}")
 

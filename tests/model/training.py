@@ -5,10 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-TINY = dict(batch_size=4, generator_width=4, critic_width=4, log_every=1)
+# Five critic updates a step, as in the original design, so that a step spans five batches.
+TINY = dict(batch_size=4, generator_width=4, critic_width=4, log_every=1, n_critic=5)
 
 
-TINY_ARGS = ["--batch-size", "4", "--generator-width", "4", "--critic-width", "4", "--log-every", "1"]
+TINY_ARGS = [f"--{key.replace('_', '-')}={value}" for key, value in TINY.items()]
 
 
 def single_thread_env() -> dict:

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from voxgan.errors import VoxganError
 from voxgan.model.networks import Critic, Generator
 
+DEFAULT_EPOCHS = 50  # when neither --steps, --epochs nor --time-limit is given
+# What a run stops at; given on resume, they replace the run's own target, otherwise it is kept.
+TARGET_FIELDS = ("steps", "epochs", "time_limit")
 # Options that may change when a run is resumed; every other option comes from the checkpoint.
 RUNTIME_FIELDS = (
-    "steps",
-    "epochs",
     "device",
     "workers",
     "log_every",
@@ -26,16 +27,23 @@ RUNTIME_FIELDS = (
 class TrainConfig:
     """Everything a run needs; saved as ``config.json`` and in every checkpoint.
 
-    Defaults: the original design (batch 32, 50 epochs of 1,000 synthetic volumes, 100-d noise, 16³) and the
-    WGAN-GP paper (λ = 10, 5 critic updates per generator update, Adam lr 1e-4, betas (0, 0.9)).
+    Defaults: the recipe chosen by ``benchmarks/bench_quality.py`` (see BENCHMARKS.md): the original design's
+    data and objective (batch 32, 100-d noise, 16³, WGAN-GP with λ = 10, Adam betas (0, 0.9), attention in
+    both networks) with two time-scale updates (one critic update per generator update, the critic's learning
+    rate twice the generator's) and lean networks (no R³ feature maps, attention keys pooled at 8³).
+    :data:`ORIGINAL_DESIGN` holds the options that give the original design instead.
     ``penalty_every = k`` applies the gradient penalty on every k-th critic update only, weighted λ·k (lazy
     regularisation, as StyleGAN2 does for R1); ``penalty_fraction`` computes it on that share of the batch.
+    The run stops at ``steps``, else after ``epochs`` passes over the data, or when ``time_limit`` minutes of
+    training (evaluation not counted, resumed runs counted together) are spent; with none of the three it
+    runs :data:`DEFAULT_EPOCHS` epochs.
     """
 
     data: str = "synthetic:shapes"
     out: str = "runs"
-    epochs: int = 50
+    epochs: int | None = None
     steps: int | None = None
+    time_limit: float | None = None  # minutes
     batch_size: int = 32
     resolution: int = 16
     seed: int = 0
@@ -48,16 +56,19 @@ class TrainConfig:
     compile: bool = False
     epoch_size: int = 1000  # volumes per epoch of a synthetic source
     latent_dim: int = 100
-    generator_width: int = 32
-    critic_width: int = 32
+    generator_width: int = 16
+    critic_width: int = 16
     generator_attention: tuple[int, ...] = (8,)
     critic_attention: tuple[int, ...] = (4,)
     key_divisor: int = 8
-    lr: float = 1e-4
+    attention_pool: int = 2  # keys and values of attention on maps above 4³ pooled by this
+    full_resolution_features: bool = False  # True: voxgan 0.1's networks (a convolution at R³ on both sides)
+    lr_generator: float = 4e-4
+    lr_critic: float = 8e-4
     betas: tuple[float, float] = (0.0, 0.9)
-    n_critic: int = 5
+    n_critic: int = 1
     penalty_weight: float = 10.0
-    penalty_every: int = 4
+    penalty_every: int = 1
     penalty_fraction: float = 1.0
     channels_last: bool = True  # channels-last 3D memory format (faster convolutions on CPU and CUDA)
     ema_decay: float = 0.999
@@ -69,9 +80,40 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        """The config a saved dict describes; options it predates take the values that reproduce it."""
+        values = dict(values)
+        if "lr" in values:  # voxgan 0.1: one learning rate for both networks
+            lr = values.pop("lr")
+            values.setdefault("lr_generator", lr)
+            values.setdefault("lr_critic", lr)
+        values = {**BEFORE_THEY_EXISTED, **values}
+        fields = {f.name for f in dataclasses.fields(cls)}
         kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
         return cls(**kept)
+
+
+# The value of each option added after voxgan 0.1 that gives the runs saved before it existed.
+BEFORE_THEY_EXISTED = {"attention_pool": 1, "full_resolution_features": True}
+
+# The design voxgan grew from, as stated: transposed convolutions with R³ features in the generator,
+# convolutions in the critic, one self-attention layer each, WGAN-GP with λ = 10 and the penalty on each of
+# 5 critic updates per generator update, Adam 1e-4 with betas (0, 0.9), batch 32, no average of weights.
+ORIGINAL_DESIGN = dict(
+    generator_width=32,
+    critic_width=32,
+    generator_attention=(8,),
+    critic_attention=(4,),
+    attention_pool=1,
+    full_resolution_features=True,
+    lr_generator=1e-4,
+    lr_critic=1e-4,
+    betas=(0.0, 0.9),
+    n_critic=5,
+    penalty_weight=10.0,
+    penalty_every=1,
+    batch_size=32,
+    ema_decay=0.0,
+)
 
 
 def check_config(config: TrainConfig) -> None:
@@ -79,7 +121,11 @@ def check_config(config: TrainConfig) -> None:
     checks = [
         (config.resolution in (16, 32, 64), f"resolution must be 16, 32 or 64, got {config.resolution}"),
         (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
-        (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
+        (config.epochs is None or config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
+        (
+            config.time_limit is None or config.time_limit > 0,
+            f"time limit must be positive, got {config.time_limit}",
+        ),
         (config.steps is None or config.steps >= 1, f"steps must be at least 1, got {config.steps}"),
         (config.n_critic >= 1 and config.penalty_every >= 1, "n_critic and penalty_every must be at least 1"),
         (config.log_every >= 1 and config.checkpoint_every >= 1, "log and checkpoint intervals must be >= 1"),
@@ -87,7 +133,12 @@ def check_config(config: TrainConfig) -> None:
             0 < config.penalty_fraction <= 1,
             f"penalty_fraction must be in (0, 1], got {config.penalty_fraction}",
         ),
-        (config.lr > 0, f"learning rate must be positive, got {config.lr}"),
+        (
+            config.lr_generator > 0 and config.lr_critic > 0,
+            f"learning rates must be positive, got {config.lr_generator} and {config.lr_critic}",
+        ),
+        (0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}"),
+        (config.attention_pool >= 1, f"attention_pool must be at least 1, got {config.attention_pool}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -104,6 +155,8 @@ def build_networks(config: TrainConfig) -> tuple[Generator, Critic]:
         tuple(config.generator_attention),
         num_classes,
         config.key_divisor,
+        config.attention_pool,
+        config.full_resolution_features,
     )
     critic = Critic(
         config.resolution,
@@ -111,5 +164,7 @@ def build_networks(config: TrainConfig) -> tuple[Generator, Critic]:
         tuple(config.critic_attention),
         num_classes,
         config.key_divisor,
+        config.attention_pool,
+        config.full_resolution_features,
     )
     return generator, critic

@@ -3,6 +3,12 @@
 Both networks are built from one block per resolution step, used as many times as the resolution needs
 (4³ → 8³ → 16³ → ...), with :class:`SelfAttention3d` after the steps whose output resolution is listed in
 ``attention``. Shapes are written ``(B, C, D, H, W)``; volumes are indexed ``[x, y, z]`` like the shards.
+
+``full_resolution_features=False`` (the default recipe) builds them as 3D-GAN did (Wu et al. 2016): the
+generator's last step is a transposed convolution straight to the one-channel volume and the critic's first
+step a strided convolution straight from it, so no R³ map of features is ever made. On a CPU that is most
+of the cost of a step (see BENCHMARKS.md); ``True`` is the layout of voxgan 0.1 (a 3×3×3 convolution at R³
+on both sides), kept so that its checkpoints load.
 """
 
 from __future__ import annotations
@@ -45,9 +51,11 @@ class SelfAttention3d(nn.Module):
     ----------
     channels : feature channels C of the input.
     key_channels : channels of the query and key projections (SAGAN uses C/8); at least 1.
+    pool : keys and values come from the map average-pooled by ``pool`` in each axis (BigGAN pools by 2):
+        N queries attend to N / pool³ positions, pool³ times cheaper.
     """
 
-    def __init__(self, channels: int, key_channels: int | None = None):
+    def __init__(self, channels: int, key_channels: int | None = None, pool: int = 1):
         super().__init__()
         key_channels = max(1, key_channels if key_channels is not None else channels // 8)
         self.query = nn.Conv3d(channels, key_channels, 1)
@@ -55,29 +63,41 @@ class SelfAttention3d(nn.Module):
         self.value = nn.Conv3d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(()))
         self.scale = key_channels**-0.5
+        self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x : (B, C, D, H, W) -> (B, C, D, H, W)."""
         b, c, d, h, w = x.shape
+        pooled = F.avg_pool3d(x, self.pool) if self.pool > 1 else x  # (B, C, D/p, H/p, W/p)
         # Token-major (B, N, C) operands: views, not copies, of channels-last feature maps, and a result
         # that is channels-last again, so no layout conversion runs around the two matmuls.
         query = self.query(x).flatten(2).transpose(1, 2)  # (B, N, Ck)
-        key = self.key(x).flatten(2)  # (B, Ck, N)
-        value = self.value(x).flatten(2).transpose(1, 2)  # (B, N, C)
-        scores = torch.bmm(query, key).mul_(self.scale)  # (B, N, N); in place: bmm keeps its inputs, not this
-        weights = torch.softmax(scores, dim=-1)  # (B, N, N), rows sum to 1
+        key = self.key(pooled).flatten(2)  # (B, Ck, M), M = N / p³
+        value = self.value(pooled).flatten(2).transpose(1, 2)  # (B, M, C)
+        scores = torch.bmm(query, key).mul_(self.scale)  # (B, N, M); in place: bmm keeps its inputs, not this
+        weights = torch.softmax(scores, dim=-1)  # (B, N, M), rows sum to 1
         attended = torch.bmm(weights, value)  # (B, N, C)
         return torch.addcmul(x, self.gamma, attended.transpose(1, 2).view(b, c, d, h, w))
+
+
+def attention_or_none(channels: int, resolution: int, wanted: tuple[int, ...], key_divisor: int, pool: int):
+    """A :class:`SelfAttention3d` for a ``resolution``³ map when ``resolution`` is in ``wanted``, else None.
+
+    Keys and values are pooled by ``pool`` on maps larger than 4³ only.
+    """
+    if resolution not in wanted:
+        return None
+    return SelfAttention3d(channels, channels // key_divisor, pool if resolution > BASE_RESOLUTION else 1)
 
 
 class UpBlock(nn.Module):
     """One generator resolution step: (B, Cin, r, r, r) -> (B, Cout, 2r, 2r, 2r), then optional attention."""
 
-    def __init__(self, in_channels: int, out_channels: int, attention: bool, key_divisor: int):
+    def __init__(self, in_channels: int, out_channels: int, attention: SelfAttention3d | None):
         super().__init__()
         self.conv = nn.ConvTranspose3d(in_channels, out_channels, 4, stride=2, padding=1, bias=False)
         self.norm = nn.GroupNorm(min(8, out_channels), out_channels)
-        self.attention = SelfAttention3d(out_channels, out_channels // key_divisor) if attention else None
+        self.attention = attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.norm(self.conv(x)), inplace=True)  # the norm keeps its input, not this
@@ -90,10 +110,10 @@ class DownBlock(nn.Module):
     No batch normalisation: the gradient penalty is per sample, and a batch statistic would couple samples.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, attention: bool, key_divisor: int):
+    def __init__(self, in_channels: int, out_channels: int, attention: SelfAttention3d | None):
         super().__init__()
         self.conv = nn.Conv3d(in_channels, out_channels, 4, stride=2, padding=1)
-        self.attention = SelfAttention3d(out_channels, out_channels // key_divisor) if attention else None
+        self.attention = attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.leaky_relu(self.conv(x), 0.2, inplace=True)  # the convolution keeps its input, not this
@@ -104,18 +124,21 @@ class Generator(nn.Module):
     """Noise (and a class) to an occupancy volume in [0, 1].
 
     ``G(z, labels)``: z (B, latent_dim) float, labels (B,) int64 or None -> (B, 1, R, R, R).
-    A linear layer makes a 4³ feature map, then one :class:`UpBlock` per doubling up to R, then a 3×3×3
-    convolution to one channel and a sigmoid. When ``num_classes > 0`` a learned class embedding is
-    concatenated to z.
+    A linear layer makes a 4³ feature map, then one :class:`UpBlock` per doubling, then a sigmoid: the last
+    doubling is a transposed convolution to one channel, or (``full_resolution_features``) an UpBlock to
+    R³ features and a 3×3×3 convolution to one channel. When ``num_classes > 0`` a learned class embedding
+    is concatenated to z.
 
     Parameters
     ----------
     resolution : R, one of 16, 32, 64.
     latent_dim : length of z (100 in the original design).
-    width : channels at the full resolution; doubling at every halving, capped at 8×.
+    width : channels at the full resolution (R³); doubling at every halving, capped at 8×.
     attention : output resolutions of the steps followed by self-attention, e.g. (8,).
     num_classes : 0 for an unconditional generator.
     key_divisor : query/key channels = C // key_divisor.
+    attention_pool : keys and values of attention on maps above 4³ are pooled by this (1: not pooled).
+    full_resolution_features : the layout of voxgan 0.1 (see the module docstring).
     """
 
     def __init__(
@@ -126,22 +149,29 @@ class Generator(nn.Module):
         attention: tuple[int, ...] = (8,),
         num_classes: int = 0,
         key_divisor: int = 8,
+        attention_pool: int = 1,
+        full_resolution_features: bool = True,
     ):
         super().__init__()
         self.resolution, self.latent_dim, self.num_classes = resolution, latent_dim, num_classes
         steps = resolution_steps(resolution)
+        feature_steps = steps if full_resolution_features else steps[:-1]
         self.embedding = nn.Embedding(num_classes, latent_dim) if num_classes > 0 else None
         in_features = latent_dim * (2 if num_classes > 0 else 1)
         self.base_channels = channels_at(BASE_RESOLUTION, resolution, width)
         self.project = nn.Linear(in_features, self.base_channels * BASE_RESOLUTION**3)
         self.project_norm = nn.GroupNorm(min(8, self.base_channels), self.base_channels)
         blocks, channels = [], self.base_channels
-        for step_resolution in steps:
+        for step_resolution in feature_steps:
             out_channels = channels_at(step_resolution, resolution, width)
-            blocks.append(UpBlock(channels, out_channels, step_resolution in attention, key_divisor))
+            module = attention_or_none(out_channels, step_resolution, attention, key_divisor, attention_pool)
+            blocks.append(UpBlock(channels, out_channels, module))
             channels = out_channels
         self.blocks = nn.ModuleList(blocks)
-        self.to_volume = nn.Conv3d(channels, 1, 3, padding=1)
+        if full_resolution_features:
+            self.to_volume = nn.Conv3d(channels, 1, 3, padding=1)
+        else:
+            self.to_volume = nn.ConvTranspose3d(channels, 1, 4, stride=2, padding=1)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z : (B, latent_dim), labels : (B,) int64 or None -> (B, 1, R, R, R) occupancy in [0, 1]."""
@@ -167,8 +197,9 @@ class Critic(nn.Module):
     """An occupancy volume (and a class) to one unbounded score per sample (WGAN critic).
 
     ``D(volumes, labels)``: volumes (B, 1, R, R, R) float, labels (B,) int64 or None -> (B,).
-    A 3×3×3 convolution, one :class:`DownBlock` per halving down to 4³, then a linear score. When
-    ``num_classes > 0`` the score gets a projection term, ⟨embed(label), features⟩ (Miyato & Koyama 2018).
+    One :class:`DownBlock` per halving down to 4³ (after a 3×3×3 convolution to R³ features when
+    ``full_resolution_features``), then a linear score. When ``num_classes > 0`` the score gets a
+    projection term, ⟨embed(label), features⟩ (Miyato & Koyama 2018).
 
     Parameters
     ----------
@@ -177,6 +208,8 @@ class Critic(nn.Module):
     attention : output resolutions of the steps followed by self-attention, e.g. (8,) or (4,).
     num_classes : 0 for an unconditional critic.
     key_divisor : query/key channels = C // key_divisor.
+    attention_pool : keys and values of attention on maps above 4³ are pooled by this (1: not pooled).
+    full_resolution_features : the layout of voxgan 0.1 (see the module docstring).
     """
 
     def __init__(
@@ -186,15 +219,18 @@ class Critic(nn.Module):
         attention: tuple[int, ...] = (4,),
         num_classes: int = 0,
         key_divisor: int = 8,
+        attention_pool: int = 1,
+        full_resolution_features: bool = True,
     ):
         super().__init__()
         self.resolution, self.num_classes = resolution, num_classes
-        self.from_volume = nn.Conv3d(1, width, 3, padding=1)
-        blocks, channels = [], width
+        self.from_volume = nn.Conv3d(1, width, 3, padding=1) if full_resolution_features else None
+        blocks, channels = [], width if full_resolution_features else 1
         for step_resolution in reversed(resolution_steps(resolution)):
             out_resolution = step_resolution // 2
             out_channels = channels_at(out_resolution, resolution, width)
-            blocks.append(DownBlock(channels, out_channels, out_resolution in attention, key_divisor))
+            module = attention_or_none(out_channels, out_resolution, attention, key_divisor, attention_pool)
+            blocks.append(DownBlock(channels, out_channels, module))
             channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         features = channels * BASE_RESOLUTION**3
@@ -206,7 +242,9 @@ class Critic(nn.Module):
         assert volumes.shape[1:] == (1,) + (self.resolution,) * 3, (
             f"volumes must be (B, 1, R, R, R): {volumes.shape}"
         )
-        x = F.leaky_relu(self.from_volume(volumes), 0.2, inplace=True)
+        x = volumes
+        if self.from_volume is not None:
+            x = F.leaky_relu(self.from_volume(x), 0.2, inplace=True)
         for block in self.blocks:
             x = block(x)
         assert x.shape[2:] == (BASE_RESOLUTION,) * 3

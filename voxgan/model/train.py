@@ -9,6 +9,11 @@ function of ``(seed, epoch, batch index)``, so a run resumed from a checkpoint c
 uninterrupted run would have. What a run folder holds and how checkpoints are read is
 :mod:`voxgan.model.runs`; only rank 0 writes.
 
+A run stops at its step target, at its time limit (minutes of training, evaluation not counted, summed
+over resumes) or at SIGTERM / SIGINT: the step in progress finishes, a checkpoint and the sample grid are
+written, and :class:`TrainingStopped` tells the caller which signal came (the command line exits 0 on
+SIGTERM, as cluster schedulers expect of a preempted job, and 130 on SIGINT).
+
 Periodic evaluation (``--eval-every``) is a function handed to :func:`train` (the command line passes
 :func:`voxgan.results.evaluate.evaluate_during_training`), so this room never imports the results room.
 
@@ -21,7 +26,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +41,14 @@ from torch import nn
 from voxgan import __version__
 from voxgan.data import VoxelLoader, make_loader
 from voxgan.errors import VoxganError
-from voxgan.model.config import RUNTIME_FIELDS, TrainConfig, build_networks, check_config
+from voxgan.model.config import (
+    DEFAULT_EPOCHS,
+    RUNTIME_FIELDS,
+    TARGET_FIELDS,
+    TrainConfig,
+    build_networks,
+    check_config,
+)
 from voxgan.model.loss import CriticObjective
 from voxgan.model.networks import Critic, Generator
 from voxgan.model.runs import (
@@ -65,6 +79,41 @@ STAT_NAMES = ("loss_critic", "wasserstein", "gradient_penalty", "grad_norm_criti
 Evaluate = Callable[[Path, torch.device], None]
 
 
+class TrainingStopped(Exception):
+    """Training stopped at a signal after saving its checkpoint; ``signal_number`` and ``run_dir`` say which
+    signal and where (``run_dir`` is None on ranks other than 0)."""
+
+    def __init__(self, signal_number: int, run_dir: Path | None):
+        super().__init__(f"stopped by {signal.Signals(signal_number).name}")
+        self.signal_number, self.run_dir = signal_number, run_dir
+
+
+class StopSignals:
+    """SIGTERM and SIGINT, while inside ``with``, as a request to stop after the current step.
+
+    ``received`` is the first signal's number (0 before). A second signal of the same kind acts as it
+    would have without this (SIGINT: KeyboardInterrupt at once). Outside the main thread it does nothing.
+    """
+
+    def __init__(self):
+        self.received = 0
+        self.previous = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self.previous[number] = signal.signal(number, self.handle)
+        return self
+
+    def handle(self, number: int, frame) -> None:
+        self.received = self.received or number
+        signal.signal(number, self.previous[number])
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
 @dataclass
 class Networks:
     """The generator, its EMA copy (used for samples and export), the critic, and their optimisers."""
@@ -89,6 +138,7 @@ class Progress:
     batch_index: int
     sums: torch.Tensor
     streaks: torch.Tensor
+    train_seconds: float = 0.0  # wall-clock seconds of training so far, evaluation not counted
 
 
 @dataclass(frozen=True)
@@ -166,7 +216,7 @@ def run_training(
     # Load data.
     loader = open_loader(config, cuda)
     config = with_loader_classes(config, loader, resuming=checkpoint is not None)
-    total_steps = config.steps or max(1, config.epochs * loader.num_batches // config.n_critic)
+    total_steps = target_steps(config, loader.num_batches)  # None: until the time limit
 
     # Construct networks.
     networks, progress = build_training(config, device, memory_format)
@@ -180,8 +230,8 @@ def run_training(
     if is_main:
         run_dir, history, writer = open_run_folder(config, run_dir, progress.step)
         state = f"resuming at step {progress.step}" if progress.step else "new run"
-        print(f"voxgan train: {run_dir} ({state}, {total_steps} steps, {device}, {world_size} process(es))",
-              file=sys.stderr)  # fmt: skip
+        print(f"voxgan train: {run_dir} ({state}, {describe_target(config, total_steps)}, {device}, "
+              f"{world_size} process(es))", file=sys.stderr)  # fmt: skip
     sample_z, sample_labels = fixed_latents(config, device)
 
     # Train.
@@ -202,14 +252,19 @@ def run_training(
     bar = tqdm(total=total_steps, initial=progress.step, disable=not is_main, file=sys.stderr, unit="step",
                dynamic_ncols=True)  # fmt: skip
     last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, progress.step
-    with bar:  # closed before an error message is printed
-        while progress.step < total_steps:
+    stop_reason = "steps" if total_steps is not None and progress.step >= total_steps else None
+    with bar, StopSignals() as signals:  # the bar is closed before an error message is printed
+        tick = time.perf_counter()
+        while stop_reason is None:
             finished_epoch, waited = train_step(
                 plan, networks, generator_train, objective_train, progress, batches, loader.num_batches, noise
             )
             data_wait += waited
             bar.update(1)
-            step, last = progress.step, progress.step == total_steps
+            progress.train_seconds += time.perf_counter() - tick
+            tick = time.perf_counter()
+            stop_reason = why_stop(config, progress, total_steps, signals.received, world_size)
+            step, last = progress.step, stop_reason is not None
 
             # Log, picture, checkpoint, evaluate.
             if step % config.log_every == 0 or last:
@@ -232,8 +287,9 @@ def run_training(
                     check_ranks_agree((networks.generator, networks.critic, networks.ema), step)
                 if is_main:
                     save_training_checkpoint(run_dir, config, networks, progress, history)
-            if is_main and evaluate_now and evaluate is not None:
+            if is_main and evaluate is not None and (evaluate_now or (last and stop_reason != "signal")):
                 evaluate(run_dir, device)
+                tick = time.perf_counter()  # evaluation is not training time
 
     # Finish: a picture of the epoch in progress, when the run ended inside one.
     if is_main:
@@ -242,7 +298,57 @@ def run_training(
             save_samples(networks.ema, sample_z, sample_labels, config, run_dir, progress.epoch + 1)
         if writer is not None:
             writer.close()
+        if stop_reason == "time":
+            print(f"voxgan train: time limit of {config.time_limit:g} min reached at step {progress.step}",
+                  file=sys.stderr)  # fmt: skip
+    if stop_reason == "signal":
+        name = signal.Signals(signals.received).name
+        if is_main:
+            print(f"voxgan train: stopped by {name} after step {progress.step}, checkpoint saved; continue "
+                  f"with: voxgan train --resume {run_dir}", file=sys.stderr)  # fmt: skip
+        raise TrainingStopped(signals.received, run_dir if is_main else None)
     return run_dir if is_main else None
+
+
+def target_steps(config: TrainConfig, num_batches: int) -> int | None:
+    """The step a run ends at: ``steps``, else ``epochs`` passes over the data (``num_batches`` critic
+    batches each), else :data:`DEFAULT_EPOCHS` passes unless a time limit alone ends it (None)."""
+    if config.steps is not None:
+        return config.steps
+    if config.epochs is None and config.time_limit is not None:
+        return None
+    return max(1, (config.epochs or DEFAULT_EPOCHS) * num_batches // config.n_critic)
+
+
+def describe_target(config: TrainConfig, total_steps: int | None) -> str:
+    """'1550 steps', 'until 20 min' or '1550 steps or 20 min', for the first line of a run."""
+    parts = [f"{total_steps} steps"] if total_steps is not None else []
+    if config.time_limit is not None:
+        parts.append(f"{config.time_limit:g} min")
+    return " or ".join(parts) if total_steps is not None else f"until {config.time_limit:g} min"
+
+
+def why_stop(
+    config: TrainConfig, progress: Progress, total_steps: int | None, signal_received: int, world_size: int
+) -> str | None:
+    """'steps', 'time' or 'signal' when the run must stop after this step, else None.
+
+    Under DDP every process stops at the same step: the time limit and the signals of any process count for
+    all (one all-reduce of two flags per step).
+    """
+    time_up = config.time_limit is not None and progress.train_seconds >= 60 * config.time_limit
+    flags = torch.tensor([bool(signal_received), time_up], dtype=torch.int32)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        flags = flags.to(progress.sums.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        flags = flags.cpu()
+    if flags[0]:
+        return "signal"
+    if total_steps is not None and progress.step >= total_steps:
+        return "steps"
+    return "time" if flags[1] else None
 
 
 def train_step(
@@ -316,9 +422,16 @@ def tune_backends(cuda: bool) -> None:
 
 
 def resumed_config(config: TrainConfig, checkpoint: dict) -> TrainConfig:
-    """The checkpoint's options, with the runtime ones (:data:`RUNTIME_FIELDS`) taken from ``config``."""
+    """The checkpoint's options, with the runtime ones (:data:`RUNTIME_FIELDS`) taken from ``config``.
+
+    The target (:data:`TARGET_FIELDS`: steps, epochs, time limit) is the run's own unless ``config`` sets
+    one of them: then all three come from ``config``, so ``--steps`` on resume extends the run.
+    """
     saved = TrainConfig.from_dict(checkpoint["config"])
-    return dataclasses.replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS})
+    fields = RUNTIME_FIELDS
+    if any(getattr(config, k) is not None for k in TARGET_FIELDS):
+        fields = RUNTIME_FIELDS + TARGET_FIELDS
+    return dataclasses.replace(saved, **{k: getattr(config, k) for k in fields})
 
 
 def open_loader(config: TrainConfig, cuda: bool) -> VoxelLoader:
@@ -365,14 +478,19 @@ def build_training(config: TrainConfig, device: torch.device, memory_format) -> 
     torch.manual_seed(config.seed)
     generator, critic = build_networks(config)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    for module in (generator, critic, ema):
-        module.to(device, memory_format=memory_format)
-        for parameter in module.parameters():  # size-1 dims: ambiguous channels-last strides
-            if parameter.dim() == 5 and 1 in parameter.shape[1:]:
-                parameter.data = torch.empty(parameter.shape, device=device).copy_(parameter.data)
-    fused = {"fused": True}
-    optimiser_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=tuple(config.betas), **fused)
-    optimiser_c = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=tuple(config.betas), **fused)
+    for network in (generator, critic, ema):
+        network.to(device, memory_format=memory_format)
+        # Size-1 dims make channels-last strides ambiguous: give each weight the strides its gradient gets
+        # (DDP compares them), contiguous except for transposed convolutions.
+        for module in network.modules():
+            if isinstance(module, nn.ConvTranspose3d):
+                continue
+            for parameter in module.parameters(recurse=False):
+                if parameter.dim() == 5 and 1 in parameter.shape[1:]:
+                    parameter.data = torch.empty(parameter.shape, device=device).copy_(parameter.data)
+    betas = tuple(config.betas)
+    optimiser_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=betas, fused=True)
+    optimiser_c = torch.optim.Adam(critic.parameters(), lr=config.lr_critic, betas=betas, fused=True)
     progress = Progress(
         step=0,
         epoch=0,
@@ -394,6 +512,7 @@ def restore(networks: Networks, progress: Progress, checkpoint: dict) -> None:
     progress.batch_index = checkpoint["batch_index"]
     progress.sums.copy_(checkpoint["stats_sums"])
     progress.streaks.copy_(checkpoint["nonfinite_streaks"])
+    progress.train_seconds = float(checkpoint.get("train_seconds", 0.0))
     restore_rng_state(checkpoint["rng"])
 
 
@@ -607,6 +726,7 @@ def checkpoint_state(config: TrainConfig, networks: Networks, progress: Progress
         "optimizer_critic": networks.optimiser_c.state_dict(),
         "stats_sums": progress.sums.cpu(),
         "nonfinite_streaks": progress.streaks.cpu(),
+        "train_seconds": progress.train_seconds,
         "rng": rng_state(),
     }
 
