@@ -8,7 +8,7 @@ SHARDS ?= shards
 RES ?= 16
 SHAPES_ARGS ?=
 WORKERS ?=
-DEMO_STEPS ?= 300
+DEMO_MINUTES ?= 10
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -40,8 +40,8 @@ voxelize: $(STAMP) ## mesh dataset to shards: make voxelize [RECIPE=modelnet40 M
 		$(BIN)/voxgan shapes "$(MESHES)" $(SHAPES_ARGS); fi
 	$(BIN)/voxgan voxelize "$(MESHES)" "$(SHARDS)" --recipe $(RECIPE) --resolution $(RES) $(if $(WORKERS),--workers $(WORKERS))
 
-demo: voxelize ## shapes shards, a short CPU training run, OBJ + PNG export, evaluation
-	$(BIN)/voxgan train --data $(SHARDS) --steps $(DEMO_STEPS) --out runs
+demo: voxelize ## shapes shards, DEMO_MINUTES=10 of training, OBJ + PNG export, evaluation
+	$(BIN)/voxgan train --data $(SHARDS) --time-limit $(DEMO_MINUTES) --out runs
 	$(BIN)/voxgan export --format obj --num 16 --out exports
 	$(BIN)/voxgan export --format png --num 64 --out exports
 	$(BIN)/voxgan evaluate --data $(SHARDS) --split test

@@ -1,9 +1,10 @@
-"""Time one full training iteration (5 critic updates + 1 generator update) at batch 32, 16³, 2 CPU threads.
+"""Time one full training iteration (n_critic critic updates + 1 generator update) at batch 32, 16³.
 
 Each row is a model/penalty configuration run through the trainer's own update functions
 (voxgan.model.updates.critic_update / generator_update); the first row is the straightforward design
-(attention at 8³ in both networks, q/k at C channels, penalty on every critic update), the last is
-voxgan's default.
+(attention at 8³ in both networks, q/k at C channels, penalty on every critic update), the rows after it
+build up to voxgan 0.1's default (5 critic updates a step), and the last is today's default (lean networks,
+one critic update a step: compare samples/s, not seconds per iteration, across the two).
 Rows run in interleaved rounds, so that the load of a shared machine hits all of them alike.
 Columns: wall-clock seconds per iteration (median and best), process CPU seconds of the best-CPU iteration
 (all threads; on a machine shared with other jobs it moves far less than wall time), samples/s from the best
@@ -33,7 +34,11 @@ from voxgan.model.networks import SelfAttention3d
 from voxgan.model.train import keep_freed_memory_in_heap
 from voxgan.model.updates import critic_update, generator_update
 
-DEFAULT = TrainConfig()
+# voxgan 0.1's default, which the first rows build up to; the last row is today's default recipe.
+V01_DEFAULT = TrainConfig.from_dict(
+    dict(generator_width=32, critic_width=32, n_critic=5, penalty_every=4, lr=1e-4)
+)
+TODAY = {f.name: getattr(TrainConfig(), f.name) for f in dataclasses.fields(TrainConfig)}
 CONFIGS = {
     "straightforward (w32, attn 8³/8³, qk=C, GP every update)": dict(
         critic_attention=(8,), key_divisor=1, penalty_every=1, channels_last=False
@@ -41,10 +46,11 @@ CONFIGS = {
     "+ q/k at C/8": dict(critic_attention=(8,), penalty_every=1),
     "+ critic attention at 4³": dict(penalty_every=1),
     "+ penalty on half the batch": dict(penalty_every=1, penalty_fraction=0.5),
-    "+ lazy penalty every 4th (λ·4) = default": dict(),
-    "default without channels_last_3d": dict(channels_last=False),
-    "default, critic width 16": dict(critic_width=16),
-    "default, no attention at all": dict(generator_attention=(), critic_attention=()),
+    "+ lazy penalty every 4th (λ·4) = voxgan 0.1 default": dict(),
+    "0.1 default without channels_last_3d": dict(channels_last=False),
+    "0.1 default, critic width 16": dict(critic_width=16),
+    "0.1 default, no attention at all": dict(generator_attention=(), critic_attention=()),
+    "lean networks w16, pooled attention, 1 critic update = default": TODAY,
 }
 
 
@@ -59,9 +65,8 @@ def make_iteration(config: TrainConfig, device: torch.device):
     generator.to(device, memory_format=memory_format)
     critic.to(device, memory_format=memory_format)
     objective = CriticObjective(critic)
-    adam = dict(lr=config.lr, betas=config.betas, fused=True)
-    optimiser_g = torch.optim.Adam(generator.parameters(), **adam)
-    optimiser_c = torch.optim.Adam(critic.parameters(), **adam)
+    optimiser_g = torch.optim.Adam(generator.parameters(), config.lr_generator, config.betas, fused=True)
+    optimiser_c = torch.optim.Adam(critic.parameters(), config.lr_critic, config.betas, fused=True)
     noise = torch.Generator(device=device).manual_seed(0)
     real = (torch.rand(config.batch_size, 1, 16, 16, 16, device=device) > 0.7).float()
     real = real.contiguous(memory_format=memory_format)
@@ -103,7 +108,7 @@ def main() -> None:
     columns = f"{'median s':>9s} {'best s':>8s} {'cpu s':>7s} {'samples/s':>10s}  vs first  page faults"
     print(f"{'configuration':58s} {columns}")
     rows = {k: v for k, v in CONFIGS.items() if not args.only_default or "= default" in k}
-    configs = {name: dataclasses.replace(DEFAULT, **changes) for name, changes in rows.items()}
+    configs = {name: dataclasses.replace(V01_DEFAULT, **changes) for name, changes in rows.items()}
     iterations = {name: make_iteration(config, device) for name, config in configs.items()}
     times = {name: [] for name in configs}
     page_faults = {name: [] for name in configs}

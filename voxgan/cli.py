@@ -258,7 +258,7 @@ def train(
     ] = 1,
     epoch_size: Annotated[int, typer.Option(help="Volumes per epoch of a synthetic source.")] = 1000,
     generator_attention: Annotated[
-        str, typer.Option(help="Grid sizes with self-attention in the generator, e.g. 8 or 8,16; 'none'.")
+        str, typer.Option(help="Grid sizes with self-attention in the generator, e.g. 4, 8 or 4,16; 'none'.")
     ] = "8",
     critic_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the critic, e.g. 4 or 4,8; 'none'.")
@@ -310,8 +310,8 @@ def train(
     if run_dir is not None and not resume:
         raise typer.BadParameter(f"unexpected argument {run_dir}; to continue a run use --resume {run_dir}")
     resume_from = (run_dir or find_latest_run(out)) if resume else None
-    generator_sizes = resolution_steps(resolution)  # where generator blocks end, e.g. [8, 16]
-    critic_sizes = [size // 2 for size in generator_sizes]  # where critic blocks end, e.g. [4, 8]
+    generator_sizes = [4, *resolution_steps(resolution)]  # the base map and where blocks end: [4, 8, 16]
+    critic_sizes = [size // 2 for size in generator_sizes[1:]]  # where critic blocks end, e.g. [4, 8]
     attention = {
         "--generator-attention": _grid_sizes(generator_attention, "--generator-attention", generator_sizes),
         "--critic-attention": _grid_sizes(critic_attention, "--critic-attention", critic_sizes),

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from voxgan.errors import VoxganError
 from voxgan.model.config import TrainConfig, build_networks, check_config
@@ -42,3 +43,13 @@ def test_build_networks_follows_the_config():
     assert (critic.resolution, critic.num_classes) == (32, 2)
     unconditional, _ = build_networks(TrainConfig(generator_width=4, critic_width=4, class_names=("a", "b")))
     assert unconditional.num_classes == 0
+
+
+def test_a_config_saved_by_voxgan_0_1_describes_its_own_networks():
+    saved = {"lr": 3e-4, "generator_width": 4, "critic_width": 4, "n_critic": 5, "voxgan_version": "0.1.0"}
+    config = TrainConfig.from_dict(saved)
+    assert config.lr_generator == config.lr_critic == 3e-4
+    assert config.full_resolution_features and config.attention_pool == 1
+    generator, critic = build_networks(config)
+    assert isinstance(generator.to_volume, torch.nn.Conv3d) and critic.from_volume is not None
+    assert not TrainConfig().full_resolution_features and TrainConfig().attention_pool == 2

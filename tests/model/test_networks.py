@@ -93,3 +93,37 @@ def test_gradient_penalty_reaches_the_attention_weights():
     for module in critic.modules():
         if isinstance(module, SelfAttention3d):
             assert module.query.weight.grad is not None and module.query.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("resolution", [16, 32])
+def test_lean_networks_make_no_feature_map_at_full_resolution(resolution):
+    generator = Generator(
+        resolution, width=4, attention=(8,), attention_pool=2, full_resolution_features=False
+    )
+    critic = Critic(resolution, width=4, attention=(4,), attention_pool=2, full_resolution_features=False)
+    sizes = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: sizes.append(o.shape))
+        for m in [*generator.blocks, *critic.blocks]
+    ]
+    volumes = generator(torch.randn(3, 100))
+    scores = critic(volumes)
+    for hook in hooks:
+        hook.remove()
+    assert volumes.shape == (3, 1, resolution, resolution, resolution) and scores.shape == (3,)
+    assert volumes.min() >= 0 and volumes.max() <= 1
+    assert all(size[2] < resolution for size in sizes)  # every feature map is below R³
+
+
+def test_pooled_attention_attends_to_pooled_keys_and_equals_plain_attention_on_constant_maps():
+    torch.manual_seed(0)
+    plain, pooled = SelfAttention3d(8, 2), SelfAttention3d(8, 2, pool=2)
+    pooled.load_state_dict(plain.state_dict())
+    for module in (plain, pooled):
+        module.gamma.data.fill_(1.0)
+    varying = torch.randn(2, 8, 8, 8, 8)
+    assert pooled(varying).shape == varying.shape
+    assert not torch.allclose(pooled(varying), plain(varying))
+    # On a map that is constant within each 2³ cell, pooling the keys and values changes nothing.
+    cells = torch.randn(2, 8, 4, 4, 4).repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4)
+    assert torch.allclose(pooled(cells), plain(cells), atol=1e-5)

@@ -1,6 +1,7 @@
 """The training loop end to end: the files of a run, checkpoints, resume after SIGKILL, DDP, NaN handling."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,3 +158,70 @@ def test_eval_every_appends_the_metrics_of_the_checkpoint_it_evaluates(tmp_path)
     assert record["step"] == 2 and record["split"] == "test"
     assert 0 <= record["cov_iou"] <= 1 and 0 <= record["nna_iou"] <= 1
     assert (run / "checkpoints" / "step-0000002.pt").is_file()
+
+
+def start_training(*args, cwd: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "voxgan", "train", *TINY_ARGS, *args]
+    return subprocess.Popen(command, cwd=cwd, env=single_thread_env(), stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_stats(out: Path, lines: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        stats = list(out.glob("*/stats.jsonl"))
+        if stats and len(stats[0].read_text().splitlines()) >= lines:
+            return
+        time.sleep(0.02)
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resume_continues_to_the_runs_own_target(tmp_path):
+    args = ["--steps", "12", "--checkpoint-every", "100", "--epoch-size", "100"]
+    whole = voxgan_train(*args, "--out", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    process = start_training(*args, "--out", "stopped", cwd=tmp_path)
+    wait_for_stats(tmp_path / "stopped", 3, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    run = find_latest_run(tmp_path / "stopped")
+    stopped_at = load_checkpoint(run)["step"]
+    assert 3 <= stopped_at < 12, "the run finished before the signal came"
+    last_line = stderr.strip().splitlines()[-1]
+    assert f"stopped by SIGTERM after step {stopped_at}" in last_line
+    assert f"voxgan train --resume {run.relative_to(tmp_path)}" in last_line
+    assert [s["step"] for s in read_stats(run)] == list(range(1, stopped_at + 1))
+    assert any((run / "samples").iterdir())
+    # No --steps on resume: the run keeps its own target of 12 steps, and its losses are the whole run's.
+    resumed = voxgan_train("--resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = read_stats(find_latest_run(tmp_path / "whole")), read_stats(run)
+    assert [s["step"] for s in got] == list(range(1, 13))
+    for a, b in zip(expected, got, strict=True):
+        assert {k: a[k] for k in (*STAT_KEYS, "epoch")} == {k: b[k] for k in (*STAT_KEYS, "epoch")}, a["step"]
+
+
+def test_steps_on_resume_extend_the_run(short_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    done = voxgan_train("--resume", str(run), "--steps", "3", "--checkpoint-every", "100", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(run)["step"] == 3 and [s["step"] for s in read_stats(run)] == [1, 2, 3]
+
+
+def test_sigint_stops_with_a_checkpoint_and_exit_130(tmp_path):
+    process = start_training("--steps", "500", "--checkpoint-every", "1000", "--out", "runs", cwd=tmp_path)
+    wait_for_stats(tmp_path / "runs", 2, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    run = find_latest_run(tmp_path / "runs")
+    assert 2 <= load_checkpoint(run)["step"] < 500 and "stopped by SIGINT" in stderr
+
+
+def test_time_limit_stops_the_run_with_a_checkpoint_and_samples(tmp_path):
+    done = voxgan_train("--time-limit", "0.02", "--checkpoint-every", "1000", "--out", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = find_latest_run(tmp_path / "runs")
+    state = load_checkpoint(run)
+    assert state["step"] >= 1 and state["train_seconds"] >= 1.2
+    assert "time limit of 0.02 min reached" in done.stderr and any((run / "samples").iterdir())

@@ -134,7 +134,8 @@ class Generator(nn.Module):
     resolution : R, one of 16, 32, 64.
     latent_dim : length of z (100 in the original design).
     width : channels at the full resolution (R³); doubling at every halving, capped at 8×.
-    attention : output resolutions of the steps followed by self-attention, e.g. (8,).
+    attention : resolutions of the feature maps followed by self-attention: 4 (the map the linear layer
+        makes) or the output resolution of a step, e.g. (4,) or (8,).
     num_classes : 0 for an unconditional generator.
     key_divisor : query/key channels = C // key_divisor.
     attention_pool : keys and values of attention on maps above 4³ are pooled by this (1: not pooled).
@@ -161,6 +162,9 @@ class Generator(nn.Module):
         self.base_channels = channels_at(BASE_RESOLUTION, resolution, width)
         self.project = nn.Linear(in_features, self.base_channels * BASE_RESOLUTION**3)
         self.project_norm = nn.GroupNorm(min(8, self.base_channels), self.base_channels)
+        self.base_attention = attention_or_none(
+            self.base_channels, BASE_RESOLUTION, attention, key_divisor, attention_pool
+        )
         blocks, channels = [], self.base_channels
         for step_resolution in feature_steps:
             out_channels = channels_at(step_resolution, resolution, width)
@@ -186,6 +190,8 @@ class Generator(nn.Module):
         r = BASE_RESOLUTION
         x = self.project(z).view(len(z), self.base_channels, r, r, r)  # (B, C, 4, 4, 4)
         x = F.relu(self.project_norm(x), inplace=True)
+        if self.base_attention is not None:
+            x = self.base_attention(x)
         for block in self.blocks:
             x = block(x)
         volume = torch.sigmoid(self.to_volume(x))  # (B, 1, R, R, R)
