@@ -259,7 +259,7 @@ def train(
     epoch_size: Annotated[int, typer.Option(help="Volumes per epoch of a synthetic source.")] = 1000,
     generator_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the generator, e.g. 4, 8 or 4,16; 'none'.")
-    ] = "8",
+    ] = "4",
     critic_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the critic, e.g. 4 or 4,8; 'none'.")
     ] = "4",
