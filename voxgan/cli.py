@@ -86,11 +86,25 @@ def voxelize(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUTPUT_DIR's shards instead of resuming.")
     ] = False,
+    part: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K/N", help="Do part K (0 to N-1) of N only, no manifest; then run again without it."
+        ),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="pool (--workers processes) | ray (pip install 'voxgan[ray]') [pool].")
+    ] = "pool",
+    ray_address: Annotated[
+        str | None, typer.Option(help="With --engine ray: a running cluster's address [a local instance].")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Voxelize every mesh file under INPUT_DIR into HDF5 shards and a manifest.json in OUTPUT_DIR.
 
     Example: voxgan voxelize data/ModelNet40 shards --recipe modelnet40 --resolution 32
+
+    On N machines: voxgan voxelize IN OUT --part K/N on each (K = 0 to N-1), then voxgan voxelize IN OUT.
     """
     from voxgan.ingest import pipeline
     from voxgan.ingest.info import format_summary
@@ -114,16 +128,20 @@ def voxelize(
         split_file=split_file,
         grid_coords=grid_coords or None,
         overwrite=overwrite,
+        part=part,
+        engine=engine,
+        ray_address=ray_address,
     )
     config = pipeline.make_config(input_dir, output_dir, chosen, **options)
-    try:
+    try:  # a bad value, or OUTPUT_DIR planned with other options: exit 2
         pipeline.check_config(config)
+        manifest = pipeline.run_voxelize(
+            config, report=lambda line: typer.echo(line, err=True), progress=not quiet
+        )
     except pipeline.ConfigError as error:
         raise typer.BadParameter(str(error), param_hint=error.option) from None
-    manifest = pipeline.run_voxelize(
-        config, report=lambda line: typer.echo(line, err=True), progress=not quiet
-    )
-    typer.echo(format_summary(config.output_dir, manifest))
+    if manifest is not None:
+        typer.echo(format_summary(config.output_dir, manifest))
 
 
 @app.command()
