@@ -558,10 +558,11 @@ def run_voxelize(
     finally:
         bar.close()
     if part is not None:
-        samples = sum(r["shard"]["count"] for name, r in records.items() if r["shard"] is not None)
+        samples = sum(r["shard"]["count"] for r in records.values() if r["shard"] is not None)
         report(
-            f"part {config.part}: {len(mine)} of {len(all_units)} units done ({len(todo)} now, "
-            f"{samples} samples); when every part has ended, run the same command without --part to finish"
+            f"part {config.part}: its {len(mine)} of the {len(all_units)} units are done ({len(todo)} now, "
+            f"{samples} samples in all); when every part has ended, run the same command without --part "
+            "to finish and write the manifest"
         )
         return None
     manifest = save(complete=True)
