@@ -87,10 +87,7 @@ def voxelize(
         bool, typer.Option("--overwrite", help="Replace OUTPUT_DIR's shards instead of resuming.")
     ] = False,
     part: Annotated[
-        str | None,
-        typer.Option(
-            metavar="K/N", help="Do part K (0 to N-1) of N only, no manifest; then run again without it."
-        ),
+        str | None, typer.Option(metavar="K/N", help="Do part K (0 to N-1) of N; then run without it.")
     ] = None,
     engine: Annotated[
         str, typer.Option(help="pool (--workers processes) | ray (pip install 'voxgan[ray]') [pool].")
