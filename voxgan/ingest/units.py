@@ -94,9 +94,9 @@ def done_records(folder: Path, units: list[Unit], plan_sha256: str) -> dict[str,
             record = json.loads(record_path(folder, unit).read_text())
         except (OSError, ValueError):
             continue
-        entry = record.get("shard") if isinstance(record, dict) else None
-        if record.get("plan") != plan_sha256:
+        if not isinstance(record, dict) or record.get("plan") != plan_sha256:
             continue
+        entry = record.get("shard")
         if entry is not None:
             shard = Path(folder) / entry["file"]
             if not shard.is_file() or shards.file_sha256(shard) != entry["sha256"]:

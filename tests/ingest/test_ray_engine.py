@@ -17,10 +17,10 @@ ray = pytest.importorskip("ray", reason="the Ray tests need the extra: pip insta
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray instance of 2 CPUs without a dashboard; yields its address."""
-    context = ray.init(
-        num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
-    )
+    """A new local Ray instance of 2 CPUs without a dashboard (whatever other cluster this machine runs);
+    yields its address."""
+    quiet = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    context = ray.init(address="local", num_cpus=2, **quiet)
     yield context.address_info["address"]
     ray.shutdown()
 
