@@ -64,7 +64,9 @@ def voxelize(
     ] = None,
     mode: Annotated[str | None, typer.Option(help="solid | surface [solid].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [number of cores].")] = None,
-    shard_size: Annotated[int | None, typer.Option(help="Samples per shard file [1024].")] = None,
+    shard_size: Annotated[
+        int | None, typer.Option(help="Files per work unit, so at most as many samples per shard [1024].")
+    ] = None,
     max_faces: Annotated[int | None, typer.Option(help="Refuse meshes with more faces [2000000].")] = None,
     padding: Annotated[
         float | None, typer.Option(help="Empty margin in voxels around each shape [0.5].")

@@ -61,8 +61,9 @@ def default_workers() -> int:
 class VoxelizeConfig:
     """Every option of a ``voxgan voxelize`` run (recorded in the manifest's ``config``).
 
-    ``shard_size`` samples per shard file (1024 by default: 512 KiB packed at 16³, 32 MiB at 64³, and
-    ModelNet40 gives 10 train shards, enough for ranks x loader workers to share). ``test_fraction`` is
+    ``shard_size`` files per work unit, so at most that many samples per shard file (1024 by default:
+    512 KiB packed at 16³, 32 MiB at 64³, and ModelNet40 gives 10 train shards, enough for ranks x loader
+    workers to share). ``test_fraction`` is
     the share of files put in ``test`` by path hash (folder, flat, shapenet without ``split_file``).
     ``grid_coords`` takes mesh coordinates as grid coordinates (identity affine, no normalisation).
     ``class_names`` fixes the label order; ``class_map`` renames raw classes (folder names, synset ids).
