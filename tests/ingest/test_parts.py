@@ -78,7 +78,7 @@ def test_a_part_killed_with_sigkill_leaves_nothing_that_breaks_the_completion_ru
     options = ["--resolution", 64, "--shard-size", 2, "--quiet"]
     voxelize(tmp_path / "in", tmp_path / "whole", resolution=64, shard_size=2, workers=1)
     process = start("voxelize", tmp_path / "in", tmp_path / "out", *options, "--workers", 1, "--part", "0/2")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not list((tmp_path / "out").glob("units/*.json")) and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)

@@ -53,7 +53,7 @@ def test_a_ray_worker_killed_mid_unit_is_retried_and_the_output_is_the_same(tmp_
     driver = start(
         "voxelize", tmp_path / "in", tmp_path / "ray", *options, "--engine", "ray", "--ray-address", cluster
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not (busy := unit_tasks()) and time.monotonic() < deadline:
         time.sleep(0.005)
     assert busy, "no Ray worker ran a unit"
