@@ -264,6 +264,37 @@ def write_glb_scene(path: Path) -> Path:
     return _write(path, _glb(document, blob))
 
 
+def write_glb_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
+    """A GLB of one mesh node holding ``vertices (V, 3)`` (metres, +Y up as glTF defines) and
+    ``faces (F, 3)``, float32 positions with their min/max and uint32 indices, as the spec asks."""
+    positions = np.asarray(vertices, "<f4")
+    blob = positions.tobytes() + np.asarray(faces, "<u4").tobytes()
+    document = {
+        "asset": {"version": "2.0"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1, "mode": 4}]}],
+        "accessors": [
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": len(positions),
+                "type": "VEC3",
+                "min": positions.min(axis=0).tolist(),
+                "max": positions.max(axis=0).tolist(),
+            },
+            {"bufferView": 1, "componentType": 5125, "count": 3 * len(faces), "type": "SCALAR"},
+        ],  # fmt: skip
+        "bufferViews": [
+            {"buffer": 0, "byteOffset": 0, "byteLength": positions.nbytes},
+            {"buffer": 0, "byteOffset": positions.nbytes, "byteLength": len(blob) - positions.nbytes},
+        ],
+        "buffers": [{"byteLength": len(blob)}],
+    }
+    return _write(path, _glb(document, blob))
+
+
 def write_gltf_external_buffer(path: Path) -> Path:
     """A ``.gltf`` whose buffer is ``buffers/box.bin`` beside it (and an image outside, never read)."""
     document, blob = _gltf_document("buffers/box.bin")

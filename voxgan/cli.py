@@ -73,7 +73,11 @@ def voxelize(
         float | None, typer.Option(help="Share put in test by path hash (folder, flat, shapenet) [0.2].")
     ] = None,
     up_axis: Annotated[
-        str | None, typer.Option(help="The meshes' up axis: x y z -x -y -z [z]; shards are +z up.")
+        str | None,
+        typer.Option(
+            help="Up axis of formats with no convention (OBJ, OFF, STL, PLY, binvox, voxel arrays): "
+            "x y z -x -y -z [z]; glTF/GLB is always +y up (its spec); shards are +z up."
+        ),
     ] = None,
     include: Annotated[
         list[str] | None,
@@ -88,7 +92,8 @@ def voxelize(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Voxelize every mesh file under INPUT_DIR into HDF5 shards and a manifest.json in OUTPUT_DIR.
+    """Voxelize every mesh file under INPUT_DIR into HDF5 shards, a manifest.json and a preview.png
+    (samples across classes, +z up: check that nothing lies on its back) in OUTPUT_DIR.
 
     Example: voxgan voxelize data/ModelNet40 shards --recipe modelnet40 --resolution 32
     """

@@ -107,9 +107,9 @@ def test_manifest_and_shards_follow_the_design(tmp_path):
     ]
     assert [e["count"] for e in train["shards"]] == [4, 4, 2]
     assert manifest["splits"]["test"]["count"] == 4
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        ["manifest.json", "train-00000.h5", "train-00001.h5", "train-00002.h5", "test-00000.h5"]
-    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "manifest.json", "preview.png", "test-00000.h5", "train-00000.h5", "train-00001.h5", "train-00002.h5"
+    ]  # fmt: skip
     sources = []
     for split, info in manifest["splits"].items():
         for entry in info["shards"]:
@@ -292,7 +292,7 @@ def test_resume_refuses_other_options_and_overwrite_starts_afresh(tmp_path):
     manifest = voxelize(tmp_path / "in", tmp_path / "out", resolution=32, overwrite=True)
     assert manifest["resolution"] == 32
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "keep.txt", "manifest.json", "test-00000.h5", "train-00000.h5"
+        "keep.txt", "manifest.json", "preview.png", "test-00000.h5", "train-00000.h5"
     ]  # fmt: skip
 
 

@@ -70,6 +70,7 @@ def test_every_shipped_recipe_parses():
     for name in recipes.recipe_names():
         recipe = recipes.load_recipe(name)
         assert recipe.name == name and recipe.description and recipe.text.startswith("#")
+        assert recipe.up_axis in ("x", "y", "z", "-x", "-y", "-z")  # each states its dataset's up axis
     assert len(recipes.load_recipe("modelnet40").class_names) == 40
     synsets = recipes.shapenet_class_map()
     assert len(synsets) == 55 and len(set(synsets.values())) == 55 and synsets["03001627"] == "chair"

@@ -29,6 +29,8 @@ from voxgan import __version__, shards
 from voxgan.errors import VoxganError
 from voxgan.ingest import layouts
 from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS
+from voxgan.ingest.frame import assumed_up_axes, up_axis_line
+from voxgan.ingest.info import PREVIEW, write_preview
 from voxgan.ingest.recipes import Recipe, count_mismatches, shapenet_class_map
 from voxgan.ingest.sample import Outcome, Settings, voxelize_source
 
@@ -380,6 +382,7 @@ def build_manifest(
         },
         "errors": [{"source": source, "reason": reason} for source, reason in sorted(errors)],
         "skipped": plan.skipped,
+        "up_axes": up_axes_of(config, plan),
         "config": config_record(config),
         "inputs": {"mesh_files": len(plan.mesh_paths), "sha256": plan.fingerprint},
         "progress": {split: list(writer.progress) for split, writer in writers.items()},
@@ -388,10 +391,15 @@ def build_manifest(
     }
 
 
+def up_axes_of(config: VoxelizeConfig, plan: Plan) -> dict[str, str]:
+    """The up axis each input format was read with (the manifest's ``up_axes``): ``{".obj": "z"}``."""
+    return assumed_up_axes((Path(source).suffix.lower() for source in plan.mesh_paths), config.up_axis)
+
+
 def is_run_file(name: str) -> bool:
-    """True for the files a run writes: the manifest, shards and their temporaries."""
+    """True for the files a run writes: the manifest, shards, the preview and their temporaries."""
     return (
-        name == shards.MANIFEST
+        name in (shards.MANIFEST, PREVIEW)
         or shards.SHARD_PATTERN.match(name) is not None
         or (name.startswith(".") and name.endswith(".tmp"))
     )
@@ -486,6 +494,7 @@ def run_voxelize(
         )
     mesh_count = len(plan.mesh_paths)
     report(f"layout {plan.layout}{detected}: {mesh_count} mesh files, {skipped_total} other files skipped")
+    report(up_axis_line(up_axes_of(config, plan)))
     if config.expected:
         mismatches = count_mismatches(config.expected, found_counts(plan))
         if mismatches:
@@ -576,4 +585,5 @@ def run_voxelize(
             f"no sample written: all {len(plan.mesh_paths)} mesh files failed ({first[0]}: {first[1]}); "
             f"see {config.output_dir / shards.MANIFEST}"
         )
+    write_preview(config.output_dir, manifest)
     return manifest

@@ -13,7 +13,7 @@ import numpy as np
 
 from voxgan.errors import VoxganError
 from voxgan.ingest import formats
-from voxgan.ingest.frame import apply_transform, grid_transform, occupied_box_corners
+from voxgan.ingest.frame import apply_transform, grid_transform, occupied_box_corners, up_axis_for
 from voxgan.ingest.mesh import weld_triangle_soup
 from voxgan.ingest.voxelize import resample_occupancy, voxelize
 
@@ -26,7 +26,7 @@ class Settings:
     resolution: int
     mode: str
     padding: float
-    up_axis: str
+    up_axis: str  # for formats without a convention (see frame.up_axis_for)
     max_faces: int
     grid_coords: bool
 
@@ -44,6 +44,7 @@ class Outcome:
 def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarray]:
     """Read and voxelize one file; returns (occupancy (R, R, R) bool, mesh_to_grid (4, 4) float64)."""
     r = settings.resolution
+    up_axis = up_axis_for(Path(source).suffix, settings.up_axis)
     read = formats.read(Path(settings.root) / source, settings.root, max_faces=settings.max_faces)
     if isinstance(read, formats.Volume):
         if settings.grid_coords:
@@ -54,7 +55,7 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
                 apply_transform(corners, read.voxel_to_mesh),
                 r,
                 padding=settings.padding,
-                up_axis=settings.up_axis,
+                up_axis=up_axis,
             )
         occupancy = resample_occupancy(read.occupancy, mesh_to_grid @ read.voxel_to_mesh, r)
     else:
@@ -62,7 +63,7 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
         if settings.grid_coords:
             mesh_to_grid = np.eye(4)
         else:
-            mesh_to_grid = grid_transform(vertices, r, padding=settings.padding, up_axis=settings.up_axis)
+            mesh_to_grid = grid_transform(vertices, r, padding=settings.padding, up_axis=up_axis)
         occupancy = voxelize(apply_transform(vertices, mesh_to_grid), faces, r, mode=settings.mode)
     assert occupancy.shape == (r, r, r) and occupancy.dtype == bool, occupancy.shape
     return occupancy, np.asarray(mesh_to_grid, np.float64)
