@@ -353,6 +353,36 @@ def write_binvox(path: Path, occupancy: np.ndarray | None = None, *, translate=(
     return _write(path, head.encode() + bytes(runs))
 
 
+# --- voxel arrays (.mat) ---------------------------------------------------------------------------
+
+
+def write_mat_v5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """A MATLAB v5 .mat file holding ``arrays`` by name (as the 3D ShapeNets files hold ``instance``)."""
+    from scipy.io import savemat
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, arrays)
+    return Path(path)
+
+
+def write_mat_v73(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """A MATLAB v7.3 .mat file (HDF5 behind a 512-byte text header) holding ``arrays`` by name, laid out
+    as MATLAB writes them: column-major, so HDF5 sees each array with its axes reversed."""
+    import h5py
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, array in arrays.items():
+            f.create_dataset(name, data=np.asarray(array).T)
+            f[name].attrs["MATLAB_class"] = np.bytes_("logical" if array.dtype == bool else "double")
+    header = (
+        b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    )
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
+    return Path(path)
+
+
 # --- broken files ---------------------------------------------------------------------------------
 
 

@@ -50,7 +50,7 @@ def _root(
 
 @app.command()
 def voxelize(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of mesh files (searched recursively).")],
+    input_dir: Annotated[Path, typer.Argument(help="Folder of mesh and voxel files (searched recursively).")],
     output_dir: Annotated[Path, typer.Argument(help="Shard folder to write (resumed if it exists).")],
     recipe: Annotated[
         str | None,
@@ -87,13 +87,18 @@ def voxelize(
     grid_coords: Annotated[
         bool, typer.Option("--grid-coords", help="Mesh coordinates are grid coordinates: no normalisation.")
     ] = False,
+    mat_key: Annotated[
+        str | None,
+        typer.Option(help="Array read from .mat and .npz files [instance, else the only volume-shaped one]."),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUTPUT_DIR's shards instead of resuming.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Voxelize every mesh file under INPUT_DIR into HDF5 shards, a manifest.json and a preview.png
-    (samples across classes, +z up: check that nothing lies on its back) in OUTPUT_DIR.
+    """Voxelize every mesh and voxel file under INPUT_DIR into HDF5 shards, a manifest.json and a
+    preview.png (samples across classes, +z up: check that nothing lies on its back) in OUTPUT_DIR.
+    Voxel arrays (.npy, .npz, .mat) give one sample per volume: a stack (N, R, R, R) gives N.
 
     Example: voxgan voxelize data/ModelNet40 shards --recipe modelnet40 --resolution 32
     """
@@ -118,6 +123,7 @@ def voxelize(
         include=include or None,
         split_file=split_file,
         grid_coords=grid_coords or None,
+        mat_key=mat_key,
         overwrite=overwrite,
     )
     config = pipeline.make_config(input_dir, output_dir, chosen, **options)

@@ -28,7 +28,7 @@ import numpy as np
 from voxgan import __version__, shards
 from voxgan.errors import VoxganError
 from voxgan.ingest import layouts
-from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS
+from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS, volume_sources
 from voxgan.ingest.frame import assumed_up_axes, up_axis_line
 from voxgan.ingest.info import PREVIEW, write_preview
 from voxgan.ingest.recipes import Recipe, count_mismatches, shapenet_class_map
@@ -66,7 +66,8 @@ class VoxelizeConfig:
     the share of files put in ``test`` by path hash (folder, flat, shapenet without ``split_file``).
     ``grid_coords`` takes mesh coordinates as grid coordinates (identity affine, no normalisation).
     ``class_names`` fixes the label order; ``class_map`` renames raw classes (folder names, synset ids).
-    ``expected`` holds a complete copy's counts (train, test, total, classes) to warn about.
+    ``expected`` holds a complete copy's counts (train, test, total, classes) to warn about. ``mat_key``
+    names the array read from .mat and .npz files (default: ``instance``, else the only volume-shaped one).
     """
 
     input_dir: Path
@@ -86,6 +87,7 @@ class VoxelizeConfig:
     class_map: dict[str, str] = field(default_factory=dict)
     split_file: Path | None = None
     grid_coords: bool = False
+    mat_key: str | None = None
     recipe: str = ""
     recipe_text: str = ""
     expected: dict[str, int] = field(default_factory=dict)
@@ -164,10 +166,12 @@ def config_record(config: VoxelizeConfig) -> dict:
 
 @dataclass
 class Plan:
-    """What a run will do: the layout, every mesh file, each kept file's entry, the errors known upfront."""
+    """What a run will do: the layout, every input file, every source to account for (a file, or one
+    volume of a stack, ``file.npy#7``), each kept source's entry, the errors known upfront."""
 
     layout: str
     mesh_paths: list[str]
+    sources: list[str]
     skipped: dict[str, int]
     entries: list[layouts.MeshEntry]
     class_names: tuple[str, ...]
@@ -196,13 +200,14 @@ def plan_run(config: VoxelizeConfig) -> Plan:
     found = layouts.find_mesh_files(
         root, mesh_extensions(), config.include, exclude_dirs=(config.output_dir,)
     )
+    sources = volume_sources(root, found.mesh_paths, config.mat_key)
     layout = layouts.detect_layout(found.mesh_paths) if config.layout == "auto" else config.layout
     class_map = dict(config.class_map)
     if layout == "shapenet" and not class_map:
         class_map = shapenet_class_map()
     split_table = layouts.read_shapenet_split_file(config.split_file) if config.split_file else None
     entries, errors = layouts.assign_entries(
-        found.mesh_paths,
+        sources,
         layout,
         test_fraction=config.test_fraction,
         class_map=class_map,
@@ -221,6 +226,7 @@ def plan_run(config: VoxelizeConfig) -> Plan:
     return Plan(
         layout=layout,
         mesh_paths=found.mesh_paths,
+        sources=sources,
         skipped=found.skipped,
         entries=kept,
         class_names=class_names,
@@ -493,7 +499,10 @@ def run_voxelize(
             f"{config.input_dir}: no mesh file found ({extensions}; {skipped_total} other files skipped)"
         )
     mesh_count = len(plan.mesh_paths)
-    report(f"layout {plan.layout}{detected}: {mesh_count} mesh files, {skipped_total} other files skipped")
+    found = f"{mesh_count} mesh files"
+    if len(plan.sources) != mesh_count:
+        found += f" ({len(plan.sources)} volumes and meshes)"
+    report(f"layout {plan.layout}{detected}: {found}, {skipped_total} other files skipped")
     report(up_axis_line(up_axes_of(config, plan)))
     if config.expected:
         mismatches = count_mismatches(config.expected, found_counts(plan))
@@ -553,6 +562,7 @@ def run_voxelize(
         up_axis=config.up_axis,
         max_faces=config.max_faces,
         grid_coords=config.grid_coords,
+        mat_key=config.mat_key,
     )
     labels = {entry.source: layouts.label_of(entry, plan.class_names) for entry, _ in jobs}
     split_of = {entry.source: entry.split for entry, _ in jobs}
@@ -577,12 +587,12 @@ def run_voxelize(
         config, plan, writers, errors, complete=True, seconds=time.perf_counter() - started
     )
     samples = sum(writer.count for writer in writers.values())
-    assert samples + len(errors) == len(plan.mesh_paths), (samples, len(errors), len(plan.mesh_paths))
+    assert samples + len(errors) == len(plan.sources), (samples, len(errors), len(plan.sources))
     shards.write_json_atomic(config.output_dir / shards.MANIFEST, manifest)
     if samples == 0:
         first = errors[0] if errors else ("", "no file")
         raise VoxganError(
-            f"no sample written: all {len(plan.mesh_paths)} mesh files failed ({first[0]}: {first[1]}); "
+            f"no sample written: all {len(plan.sources)} inputs failed ({first[0]}: {first[1]}); "
             f"see {config.output_dir / shards.MANIFEST}"
         )
     write_preview(config.output_dir, manifest)

@@ -1,4 +1,4 @@
-"""One mesh or voxel file -> one shard sample: read, turn into the grid frame, voxelize, pack.
+"""One mesh file or one volume -> one shard sample: read, turn into the grid frame, voxelize, pack.
 
 :func:`voxelize_source` is what a worker process of :mod:`voxgan.ingest.pipeline` runs for each file; it
 never raises: a file that cannot become a sample gets a one-line reason for the manifest instead.
@@ -7,7 +7,6 @@ never raises: a file that cannot become a sample gets a one-line reason for the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +28,7 @@ class Settings:
     up_axis: str  # for formats without a convention (see frame.up_axis_for)
     max_faces: int
     grid_coords: bool
+    mat_key: str | None = None  # the array read from .mat and .npz files (see formats.volumes)
 
 
 @dataclass
@@ -42,10 +42,11 @@ class Outcome:
 
 
 def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read and voxelize one file; returns (occupancy (R, R, R) bool, mesh_to_grid (4, 4) float64)."""
+    """Read and voxelize one source (a mesh file or one volume, ``file.npy#7``); returns (occupancy
+    (R, R, R) bool, mesh_to_grid (4, 4) float64: from the file's coordinates, a volume's voxel indices)."""
     r = settings.resolution
-    up_axis = up_axis_for(Path(source).suffix, settings.up_axis)
-    read = formats.read(Path(settings.root) / source, settings.root, max_faces=settings.max_faces)
+    up_axis = up_axis_for(formats.extension_of(source), settings.up_axis)
+    read = formats.read_source(settings.root, source, max_faces=settings.max_faces, key=settings.mat_key)
     if isinstance(read, formats.Volume):
         if settings.grid_coords:
             mesh_to_grid = np.eye(4)
