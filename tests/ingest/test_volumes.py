@@ -123,6 +123,8 @@ def test_bad_arrays_are_errors_with_reasons_and_the_good_ones_go_on(tmp_path: Pa
     np.save(root / "objects.npy", np.array([{"pickle": 1}], dtype=object), allow_pickle=True)
     np.savez(root / "objects.npz", a=np.array([None, 1], dtype=object))
     (root / "text.npy").write_text("not numpy")
+    np.save(tmp_path / "outside.npy", blob(8, 9))
+    (root / "link.npy").symlink_to(tmp_path / "outside.npy")  # never read: it lies outside INPUT_DIR
     meshfiles.write_mat_v5(root / "two.mat", {"left": blob(6, 4).astype(np.uint8), "right": blob(6, 5)})
     meshfiles.write_mat_v5(root / "vector.mat", {"instance": np.arange(5.0)})
     done = subprocess.run(
@@ -134,11 +136,12 @@ def test_bad_arrays_are_errors_with_reasons_and_the_good_ones_go_on(tmp_path: Pa
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     reasons = {e["source"]: e["reason"] for e in manifest["errors"]}
     assert sorted(reasons) == [
-        "box.npy", "flat.npy", "objects.npy", "objects.npz", "stack.npy#1", "text.npy", "two.mat",
-        "vector.mat",
+        "box.npy", "flat.npy", "link.npy", "objects.npy", "objects.npz", "stack.npy#1", "text.npy",
+        "two.mat", "vector.mat",
     ]  # fmt: skip
     assert "is not a volume (R, R, R) or a stack" in reasons["flat.npy"]
     assert "not cubic" in reasons["box.npy"]
+    assert "outside the input folder" in reasons["link.npy"]
     assert "Python objects (pickles)" in reasons["objects.npy"] and "pickles" in reasons["objects.npz"]
     assert reasons["stack.npy#1"] == "empty volume: no value above 0.5"
     assert "cannot read .npy" in reasons["text.npy"]
