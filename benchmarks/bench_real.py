@@ -140,21 +140,19 @@ def main() -> int:
     out = args.data / f"shards-{r}"
     voxgan = [sys.executable, "-m", "voxgan", "voxelize", str(meshes), str(out), "--resolution", str(r)]
     voxgan += ["--workers", "1", "--layout", "flat", "--overwrite", "--quiet"]
-    seconds = {
-        "voxgan voxelize": timed(voxgan),
-        "trimesh load + voxelized().fill()": timed(
-            [sys.executable, "-c", TRIMESH_SCRIPT, "fill", str(r), str(meshes)]
-        ),
-        "trimesh load alone": timed([sys.executable, "-c", TRIMESH_SCRIPT, "load", str(r), str(meshes)]),
+    trimesh_run = [sys.executable, "-c", TRIMESH_SCRIPT]
+    commands = {
+        "voxgan voxelize": voxgan,
+        "trimesh load + voxelized().fill()": [*trimesh_run, "fill", str(r), str(meshes)],
+        "trimesh load alone": [*trimesh_run, "load", str(r), str(meshes)],
     }
-    ours = seconds["voxgan voxelize"]
-    print(f"\n| {r}³, one process each | seconds | voxgan is |")
-    print("|---|---:|---:|")
-    for name, value in seconds.items():
+    print(f"\n| {r}³, one process each | seconds | voxgan is |\n|---|---:|---:|")
+    ours = None
+    for name, command in commands.items():  # each line as soon as it is measured
+        value = timed(command)
+        ours = ours or value
         print(
-            f"| {name} | {value:.1f} | {value / ours:.2f}× faster |"
-            if name != "voxgan voxelize"
-            else f"| {name} | {value:.1f} | |"
+            f"| {name} | {value:.1f} | {'' if value is ours else f'{value / ours:.2f}× faster'} |", flush=True
         )
     manifest = json.loads((out / "manifest.json").read_text())
     samples = sum(split["count"] for split in manifest["splits"].values())
