@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,ray]"
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install voxgan with its test extras (TORCH=torch==2.13.0)
+install: $(STAMP) ## create .venv and install voxgan with its test and ray extras (TORCH=torch==2.13.0)
 
 test: $(STAMP) ## install if needed, lint, run the test suite
 	$(BIN)/ruff check .

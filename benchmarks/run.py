@@ -17,6 +17,7 @@ BENCHMARKS = {
     "load": ["--repeat", "7"],
     "voxelize": ["--quick"],
     "pipeline": [],
+    "cluster": [],
     "data": [],
     "train": ["--threads", "2"],
     "metrics": [],

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.meshfiles import write_off_modelnet_header
 from voxgan import shards
 from voxgan.errors import VoxganError
 
@@ -35,7 +36,7 @@ def test_shard_round_trip_with_plain_h5py(tmp_path):
     occ, entry = _write(tmp_path)
     assert entry["file"] == "train-00000.h5" and entry["count"] == 5
     with h5py.File(tmp_path / "train-00000.h5") as f:
-        assert f.attrs["schema_version"] == 1 and f.attrs["packing"] == "bits"
+        assert f.attrs["schema_version"] == 2 and f.attrs["packing"] == "bits"
         assert json.loads(f.attrs["class_names"]) == ["a", "b"]
         assert f["voxels"].dtype == np.uint8 and f["labels"].dtype == np.int32
         grid = np.unpackbits(f["voxels"][2]).reshape(16, 16, 16).astype(bool)
@@ -61,6 +62,46 @@ def test_verify_names_missing_and_corrupt_shards(tmp_path):
 def test_schema_mismatch_is_refused(tmp_path):
     _write(tmp_path)
     with h5py.File(tmp_path / "train-00000.h5", "a") as f:
-        f.attrs["schema_version"] = 2
-    with pytest.raises(VoxganError, match="schema version 2"):
+        f.attrs["schema_version"] = 3
+    with pytest.raises(VoxganError, match="schema version 3, this voxgan reads 1 and 2"):
         shards.read_shard(tmp_path / "train-00000.h5")
+
+
+def write_schema_1_folder(folder, count=6, r=16):
+    """A shard folder as voxgan 0.1 wrote it (schema 1, no plan.json), with plain h5py; returns occupancy."""
+    folder.mkdir()
+    occ = np.random.default_rng(3).random((count, r, r, r)) < 0.4
+    with h5py.File(folder / "train-00000.h5", "w") as f:
+        f.attrs.update(schema_version=1, resolution=r, mode="solid", packing="bits", split="train")
+        f.attrs.update(class_names='["a"]', up_axis="z", voxgan_version="0.1.0", recipe="")
+        f["voxels"] = np.packbits(occ.reshape(count, -1), axis=1)
+        f["labels"] = np.zeros(count, np.int32)
+        f.create_dataset("sources", data=[f"m{i}.obj" for i in range(count)], dtype=h5py.string_dtype())
+        f["mesh_to_grid"] = np.tile(np.eye(4), (count, 1, 1))
+    sha256 = shards.file_sha256(folder / "train-00000.h5")
+    entry = {"file": "train-00000.h5", "count": count, "sha256": sha256}
+    manifest = {
+        "schema_version": 1, "complete": True, "resolution": r, "mode": "solid", "layout": "flat",
+        "recipe": None, "classes": ["a"], "errors": [], "skipped": {}, "config": {}, "seconds": 1.0,
+        "splits": {"train": {"count": count, "shards": [entry]}},
+        "progress": {"train": [count]}, "voxgan_version": "0.1.0",
+    }  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return occ
+
+
+def test_a_schema_1_folder_still_reads_and_is_not_resumed_by_mistake(tmp_path):
+    from voxgan.data import make_loader
+    from voxgan.ingest import pipeline
+    from voxgan.ingest.info import run_info
+
+    occ = write_schema_1_folder(tmp_path / "old")
+    summary, problems = run_info(tmp_path / "old")
+    assert problems == [] and "total" in summary
+    batches = make_loader(tmp_path / "old", batch_size=4, shuffle=False)
+    voxels = np.concatenate([v.numpy() for v, _ in batches])
+    assert np.array_equal(voxels[:, 0].astype(bool), occ)
+    write_off_modelnet_header(tmp_path / "in" / "box.off")
+    config = pipeline.make_config(tmp_path / "in", tmp_path / "old", workers=1)
+    with pytest.raises(VoxganError, match="without plan.json.*--overwrite"):
+        pipeline.run_voxelize(config, progress=False)

@@ -36,3 +36,25 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing (``"wb"`` or ``"w"``); rename it on success."""
     with atomic_path(path) as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+def write_once(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; True when this call created it.
+
+    The bytes go to a temporary file that is then hard-linked to ``path``: ``os.link`` fails when
+    ``path`` exists, atomically (on NFS too), so of several processes racing to create one file exactly
+    one wins, and every reader sees a whole file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)

@@ -64,7 +64,12 @@ def voxelize(
     ] = None,
     mode: Annotated[str | None, typer.Option(help="solid | surface [solid].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [number of cores].")] = None,
-    shard_size: Annotated[int | None, typer.Option(help="Samples per shard file [1024].")] = None,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Files per work unit, so at most as many samples per shard (a stack: one per volume) [1024]."
+        ),
+    ] = None,
     max_faces: Annotated[int | None, typer.Option(help="Refuse meshes with more faces [2000000].")] = None,
     padding: Annotated[
         float | None, typer.Option(help="Empty margin in voxels around each shape [0.5].")
@@ -94,6 +99,15 @@ def voxelize(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUTPUT_DIR's shards instead of resuming.")
     ] = False,
+    part: Annotated[
+        str | None, typer.Option(metavar="K/N", help="Do part K (0 to N-1) of N; then run without it.")
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="pool (--workers processes) | ray (pip install 'voxgan[ray]') [pool].")
+    ] = "pool",
+    ray_address: Annotated[
+        str | None, typer.Option(help="With --engine ray: a running cluster's address [a local instance].")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Voxelize every mesh and voxel file under INPUT_DIR into HDF5 shards, a manifest.json and a
@@ -101,6 +115,8 @@ def voxelize(
     Voxel arrays (.npy, .npz, .mat) give one sample per volume: a stack (N, R, R, R) gives N.
 
     Example: voxgan voxelize data/ModelNet40 shards --recipe modelnet40 --resolution 32
+
+    On N machines: voxgan voxelize IN OUT --part K/N on each (K = 0 to N-1), then voxgan voxelize IN OUT.
     """
     from voxgan.ingest import pipeline
     from voxgan.ingest.info import format_summary
@@ -125,16 +141,20 @@ def voxelize(
         grid_coords=grid_coords or None,
         mat_key=mat_key,
         overwrite=overwrite,
+        part=part,
+        engine=engine,
+        ray_address=ray_address,
     )
     config = pipeline.make_config(input_dir, output_dir, chosen, **options)
-    try:
+    try:  # a bad value, or OUTPUT_DIR planned with other options: exit 2
         pipeline.check_config(config)
+        manifest = pipeline.run_voxelize(
+            config, report=lambda line: typer.echo(line, err=True), progress=not quiet
+        )
     except pipeline.ConfigError as error:
         raise typer.BadParameter(str(error), param_hint=error.option) from None
-    manifest = pipeline.run_voxelize(
-        config, report=lambda line: typer.echo(line, err=True), progress=not quiet
-    )
-    typer.echo(format_summary(config.output_dir, manifest))
+    if manifest is not None:
+        typer.echo(format_summary(config.output_dir, manifest))
 
 
 @app.command()
@@ -270,7 +290,7 @@ def train(
     epoch_size: Annotated[int, typer.Option(help="Volumes per epoch of a synthetic source.")] = 1000,
     generator_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the generator, e.g. 4, 8 or 4,16; 'none'.")
-    ] = "8",
+    ] = "4",
     critic_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the critic, e.g. 4 or 4,8; 'none'.")
     ] = "4",

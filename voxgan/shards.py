@@ -23,13 +23,19 @@ from voxgan import __version__
 from voxgan.atomic import atomic_open, atomic_path
 from voxgan.errors import VoxganError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: shards are fixed work units recorded in plan.json (see voxgan.ingest.plan)
+READABLE_VERSIONS = (1, 2)  # 1: shards of exactly shard_size samples, no plan.json; same file layout
 MANIFEST = "manifest.json"
 COMPRESSION = "gzip"  # readable by every HDF5 build; see BENCHMARKS.md
 COMPRESSION_LEVEL = 4
 CHUNK_BYTES = 256 * 1024
 SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})\.h5$")
 REQUIRED_ATTRS = ("schema_version", "resolution", "mode", "packing", "split", "class_names", "up_axis")
+
+
+def readable() -> str:
+    """The schema versions this voxgan reads, as words for an error message."""
+    return f"this voxgan reads {' and '.join(map(str, READABLE_VERSIONS))}"
 
 
 def shard_name(split: str, index: int) -> str:
@@ -133,10 +139,8 @@ def read_header(f: h5py.File, name: str = "") -> ShardHeader:
     if missing:
         raise VoxganError(f"{name}: not a voxgan shard (missing attributes {', '.join(missing)})")
     version = int(f.attrs["schema_version"])
-    if version != SCHEMA_VERSION:
-        raise VoxganError(
-            f"{name}: schema version {version}, this voxgan reads {SCHEMA_VERSION}; re-run voxgan voxelize"
-        )
+    if version not in READABLE_VERSIONS:
+        raise VoxganError(f"{name}: schema version {version}, {readable()}; re-run voxgan voxelize")
     if f.attrs["packing"] != "bits":
         raise VoxganError(f"{name}: unknown packing {f.attrs['packing']!r}")
     return ShardHeader(
@@ -217,8 +221,8 @@ def read_manifest(folder: Path) -> dict:
     except (OSError, ValueError) as error:
         raise VoxganError(f"{path}: unreadable manifest ({error}); re-run voxgan voxelize") from None
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise VoxganError(f"{path}: schema version {version}, this voxgan reads {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise VoxganError(f"{path}: schema version {version}, {readable()}")
     return manifest
 
 

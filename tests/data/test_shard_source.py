@@ -160,10 +160,10 @@ def truncate(path):
 
 
 def rewrite_schema(folder):
-    """A shard of schema version 2 whose manifest entry matches its bytes (so only the version is wrong)."""
+    """A shard of schema version 3 (from a future voxgan) whose manifest entry matches its bytes."""
     path = folder / "train-00001.h5"
     with h5py.File(path, "r+") as f:
-        f.attrs["schema_version"] = 2
+        f.attrs["schema_version"] = 3
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][1]["sha256"] = shards.file_sha256(path)
     shards.write_json_atomic(folder / "manifest.json", manifest)
@@ -172,7 +172,7 @@ def rewrite_schema(folder):
 DAMAGE = {
     "corrupt": (lambda folder: flip_bytes(folder / "train-00001.h5"), "corrupt or truncated"),
     "truncated": (lambda folder: truncate(folder / "train-00001.h5"), "corrupt or truncated"),
-    "schema": (rewrite_schema, "schema version 2, this voxgan reads 1"),
+    "schema": (rewrite_schema, "schema version 3, this voxgan reads 1 and 2"),
 }
 
 

@@ -26,7 +26,6 @@ from tests.meshfiles import (
     write_stl_binary,
 )
 from voxgan import shards
-from voxgan.errors import VoxganError
 from voxgan.ingest import pipeline
 from voxgan.ingest.mesh import weld_triangle_soup
 
@@ -107,8 +106,17 @@ def test_manifest_and_shards_follow_the_design(tmp_path):
     ]
     assert [e["count"] for e in train["shards"]] == [4, 4, 2]
     assert manifest["splits"]["test"]["count"] == 4
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "manifest.json", "preview.png", "test-00000.h5", "train-00000.h5", "train-00001.h5", "train-00002.h5"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["manifest.json", "plan.json", "preview.png", "units", "train-00000.h5", "train-00001.h5",
+         "train-00002.h5", "test-00000.h5"]
+    )  # fmt: skip
+    work = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert work["units"] == {"train": [0, 4, 8, 10], "test": [0, 4]}  # each split's files in units of 4
+    assert [row[0] for row in work["files"]] == sorted(row[0] for row in work["files"])
+    assert len(work["files"]) == count and work["options"]["resolution"] == 16
+    assert "workers" not in work["options"]
+    assert sorted(p.name for p in (tmp_path / "out" / "units").iterdir()) == [
+        "test-00000.json", "train-00000.json", "train-00001.json", "train-00002.json"
     ]  # fmt: skip
     sources = []
     for split, info in manifest["splits"].items():
@@ -117,7 +125,7 @@ def test_manifest_and_shards_follow_the_design(tmp_path):
             assert entry["sha256"] == shards.file_sha256(path)
             with h5py.File(path) as f:
                 assert dict(f.attrs) | {"voxgan_version": "-"} == {
-                    "schema_version": 1, "resolution": 16, "mode": "solid", "packing": "bits", "split": split,
+                    "schema_version": 2, "resolution": 16, "mode": "solid", "packing": "bits", "split": split,
                     "class_names": '["chair", "table"]', "up_axis": "z", "voxgan_version": "-", "recipe": "",
                 }  # fmt: skip
                 n = entry["count"]
@@ -161,7 +169,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_shards(tmp_path):
     options = dict(resolution=64, shard_size=2)
     expected = voxelize(tmp_path / "in", tmp_path / "whole", **options, workers=2)
     process = start_voxelize(tmp_path / "in", tmp_path / "out", shard_size=2, workers=1)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a bound for a hang only: a starved machine may need minutes to start
     while not list((tmp_path / "out").glob("*-00001.h5")) and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
@@ -215,7 +223,7 @@ def test_a_worker_killed_mid_run_costs_nothing(tmp_path):
     write_spheres(tmp_path / "in", 24)
     expected = voxelize(tmp_path / "in", tmp_path / "whole", resolution=64, shard_size=4, workers=1)
     process = start_voxelize(tmp_path / "in", tmp_path / "out", shard_size=4, workers=2)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while not (workers := worker_pids(process.pid)) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert workers and process.poll() is None
@@ -285,14 +293,16 @@ def test_resume_refuses_other_options_and_overwrite_starts_afresh(tmp_path):
     write_modelnet_tree(tmp_path / "in", train=2, test=1)
     first = voxelize(tmp_path / "in", tmp_path / "out")
     assert voxelize(tmp_path / "in", tmp_path / "out", workers=2)["splits"] == first["splits"]
-    with pytest.raises(VoxganError, match=r"other options \(resolution\).*--overwrite"):
+    with pytest.raises(pipeline.ConfigError, match=r"other options \(resolution 16, now 32\).*--overwrite"):
         voxelize(tmp_path / "in", tmp_path / "out", resolution=32)
+    refused = run_cli("voxelize", tmp_path / "in", tmp_path / "out", "--resolution", 32)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--overwrite" in refused.stderr
     (tmp_path / "out" / "train-00007.h5").write_bytes(b"stale")
     (tmp_path / "out" / "keep.txt").write_text("not ours")
     manifest = voxelize(tmp_path / "in", tmp_path / "out", resolution=32, overwrite=True)
     assert manifest["resolution"] == 32
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "keep.txt", "manifest.json", "preview.png", "test-00000.h5", "train-00000.h5"
+        "keep.txt", "manifest.json", "plan.json", "preview.png", "test-00000.h5", "train-00000.h5", "units"
     ]  # fmt: skip
 
 

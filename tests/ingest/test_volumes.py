@@ -154,3 +154,44 @@ def test_bad_arrays_are_errors_with_reasons_and_the_good_ones_go_on(tmp_path: Pa
     np.testing.assert_array_equal(chosen.occupancy, blob(6, 5))
     with pytest.raises(MeshError, match="no array named 'middle'.*holds: left, right"):
         read_source(root, "two.mat", key="middle")
+
+
+def test_units_count_files_so_a_stack_gives_its_volumes_to_its_units_the_same_bytes_any_part(tmp_path: Path):
+    """A unit is a range of input files: a stack's volumes go with it (a unit may hold more samples than
+    files, and a stack hash-split across train and test has a row per split); parts then the completion
+    run write the same shards as one plain run, and only the completion run writes preview.png."""
+    root = tmp_path / "in"
+    root.mkdir()
+    np.save(root / "a.npy", blob(8, 1))
+    np.save(root / "b.npy", np.stack([blob(8, seed) for seed in range(2, 12)]))  # 10 volumes
+    np.save(root / "c.npy", np.stack([blob(8, 12), blob(8, 13)]))
+    options = {"resolution": 16, "shard_size": 1, "test_fraction": 0.5}
+    plain = pipeline.run_voxelize(
+        pipeline.make_config(root, tmp_path / "plain", workers=1, **options), progress=False
+    )
+    work = json.loads((tmp_path / "plain" / "plan.json").read_text())
+    stacked = [row for row in work["files"] if row[0] == "b.npy"]
+    assert sorted(row[2] for row in stacked) == ["test", "train"]  # its volumes fall in both splits
+    assert sorted(i for row in stacked for i in row[4]) == list(range(10))
+    assert plain["inputs"]["mesh_files"] == 3 and not plain["errors"]
+    assert sum(info["count"] for info in plain["splits"].values()) == 13
+    assert max(e["count"] for info in plain["splits"].values() for e in info["shards"]) > 1
+    for part in ("0/2", "1/2"):
+        assert (
+            pipeline.run_voxelize(
+                pipeline.make_config(root, tmp_path / "parts", workers=2, part=part, **options),
+                progress=False,
+            )
+            is None
+        )
+        assert not (tmp_path / "parts" / "preview.png").exists()
+    done = pipeline.run_voxelize(
+        pipeline.make_config(root, tmp_path / "parts", workers=2, **options), progress=False
+    )
+    assert done["splits"] == plain["splits"] and done["up_axes"] == plain["up_axes"]
+    assert (tmp_path / "parts" / "preview.png").is_file()
+    for info in plain["splits"].values():
+        for entry in info["shards"]:
+            assert (tmp_path / "parts" / entry["file"]).read_bytes() == (
+                tmp_path / "plain" / entry["file"]
+            ).read_bytes()

@@ -1,12 +1,12 @@
 """Mesh folder -> voxel shards: the resumable, parallel run behind ``voxgan voxelize``.
 
-A run: find the mesh files (:mod:`voxgan.ingest.layouts`), give each a class and split, voxelize them in
-worker processes in a fixed order (:mod:`voxgan.ingest.sample`, one file each), and write each split's
-samples to shards of ``shard_size`` samples (:mod:`voxgan.shards`). The manifest is rewritten atomically
-after every shard with ``"complete": false`` and ``"progress"`` (for each split, how many of its files
-the finished shards cover), so a run killed at any moment resumes from its last finished shard and gives
-the same shards as an uninterrupted run. Every mesh file found ends as a sample or as an entry in the
-manifest's ``errors``.
+A run: find the mesh files (:mod:`voxgan.ingest.layouts`), give each a class and split, cut each split's
+files into fixed work units (:mod:`voxgan.ingest.plan`, recorded in ``plan.json``), do the units not
+done yet (:mod:`voxgan.ingest.units`: each becomes one shard and one record) on a process pool or on Ray,
+and write ``manifest.json``. ``--part K/N`` does part K of the units only and writes no manifest, so N
+machines can share a folder; the same command without ``--part`` then does whatever is missing. Who did
+which unit never changes the output, and a run killed at any moment resumes where it stopped. Every mesh
+file found ends as a sample or as an entry in the manifest's ``errors``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import importlib.util
+import itertools
 import os
 import signal
 import sys
@@ -23,23 +25,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from voxgan import __version__, shards
 from voxgan.errors import VoxganError
 from voxgan.ingest import layouts
 from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS, volume_sources
+from voxgan.ingest.formats.volumes import split_source
 from voxgan.ingest.frame import assumed_up_axes, up_axis_line
 from voxgan.ingest.info import PREVIEW, write_preview
+from voxgan.ingest.plan import PLAN, Unit, claim, difference, make_plan, parse_part, units_of, units_of_part
 from voxgan.ingest.recipes import Recipe, count_mismatches, shapenet_class_map
 from voxgan.ingest.sample import Outcome, Settings, voxelize_source
+from voxgan.ingest.units import UNITS, UnitResult, commit, done_records, unit_result
 
 MODES = ("solid", "surface")
 UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
 SPLIT_ORDER = ("train", "val", "test")
 DEFAULT_SHARD_SIZE = 1024  # 16³: 512 KiB packed per shard; ModelNet40 train gives 10 shards
 DEFAULT_MAX_FACES = 2_000_000
-RESUME_IGNORES = ("workers", "overwrite")  # options that may change between a run and its resume
+ENGINES = ("pool", "ray")
 
 
 class ConfigError(VoxganError):
@@ -61,13 +64,16 @@ def default_workers() -> int:
 class VoxelizeConfig:
     """Every option of a ``voxgan voxelize`` run (recorded in the manifest's ``config``).
 
-    ``shard_size`` samples per shard file (1024 by default: 512 KiB packed at 16³, 32 MiB at 64³, and
-    ModelNet40 gives 10 train shards, enough for ranks x loader workers to share). ``test_fraction`` is
-    the share of files put in ``test`` by path hash (folder, flat, shapenet without ``split_file``).
+    ``shard_size`` files per work unit, so at most that many samples per shard file, a stack file's
+    volumes apart (1024 by default: 512 KiB packed at 16³, 32 MiB at 64³, and ModelNet40 gives 10 train
+    shards, enough for ranks x loader workers to share). ``test_fraction`` is the share of files put in
+    ``test`` by path hash (folder, flat, shapenet without ``split_file``).
     ``grid_coords`` takes mesh coordinates as grid coordinates (identity affine, no normalisation).
     ``class_names`` fixes the label order; ``class_map`` renames raw classes (folder names, synset ids).
     ``expected`` holds a complete copy's counts (train, test, total, classes) to warn about. ``mat_key``
     names the array read from .mat and .npz files (default: ``instance``, else the only volume-shaped one).
+    ``part`` (``"K/N"``) does part K of N of the work units only; ``engine`` is ``pool`` (``workers``
+    processes) or ``ray`` (at ``ray_address``, or a local Ray instance of ``workers`` CPUs).
     """
 
     input_dir: Path
@@ -91,6 +97,9 @@ class VoxelizeConfig:
     recipe: str = ""
     recipe_text: str = ""
     expected: dict[str, int] = field(default_factory=dict)
+    part: str | None = None
+    engine: str = "pool"
+    ray_address: str | None = None
 
 
 def make_config(input_dir: Path, output_dir: Path, recipe: Recipe | None = None, **options) -> VoxelizeConfig:
@@ -150,6 +159,29 @@ def check_config(config: VoxelizeConfig) -> None:
         raise ConfigError("--split-file", f"split file {config.split_file} does not exist")
     if config.output_dir.exists() and not config.output_dir.is_dir():
         raise ConfigError("OUTPUT_DIR", f"output {config.output_dir} exists and is not a folder")
+    check_run_options(config)
+
+
+def check_run_options(config: VoxelizeConfig) -> None:
+    """Raise :class:`ConfigError` for a bad ``--part``, ``--engine`` or ``--ray-address``."""
+    if config.part is not None:
+        try:
+            parse_part(config.part)
+        except ValueError as error:
+            raise ConfigError("--part", str(error)) from None
+        if config.overwrite:
+            raise ConfigError(
+                "--part", "--overwrite would delete the other parts' work; empty OUTPUT_DIR first"
+            )
+    if config.engine not in ENGINES:
+        raise ConfigError("--engine", f"engine {config.engine!r} is not one of {', '.join(ENGINES)}")
+    if config.engine == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--engine", "Ray is not installed: pip install 'voxgan[ray]'")
+        if config.part is not None:
+            raise ConfigError("--part", "--engine ray does every unit itself; leave out --part")
+    elif config.ray_address is not None:
+        raise ConfigError("--ray-address", "--ray-address needs --engine ray")
 
 
 def config_record(config: VoxelizeConfig) -> dict:
@@ -166,11 +198,12 @@ def config_record(config: VoxelizeConfig) -> dict:
 
 @dataclass
 class Plan:
-    """What a run will do: the layout, every input file, every source to account for (a file, or one
-    volume of a stack, ``file.npy#7``), each kept source's entry, the errors known upfront."""
+    """What a run will do: the layout, every input file (and its size), every source to account for (a
+    file, or one volume of a stack, ``file.npy#7``), each kept source's entry, the errors known upfront."""
 
     layout: str
     mesh_paths: list[str]
+    sizes: list[int]
     sources: list[str]
     skipped: dict[str, int]
     entries: list[layouts.MeshEntry]
@@ -186,11 +219,11 @@ def mesh_extensions() -> frozenset[str]:
     )
 
 
-def fingerprint_of(root: Path, mesh_paths: list[str]) -> str:
-    """sha256 over the mesh files' relative paths and sizes: a resumed run must see the same input."""
+def fingerprint_of(mesh_paths: list[str], sizes: list[int]) -> str:
+    """sha256 over the mesh files' relative paths and sizes (the manifest's ``inputs``)."""
     digest = hashlib.sha256()
-    for source in mesh_paths:
-        digest.update(f"{source}\0{(root / source).stat().st_size}\n".encode())
+    for source, size in zip(mesh_paths, sizes, strict=True):
+        digest.update(f"{source}\0{size}\n".encode())
     return digest.hexdigest()
 
 
@@ -223,15 +256,17 @@ def plan_run(config: VoxelizeConfig) -> Plan:
             )
         else:
             kept.append(entry)
+    sizes = [(root / source).stat().st_size for source in found.mesh_paths]
     return Plan(
         layout=layout,
         mesh_paths=found.mesh_paths,
+        sizes=sizes,
         sources=sources,
         skipped=found.skipped,
         entries=kept,
         class_names=class_names,
         errors=errors,
-        fingerprint=fingerprint_of(root, found.mesh_paths),
+        fingerprint=fingerprint_of(found.mesh_paths, sizes),
     )
 
 
@@ -309,166 +344,157 @@ def outcomes_in_order(settings: Settings, sources: list[str], workers: int) -> I
                 yield run_isolated(settings, source)
 
 
-@dataclass
-class SplitWriter:
-    """Collects one split's samples and writes a shard each ``shard_size`` samples."""
+def pool_results(
+    settings: Settings, todo: list[Unit], workers: int, tick: Callable[[int], object]
+) -> Iterator[UnitResult]:
+    """Do the units ``todo`` file by file on ``workers`` processes; yield their results in unit order.
 
-    folder: Path
-    header: shards.ShardHeader
-    shard_size: int
-    entries: list[dict] = field(default_factory=list)  # finished shards' manifest entries
-    progress: list[int] = field(default_factory=list)  # files of the split covered after each shard
-    files_done: int = 0
-    packed: list[np.ndarray] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    matrices: list[np.ndarray] = field(default_factory=list)
+    tick : called with 1 after each file (a progress bar's ``update``).
+    """
+    outcomes = outcomes_in_order(settings, [source for unit in todo for source in unit.sources], workers)
+    counted = ticking(outcomes, tick)
+    for unit in todo:
+        yield unit_result(unit, itertools.islice(counted, len(unit.sources)))
 
-    def add(self, outcome: Outcome, label: int) -> bool:
-        """Count one file of the split; keep its sample; return True when a shard was written."""
-        self.files_done += 1
-        if outcome.packed is None:
-            return False
-        self.packed.append(outcome.packed)
-        self.labels.append(label)
-        self.sources.append(outcome.source)
-        self.matrices.append(outcome.mesh_to_grid)
-        if len(self.packed) >= self.shard_size:
-            self.flush()
-            return True
-        return False
 
-    def flush(self) -> None:
-        """Write the buffered samples (if any) as the next shard."""
-        if not self.packed:
-            if self.progress:
-                self.progress[-1] = self.files_done  # trailing errors belong to the last shard
-            return
-        path = self.folder / shards.shard_name(self.header.split, len(self.entries))
-        entry = shards.write_shard(
-            path,
-            self.header,
-            np.stack(self.packed),
-            np.asarray(self.labels),
-            self.sources,
-            np.stack(self.matrices),
-        )
-        self.entries.append(entry)
-        self.progress.append(self.files_done)
-        self.packed, self.labels, self.sources, self.matrices = [], [], [], []
+def ticking(items: Iterator, tick: Callable[[int], object]) -> Iterator:
+    """Yield ``items``, calling ``tick(1)`` for each."""
+    for item in items:
+        tick(1)
+        yield item
 
-    @property
-    def count(self) -> int:
-        """Samples in the finished shards."""
-        return sum(entry["count"] for entry in self.entries)
+
+def unit_results(
+    config: VoxelizeConfig, settings: Settings, todo: list[Unit], tick: Callable[[int], object]
+) -> Iterator[UnitResult]:
+    """The results of the units ``todo`` in unit order, from the engine ``config`` names."""
+    if config.engine == "ray":
+        from voxgan.ingest.ray_engine import ray_results
+
+        return ray_results(settings, todo, address=config.ray_address, cpus=config.workers, tick=tick)
+    return pool_results(settings, todo, config.workers, tick)
 
 
 def build_manifest(
     config: VoxelizeConfig,
-    plan: Plan,
-    writers: dict[str, SplitWriter],
-    errors: list[tuple[str, str]],
+    found: Plan,
+    all_units: list[Unit],
+    records: dict[str, dict],
     *,
     complete: bool,
     seconds: float,
 ) -> dict:
-    """The manifest as DESIGN.md specifies it, plus ``complete``, ``progress``, ``inputs`` and ``seconds``."""
+    """The manifest as DESIGN.md specifies it, plus ``complete``, ``inputs`` and ``seconds``.
+
+    records : the records of the units done (by unit name); their shards are listed in unit order.
+    """
     recipe = {"name": config.recipe, "text": config.recipe_text} if config.recipe else None
+    splits: dict[str, dict] = {}
+    errors = list(found.errors)
+    for unit in all_units:
+        info = splits.setdefault(unit.split, {"count": 0, "shards": []})
+        record = records.get(unit.name)
+        if record is None:
+            continue
+        errors += [(source, reason) for source, reason in record["errors"]]
+        if record["shard"] is not None:
+            info["count"] += record["shard"]["count"]
+            info["shards"].append(record["shard"])
     return {
         "schema_version": shards.SCHEMA_VERSION,
         "complete": complete,
         "resolution": config.resolution,
         "mode": config.mode,
-        "layout": plan.layout,
+        "layout": found.layout,
         "recipe": recipe,
-        "classes": list(plan.class_names),
-        "splits": {
-            split: {"count": writer.count, "shards": list(writer.entries)}
-            for split, writer in writers.items()
-        },
+        "classes": list(found.class_names),
+        "splits": splits,
         "errors": [{"source": source, "reason": reason} for source, reason in sorted(errors)],
-        "skipped": plan.skipped,
-        "up_axes": up_axes_of(config, plan),
+        "skipped": found.skipped,
+        "up_axes": up_axes_of(config, found),
         "config": config_record(config),
-        "inputs": {"mesh_files": len(plan.mesh_paths), "sha256": plan.fingerprint},
-        "progress": {split: list(writer.progress) for split, writer in writers.items()},
+        "inputs": {"mesh_files": len(found.mesh_paths), "sha256": found.fingerprint},
         "seconds": round(seconds, 3),
         "voxgan_version": __version__,
     }
 
 
-def up_axes_of(config: VoxelizeConfig, plan: Plan) -> dict[str, str]:
+def up_axes_of(config: VoxelizeConfig, found: Plan) -> dict[str, str]:
     """The up axis each input format was read with (the manifest's ``up_axes``): ``{".obj": "z"}``."""
-    return assumed_up_axes((Path(source).suffix.lower() for source in plan.mesh_paths), config.up_axis)
+    return assumed_up_axes((Path(source).suffix.lower() for source in found.mesh_paths), config.up_axis)
 
 
 def is_run_file(name: str) -> bool:
-    """True for the files a run writes: the manifest, shards, the preview and their temporaries."""
+    """True for the files a run writes: the manifest, the plan, shards, the preview and their
+    temporaries."""
     return (
-        name in (shards.MANIFEST, PREVIEW)
+        name in (shards.MANIFEST, PLAN, PREVIEW)
         or shards.SHARD_PATTERN.match(name) is not None
         or (name.startswith(".") and name.endswith(".tmp"))
     )
 
 
 def clear_run_files(folder: Path, keep: set[str] = frozenset()) -> None:
-    """Remove a run's files from ``folder`` except ``keep``; other files are left alone."""
+    """Remove a run's files from ``folder`` and the files in ``folder/units``, except ``keep`` (names;
+    ``units/NAME`` for a record); other files are left alone."""
     for path in folder.iterdir():
         if path.is_file() and is_run_file(path.name) and path.name not in keep:
             path.unlink()
+    records = folder / UNITS
+    for path in records.iterdir() if records.is_dir() else ():
+        if f"{UNITS}/{path.name}" not in keep:
+            path.unlink()
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-    """Options whose values differ between a previous run's config and this one (ignoring workers)."""
-    keys = sorted((set(old) | set(new)) - set(RESUME_IGNORES))
-    return [key for key in keys if old.get(key) != new.get(key)]
+def open_folder(config: VoxelizeConfig, wanted: dict) -> tuple[dict, str]:
+    """Make OUTPUT_DIR ready for the run planned as ``wanted``: clear it (``overwrite``), then write its
+    ``plan.json`` or check the one it holds. Returns (the plan, the sha256 of ``plan.json``).
 
-
-def resume_writers(config: VoxelizeConfig, plan: Plan, headers: dict[str, shards.ShardHeader]) -> dict:
-    """Open OUTPUT_DIR: clear it (``overwrite``), or keep the finished shards of a previous identical run.
-
-    Returns one :class:`SplitWriter` per split, holding the shards kept and the files they cover.
+    Raises :class:`ConfigError` when the folder was planned with other options, VoxganError when its
+    input files changed or it holds shards of a run without a plan.
     """
     folder = config.output_dir
     folder.mkdir(parents=True, exist_ok=True)
-    writers = {
-        split: SplitWriter(folder=folder, header=header, shard_size=config.shard_size)
-        for split, header in headers.items()
-    }
     if config.overwrite:
         clear_run_files(folder)
-        return writers
-    if not (folder / shards.MANIFEST).is_file():
-        leftovers = sorted(p.name for p in folder.iterdir() if shards.SHARD_PATTERN.match(p.name))
-        if leftovers:
+    elif not (folder / PLAN).is_file():
+        earlier = sorted(p.name for p in folder.iterdir() if p.is_file() and is_run_file(p.name))
+        if [name for name in earlier if not name.startswith(".")]:
             raise VoxganError(
-                f"{folder} holds shards ({leftovers[0]}, ...) but no manifest.json; --overwrite replaces them"
+                f"{folder} holds {earlier[-1]} from a run without {PLAN} (an older voxgan?); "
+                "--overwrite replaces it, or choose another OUTPUT_DIR"
             )
-        clear_run_files(folder)
-        return writers
-    manifest = shards.read_manifest(folder)
-    changed = config_differences(manifest.get("config", {}), config_record(config))
-    if manifest.get("inputs", {}).get("sha256") != plan.fingerprint:
-        changed.append("the mesh files found")
-    if changed:
-        raise VoxganError(
-            f"{folder} holds a run made with other options ({', '.join(changed)}); "
-            "use --overwrite to replace it, or choose another OUTPUT_DIR"
-        )
-    keep = set()
-    for split, writer in writers.items():
-        old = manifest.get("splits", {}).get(split, {}).get("shards", [])
-        progress = manifest.get("progress", {}).get(split, [])
-        for entry, files_done in zip(old, progress, strict=False):
-            path = folder / entry["file"]
-            if not path.is_file() or shards.file_sha256(path) != entry["sha256"]:
-                break
-            writer.entries.append(entry)
-            writer.progress.append(files_done)
-            writer.files_done = files_done
-            keep.add(entry["file"])
-    clear_run_files(folder, keep | {shards.MANIFEST})
-    return writers
+    held = claim(folder, wanted)
+    found = difference(held, wanted)
+    if found is not None:
+        option, words = found
+        message = f"{folder}: {words}; use --overwrite to start afresh, or choose another OUTPUT_DIR"
+        raise ConfigError(option, message) if option else VoxganError(message)
+    return held, shards.file_sha256(folder / PLAN)
+
+
+def plan_of(config: VoxelizeConfig, found: Plan) -> dict:
+    """The work plan of this run (see :func:`voxgan.ingest.plan.make_plan`)."""
+    assigned = {e.source: (e.split, layouts.label_of(e, found.class_names)) for e in found.entries}
+    volumes_of: dict[str, list[int | None]] = {}
+    for source in found.sources:
+        file, index = split_source(source)
+        volumes_of.setdefault(file, []).append(index)
+    files = []
+    for file, size in zip(found.mesh_paths, found.sizes, strict=True):
+        # One row per file and (split, label) its kept sources get; a stack's row lists its volumes.
+        rows: dict[tuple, list[int]] = {}
+        for index in volumes_of.get(file, [None]):
+            taken = assigned.get(file if index is None else f"{file}#{index}")
+            if taken is not None:
+                rows.setdefault(taken, []).append(index)
+        if not rows:
+            files.append([file, size, None, None])
+        for (split, label), indices in rows.items():
+            row = [file, size, split, label]
+            files.append(row if indices == [None] else [*row, indices])
+    splits = ordered_splits(entry.split for entry in found.entries)
+    return make_plan(config_record(config), found.layout, found.class_names, files, splits, config.shard_size)
 
 
 def run_voxelize(
@@ -476,12 +502,12 @@ def run_voxelize(
     *,
     report: Callable[[str], None] | None = None,
     progress: bool = True,
-) -> dict:
+) -> dict | None:
     """Voxelize every mesh file under ``config.input_dir`` into shards in ``config.output_dir``.
 
     report : receives one-line notes (the layout used, resume, count warnings); progress : show a tqdm
-    bar on stderr. Returns the final manifest. Raises VoxganError when no mesh file is found or when
-    no sample could be written.
+    bar on stderr. Returns the final manifest, or None for a ``config.part`` (which writes none).
+    Raises VoxganError when no mesh file is found or when no sample could be written.
 
     Example
     -------
@@ -490,70 +516,47 @@ def run_voxelize(
     started = time.perf_counter()
     report = report or (lambda line: None)
     check_config(config)
-    plan = plan_run(config)
+    found = plan_run(config)
     detected = " (detected)" if config.layout == "auto" else ""
-    skipped_total = sum(plan.skipped.values())
-    if not plan.mesh_paths:
+    skipped_total = sum(found.skipped.values())
+    if not found.mesh_paths:
         extensions = ", ".join(sorted(mesh_extensions()))
         raise VoxganError(
             f"{config.input_dir}: no mesh file found ({extensions}; {skipped_total} other files skipped)"
         )
-    mesh_count = len(plan.mesh_paths)
-    found = f"{mesh_count} mesh files"
-    if len(plan.sources) != mesh_count:
-        found += f" ({len(plan.sources)} volumes and meshes)"
-    report(f"layout {plan.layout}{detected}: {found}, {skipped_total} other files skipped")
-    report(up_axis_line(up_axes_of(config, plan)))
+    folder = config.output_dir
+    held, plan_sha256 = open_folder(config, plan_of(config, found))
+    mesh_count = len(found.mesh_paths)
+    counted = f"{mesh_count} mesh files"
+    if len(found.sources) != mesh_count:
+        counted += f" ({len(found.sources)} volumes and meshes)"
+    report(f"layout {found.layout}{detected}: {counted}, {skipped_total} other files skipped")
+    report(up_axis_line(up_axes_of(config, found)))
     if config.expected:
-        mismatches = count_mismatches(config.expected, found_counts(plan))
+        mismatches = count_mismatches(config.expected, found_counts(found))
         if mismatches:
             report(
                 f"warning: this copy differs from a complete {config.recipe or 'dataset'} "
                 f"({'; '.join(mismatches)}): an incomplete download?"
             )
+    all_units = units_of(held)
+    part = parse_part(config.part) if config.part is not None else None
+    mine = units_of_part(all_units, *part) if part else all_units
+    records = done_records(folder, mine, plan_sha256)
+    todo = [unit for unit in mine if unit.name not in records]
+    if records:
+        report(f"resuming: {len(records)} finished units kept")
+        if not todo:
+            report(f"nothing left to do: {folder} already holds {'this part' if part else 'this run'}")
 
-    splits = ordered_splits(entry.split for entry in plan.entries)
-    headers = {
-        split: shards.ShardHeader(
-            resolution=config.resolution,
-            mode=config.mode,
-            split=split,
-            class_names=plan.class_names,
-            recipe=config.recipe,
-            up_axis="z",
-        )
-        for split in splits
-    }
-    writers = resume_writers(config, plan, headers)
-    resumed = sum(len(w.entries) for w in writers.values())
-    if resumed:
-        report(f"resuming: {resumed} finished shards kept")
+    def save(complete: bool) -> dict:
+        seconds = time.perf_counter() - started
+        manifest = build_manifest(config, found, all_units, records, complete=complete, seconds=seconds)
+        shards.write_json_atomic(folder / shards.MANIFEST, manifest)
+        return manifest
 
-    position_in_split: dict[str, int] = Counter()
-    jobs: list[tuple[layouts.MeshEntry, int]] = []
-    done_errors: list[tuple[str, str]] = []
-    for entry in plan.entries:
-        position = position_in_split[entry.split]
-        position_in_split[entry.split] += 1
-        if position >= writers[entry.split].files_done:
-            jobs.append((entry, position))
-    if resumed and not jobs:
-        report(f"nothing left to do: {config.output_dir} already holds this run")
-    previous = shards.read_manifest(config.output_dir) if resumed else {}
-    pending_sources = {entry.source for entry, _ in jobs}
-    entry_sources = {entry.source for entry in plan.entries}
-    for error in previous.get("errors", []):
-        if error["source"] in entry_sources and error["source"] not in pending_sources:
-            done_errors.append((error["source"], error["reason"]))
-    errors = list(plan.errors) + done_errors
-
-    def save(complete: bool) -> None:
-        manifest = build_manifest(
-            config, plan, writers, errors, complete=complete, seconds=time.perf_counter() - started
-        )
-        shards.write_json_atomic(config.output_dir / shards.MANIFEST, manifest)
-
-    save(complete=False)
+    if part is None:
+        save(complete=False)
     settings = Settings(
         root=str(config.input_dir.resolve()),
         resolution=config.resolution,
@@ -564,36 +567,50 @@ def run_voxelize(
         grid_coords=config.grid_coords,
         mat_key=config.mat_key,
     )
-    labels = {entry.source: layouts.label_of(entry, plan.class_names) for entry, _ in jobs}
-    split_of = {entry.source: entry.split for entry, _ in jobs}
+    headers = {
+        split: shards.ShardHeader(
+            resolution=config.resolution,
+            mode=config.mode,
+            split=split,
+            class_names=tuple(held["classes"]),
+            recipe=config.recipe,
+            up_axis="z",
+        )
+        for split in held["units"]
+    }
     from tqdm import tqdm
 
-    bar = tqdm(
-        total=len(jobs), unit="mesh", file=sys.stderr, disable=not progress or not jobs, mininterval=0.5
-    )
+    files = sum(len(unit.sources) for unit in todo)
+    bar = tqdm(total=files, unit="mesh", file=sys.stderr, disable=not progress or not todo, mininterval=0.5)
+    errors = 0
     try:
-        for outcome in outcomes_in_order(settings, [e.source for e, _ in jobs], config.workers):
-            if outcome.reason is not None:
-                errors.append((outcome.source, outcome.reason))
-                bar.set_postfix(errors=len(errors), refresh=False)
-            if writers[split_of[outcome.source]].add(outcome, labels[outcome.source]):
-                save(complete=False)
-            bar.update(1)
+        for result in unit_results(config, settings, todo, bar.update):
+            unit = result.unit
+            records[unit.name] = commit(folder, headers[unit.split], result, plan_sha256)
+            errors += len(result.errors)
+            bar.set_postfix(errors=errors, refresh=False)
     finally:
         bar.close()
-    for writer in writers.values():
-        writer.flush()
-    manifest = build_manifest(
-        config, plan, writers, errors, complete=True, seconds=time.perf_counter() - started
-    )
-    samples = sum(writer.count for writer in writers.values())
-    assert samples + len(errors) == len(plan.sources), (samples, len(errors), len(plan.sources))
-    shards.write_json_atomic(config.output_dir / shards.MANIFEST, manifest)
-    if samples == 0:
-        first = errors[0] if errors else ("", "no file")
-        raise VoxganError(
-            f"no sample written: all {len(plan.sources)} inputs failed ({first[0]}: {first[1]}); "
-            f"see {config.output_dir / shards.MANIFEST}"
+    if part is not None:
+        samples = sum(r["shard"]["count"] for r in records.values() if r["shard"] is not None)
+        report(
+            f"part {config.part}: its {len(mine)} of the {len(all_units)} units are done ({len(todo)} now, "
+            f"{samples} samples in all); when every part has ended, run the same command without --part "
+            "to finish and write the manifest"
         )
-    write_preview(config.output_dir, manifest)
+        return None
+    manifest = save(complete=True)
+    samples = sum(info["count"] for info in manifest["splits"].values())
+    sources = len(found.sources)
+    assert samples + len(manifest["errors"]) == sources, (samples, len(manifest["errors"]), sources)
+    listed = {entry["file"] for info in manifest["splits"].values() for entry in info["shards"]}
+    clear_run_files(folder, listed | {shards.MANIFEST, PLAN} | {f"{UNITS}/{u.name}.json" for u in all_units})
+    if samples == 0:
+        first = manifest["errors"][0] if manifest["errors"] else {"source": "", "reason": "no file"}
+        raise VoxganError(
+            f"no sample written: all {len(found.sources)} inputs failed "
+            f"({first['source']}: {first['reason']}); "
+            f"see {folder / shards.MANIFEST}"
+        )
+    write_preview(folder, manifest)
     return manifest

@@ -58,7 +58,7 @@ class TrainConfig:
     latent_dim: int = 100
     generator_width: int = 16
     critic_width: int = 16
-    generator_attention: tuple[int, ...] = (8,)
+    generator_attention: tuple[int, ...] = (4,)  # on the base map: global and cheap
     critic_attention: tuple[int, ...] = (4,)
     key_divisor: int = 8
     attention_pool: int = 2  # keys and values of attention on maps above 4³ pooled by this
