@@ -264,6 +264,37 @@ def write_glb_scene(path: Path) -> Path:
     return _write(path, _glb(document, blob))
 
 
+def write_glb_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
+    """A GLB of one mesh node holding ``vertices (V, 3)`` (metres, +Y up as glTF defines) and
+    ``faces (F, 3)``, float32 positions with their min/max and uint32 indices, as the spec asks."""
+    positions = np.asarray(vertices, "<f4")
+    blob = positions.tobytes() + np.asarray(faces, "<u4").tobytes()
+    document = {
+        "asset": {"version": "2.0"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1, "mode": 4}]}],
+        "accessors": [
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": len(positions),
+                "type": "VEC3",
+                "min": positions.min(axis=0).tolist(),
+                "max": positions.max(axis=0).tolist(),
+            },
+            {"bufferView": 1, "componentType": 5125, "count": 3 * len(faces), "type": "SCALAR"},
+        ],  # fmt: skip
+        "bufferViews": [
+            {"buffer": 0, "byteOffset": 0, "byteLength": positions.nbytes},
+            {"buffer": 0, "byteOffset": positions.nbytes, "byteLength": len(blob) - positions.nbytes},
+        ],
+        "buffers": [{"byteLength": len(blob)}],
+    }
+    return _write(path, _glb(document, blob))
+
+
 def write_gltf_external_buffer(path: Path) -> Path:
     """A ``.gltf`` whose buffer is ``buffers/box.bin`` beside it (and an image outside, never read)."""
     document, blob = _gltf_document("buffers/box.bin")
@@ -320,6 +351,36 @@ def write_binvox(path: Path, occupancy: np.ndarray | None = None, *, translate=(
     head = f"#binvox 1\ndim {side} {side} {side}\ntranslate {' '.join(map(str, translate))}\n"
     head += f"scale {scale}\ndata\n"
     return _write(path, head.encode() + bytes(runs))
+
+
+# --- voxel arrays (.mat) ---------------------------------------------------------------------------
+
+
+def write_mat_v5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """A MATLAB v5 .mat file holding ``arrays`` by name (as the 3D ShapeNets files hold ``instance``)."""
+    from scipy.io import savemat
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, arrays)
+    return Path(path)
+
+
+def write_mat_v73(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """A MATLAB v7.3 .mat file (HDF5 behind a 512-byte text header) holding ``arrays`` by name, laid out
+    as MATLAB writes them: column-major, so HDF5 sees each array with its axes reversed."""
+    import h5py
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, array in arrays.items():
+            f.create_dataset(name, data=np.asarray(array).T)
+            f[name].attrs["MATLAB_class"] = np.bytes_("logical" if array.dtype == bool else "double")
+    header = (
+        b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    )
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
+    return Path(path)
 
 
 # --- broken files ---------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def _root(
 
 @app.command()
 def voxelize(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of mesh files (searched recursively).")],
+    input_dir: Annotated[Path, typer.Argument(help="Folder of mesh and voxel files (searched recursively).")],
     output_dir: Annotated[Path, typer.Argument(help="Shard folder to write (resumed if it exists).")],
     recipe: Annotated[
         str | None,
@@ -65,7 +65,10 @@ def voxelize(
     mode: Annotated[str | None, typer.Option(help="solid | surface [solid].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [number of cores].")] = None,
     shard_size: Annotated[
-        int | None, typer.Option(help="Files per work unit, so at most as many samples per shard [1024].")
+        int | None,
+        typer.Option(
+            help="Files per work unit, so at most as many samples per shard (a stack: one per volume) [1024]."
+        ),
     ] = None,
     max_faces: Annotated[int | None, typer.Option(help="Refuse meshes with more faces [2000000].")] = None,
     padding: Annotated[
@@ -75,7 +78,11 @@ def voxelize(
         float | None, typer.Option(help="Share put in test by path hash (folder, flat, shapenet) [0.2].")
     ] = None,
     up_axis: Annotated[
-        str | None, typer.Option(help="The meshes' up axis: x y z -x -y -z [z]; shards are +z up.")
+        str | None,
+        typer.Option(
+            help="Up axis of formats with no convention (OBJ, OFF, STL, PLY, binvox, voxel arrays): "
+            "x y z -x -y -z [z]; glTF/GLB is always +y up (its spec); shards are +z up."
+        ),
     ] = None,
     include: Annotated[
         list[str] | None,
@@ -85,6 +92,10 @@ def voxelize(
     grid_coords: Annotated[
         bool, typer.Option("--grid-coords", help="Mesh coordinates are grid coordinates: no normalisation.")
     ] = False,
+    mat_key: Annotated[
+        str | None,
+        typer.Option(help="Array read from .mat and .npz files [instance, else the only volume-shaped one]."),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUTPUT_DIR's shards instead of resuming.")
     ] = False,
@@ -99,7 +110,9 @@ def voxelize(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Voxelize every mesh file under INPUT_DIR into HDF5 shards and a manifest.json in OUTPUT_DIR.
+    """Voxelize every mesh and voxel file under INPUT_DIR into HDF5 shards, a manifest.json and a
+    preview.png (samples across classes, +z up: check that nothing lies on its back) in OUTPUT_DIR.
+    Voxel arrays (.npy, .npz, .mat) give one sample per volume: a stack (N, R, R, R) gives N.
 
     Example: voxgan voxelize data/ModelNet40 shards --recipe modelnet40 --resolution 32
 
@@ -126,6 +139,7 @@ def voxelize(
         include=include or None,
         split_file=split_file,
         grid_coords=grid_coords or None,
+        mat_key=mat_key,
         overwrite=overwrite,
         part=part,
         engine=engine,

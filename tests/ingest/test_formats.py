@@ -83,7 +83,7 @@ def outside(tmp_path: Path):
 
 def test_extension_sets():
     assert {".obj", ".off", ".stl", ".ply", ".glb", ".gltf"} == MESH_EXTENSIONS
-    assert {".binvox"} == VOXEL_EXTENSIONS
+    assert {".binvox", ".mat", ".npy", ".npz"} == VOXEL_EXTENSIONS
 
 
 @pytest.mark.parametrize("writer", sorted(meshfiles.GOOD_FILES))

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from tests import meshfiles
+from voxgan import shards
+from voxgan.ingest import pipeline
 from voxgan.ingest.formats import MeshError, load_mesh
 from voxgan.ingest.frame import apply_transform, grid_transform, up_to_z
 
@@ -93,3 +95,46 @@ def test_apply_transform_shapes_and_values():
     out = apply_transform(np.zeros((5, 3)), matrix)
     assert out.shape == (5, 3) and out.dtype == np.float64
     np.testing.assert_allclose(out, np.tile([1, 2, 3], (5, 1)))
+
+
+def y_up_wardrobe() -> tuple[np.ndarray, np.ndarray]:
+    """A wardrobe 1.8 m tall along +y (up in glTF and most OBJ exports), 0.8 m wide along x, 0.5 m
+    deep, with a drawer sticking out 0.3 m at its front (+z) near the floor: vertices (16, 3), faces
+    (24, 3)."""
+    body = meshfiles.box_vertices((0.0, 0.0, 0.0), (0.8, 1.8, 0.5))
+    drawer = meshfiles.box_vertices((0.1, 0.1, 0.4), (0.7, 0.4, 0.8))
+    triangles = meshfiles.box_triangles()
+    return np.concatenate([body, drawer]), np.concatenate([triangles, triangles + 8])
+
+
+def voxelized(folder: Path, out: Path, **options) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Voxelize ``folder`` (flat layout, 16³) and return {source: (occupancy (16, 16, 16), mesh_to_grid)}."""
+    config = pipeline.make_config(folder, out, layout="flat", workers=1, test_fraction=0.0, **options)
+    manifest = pipeline.run_voxelize(config, progress=False)
+    shard = shards.read_shard(out / manifest["splits"]["train"]["shards"][0]["file"])
+    return dict(zip(shard.sources, zip(shard.occupancy, shard.mesh_to_grid, strict=True), strict=True))
+
+
+def extents(occupancy: np.ndarray) -> list[int]:
+    """Occupied voxels spanned along x, y and z."""
+    filled = np.argwhere(occupancy)
+    return (filled.max(axis=0) - filled.min(axis=0) + 1).tolist()
+
+
+def test_a_y_tall_glb_stands_along_z_and_the_same_obj_stands_with_up_axis_y(tmp_path: Path):
+    vertices, faces = y_up_wardrobe()
+    meshfiles.write_glb_mesh(tmp_path / "in" / "wardrobe.glb", vertices, faces)
+    meshfiles.write_obj_triangles(tmp_path / "in" / "wardrobe.obj", vertices, faces)
+    default = voxelized(tmp_path / "in", tmp_path / "z")
+    glb, glb_matrix = default["wardrobe.glb"]
+    assert extents(glb)[2] == 16 and max(extents(glb)[:2]) <= 9  # standing tall along +z
+    near_floor, high_up = np.argwhere(glb[:, :, 2:5]), np.argwhere(glb[:, :, 10:])
+    assert near_floor[:, 1].min() < high_up[:, 1].min()  # the drawer (glTF's front, +z) sticks out to -y
+    lying, _ = default["wardrobe.obj"]
+    assert extents(lying)[1] == 16 and extents(lying)[2] <= 9  # OBJ is read +z up by default: it lies
+    upright = voxelized(tmp_path / "in", tmp_path / "y", up_axis="y")
+    np.testing.assert_array_equal(upright["wardrobe.obj"][0], glb)  # voxel for voxel the GLB
+    np.testing.assert_allclose(upright["wardrobe.obj"][1], glb_matrix, atol=1e-5)  # float32 in the GLB
+    np.testing.assert_array_equal(upright["wardrobe.glb"][0], glb)  # --up-axis never turns glTF
+    corners = apply_transform(vertices, glb_matrix)  # the affine maps the file's metres to the grid
+    assert np.ptp(corners, axis=0).argmax() == 2 and corners.min() > 0 and corners.max() < 16

@@ -107,8 +107,8 @@ def test_manifest_and_shards_follow_the_design(tmp_path):
     assert [e["count"] for e in train["shards"]] == [4, 4, 2]
     assert manifest["splits"]["test"]["count"] == 4
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        ["manifest.json", "plan.json", "units", "train-00000.h5", "train-00001.h5", "train-00002.h5",
-         "test-00000.h5"]
+        ["manifest.json", "plan.json", "preview.png", "units", "train-00000.h5", "train-00001.h5",
+         "train-00002.h5", "test-00000.h5"]
     )  # fmt: skip
     work = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert work["units"] == {"train": [0, 4, 8, 10], "test": [0, 4]}  # each split's files in units of 4
@@ -302,7 +302,7 @@ def test_resume_refuses_other_options_and_overwrite_starts_afresh(tmp_path):
     manifest = voxelize(tmp_path / "in", tmp_path / "out", resolution=32, overwrite=True)
     assert manifest["resolution"] == 32
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "keep.txt", "manifest.json", "plan.json", "test-00000.h5", "train-00000.h5", "units"
+        "keep.txt", "manifest.json", "plan.json", "preview.png", "test-00000.h5", "train-00000.h5", "units"
     ]  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from tests.meshfiles import (
     box_triangles,
     box_vertices,
     write_binvox,
+    write_mat_v5,
     write_obj_triangles,
     write_off,
     write_stl_binary,
@@ -60,6 +61,7 @@ def samples(folder: Path, manifest: dict) -> dict[str, tuple[str, int, np.ndarra
 
 def test_every_shipped_recipe_parses():
     assert recipes.recipe_names() == [
+        "3dshapenets",
         "folder",
         "modelnet10",
         "modelnet40",
@@ -70,6 +72,7 @@ def test_every_shipped_recipe_parses():
     for name in recipes.recipe_names():
         recipe = recipes.load_recipe(name)
         assert recipe.name == name and recipe.description and recipe.text.startswith("#")
+        assert recipe.up_axis in ("x", "y", "z", "-x", "-y", "-z")  # each states its dataset's up axis
     assert len(recipes.load_recipe("modelnet40").class_names) == 40
     synsets = recipes.shapenet_class_map()
     assert len(synsets) == 55 and len(set(synsets.values())) == 55 and synsets["03001627"] == "chair"
@@ -233,3 +236,24 @@ def test_command_line_options_override_the_recipe(tmp_path):
         assert (
             f.attrs["recipe"] == "modelnet10" and f.attrs["resolution"] == 32 and f.attrs["mode"] == "surface"
         )
+
+
+def test_3dshapenets_volumes_take_the_class_above_the_resolution_folder(tmp_path):
+    volume = np.zeros((30, 30, 30), np.uint8)
+    volume[3:27, 10:20, 3:12] = 1  # a slab at the bottom...
+    volume[3:6, 10:13, 3:27] = 1  # ...and a post rising from it along +z
+    sources = [f"{cls}/30/{split}/{cls}_000000{i}_{turn}.mat" for cls in ("desk", "sofa")
+               for split, i in (("train", 1), ("test", 2)) for turn in (1, 2)]  # fmt: skip
+    for source in sources:
+        write_mat_v5(tmp_path / "volumetric_data" / source, {"instance": volume})
+    manifest, notes = run("3dshapenets", tmp_path / "volumetric_data", tmp_path / "out")
+    assert manifest["layout"] == "modelnet" and manifest["classes"] == ["desk", "sofa"]
+    assert manifest["resolution"] == 32 and manifest["config"]["mat_key"] == "instance"
+    assert manifest["up_axes"] == {".mat": "z"} and manifest["errors"] == []
+    found = samples(tmp_path / "out", manifest)
+    assert sorted(found) == sorted(sources)
+    for source, (split, label, grid) in found.items():
+        assert split == source.split("/")[2] and label == ["desk", "sofa"].index(source.split("/")[0])
+        filled = np.argwhere(grid)
+        assert (filled.max(axis=0) - filled.min(axis=0)).tolist()[::2] == [31, 31]  # fitted to the grid
+        assert grid[:, :, :16].sum() > 2 * grid[:, :, 16:].sum()  # the slab stays at the bottom

@@ -1,5 +1,9 @@
 """The grid frame: a dataset's up axis turned to +z, shapes scaled and centred into the grid.
 
+Which axis is up: a format with a convention keeps it whatever the options say (glTF 2.0 is +y up by
+its specification, :data:`FORMAT_UP_AXES`); every other format (OBJ, OFF, STL, PLY, binvox and the
+voxel arrays) is read with the up axis chosen by ``--up-axis`` or the recipe (:func:`up_axis_for`).
+
 :func:`grid_transform` gives the 4×4 affine from mesh coordinates to grid coordinates, where voxel
 ``(i, j, k)`` spans ``[i, i+1) × [j, j+1) × [k, k+1)``: the dataset's up axis turned to +z, the largest
 extent scaled to ``resolution - 2 * padding``, the box centred in ``[0, R]³``. A triangle lying exactly
@@ -17,6 +21,42 @@ from voxgan.ingest.mesh import MeshError
 PLANE_TOLERANCE = 1e-6
 PLANE_SHIFT = 1.0 / 64.0
 _AXES = {"x": 0, "y": 1, "z": 2}
+FORMAT_UP_AXES = {".glb": "y", ".gltf": "y"}  # glTF 2.0 spec, "Coordinate System and Units": +Y up
+
+
+def up_axis_for(extension: str, chosen: str) -> str:
+    """The up axis a file is read with: its format's convention (glTF: ``"y"``), else ``chosen``.
+
+    extension : the file's suffix with the dot, any case (``".glb"``); chosen : ``--up-axis``.
+    """
+    return FORMAT_UP_AXES.get(extension.lower(), chosen)
+
+
+def assumed_up_axes(extensions, chosen: str) -> dict[str, str]:
+    """``{extension: up axis}`` for each extension given, sorted (the manifest's ``up_axes``)."""
+    return {extension: up_axis_for(extension, chosen) for extension in sorted(set(extensions))}
+
+
+def up_axis_line(up_axes: dict[str, str]) -> str:
+    """One line naming the up axis assumed for each format of a run, so that a wrong guess is seen.
+
+    up_axes : ``{".obj": "z", ".glb": "y"}`` as :func:`assumed_up_axes` gives.
+    """
+    chosen = [extension for extension in up_axes if extension not in FORMAT_UP_AXES]
+    fixed = [extension for extension in up_axes if extension in FORMAT_UP_AXES]
+    parts = []
+    if chosen:
+        axis = up_axes[chosen[0]]
+        hint = "; Y-up meshes need --up-axis y" if axis == "z" else ""
+        parts.append(f"{signed(axis)} assumed for {', '.join(chosen)} (--up-axis or the recipe{hint})")
+    if fixed:
+        parts.append(f"+y for {', '.join(fixed)} (glTF specification)")
+    return f"up axis: {'; '.join(parts)}; shards are +z up"
+
+
+def signed(axis: str) -> str:
+    """An axis name with its sign: ``"y"`` -> ``"+y"``, ``"-x"`` stays."""
+    return axis if axis.startswith(("+", "-")) else f"+{axis}"
 
 
 def up_to_z(up_axis: str) -> np.ndarray:

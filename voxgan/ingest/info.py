@@ -10,6 +10,9 @@ import numpy as np
 
 from voxgan import shards
 from voxgan.errors import VoxganError
+from voxgan.ingest.frame import up_axis_line
+
+PREVIEW = "preview.png"  # written by voxgan voxelize next to the manifest
 
 
 def class_counts(folder: Path, manifest: dict) -> dict[str, Counter]:
@@ -75,6 +78,10 @@ def format_summary(folder: Path, manifest: dict, *, max_errors: int = 5) -> str:
     skipped = manifest.get("skipped", {})
     listed = ", ".join(f"{ext} {n}" for ext, n in skipped.items()) if skipped else "none"
     lines.append(f"skipped: {sum(skipped.values())} ({listed})")
+    if manifest.get("up_axes"):
+        lines.append(up_axis_line(manifest["up_axes"]))
+    if (Path(folder) / PREVIEW).is_file():
+        lines.append(f"preview: {Path(folder) / PREVIEW} (samples across classes, +z up: check they stand)")
     if "seconds" in manifest:
         samples = sum(totals) + len(errors)
         rate = samples / manifest["seconds"] if manifest["seconds"] > 0 else 0.0
@@ -82,31 +89,47 @@ def format_summary(folder: Path, manifest: dict, *, max_errors: int = 5) -> str:
     return "\n".join(lines)
 
 
-def preview_volumes(folder: Path, manifest: dict, per_class: int = 4) -> tuple[np.ndarray, list[str]]:
-    """A few samples of each class from the first shards of each split.
+def preview_volumes(folder: Path, manifest: dict, per_class: int = 4, limit: int = 48):
+    """Samples across classes, for a picture: up to ``per_class`` of each class (fewer when there are
+    many classes), at most ``limit`` in all, in label order; only the rows picked are unpacked.
 
     Returns (volumes (N, R, R, R) bool, N titles naming each sample's class).
     """
+    import h5py
+
     names = manifest.get("classes", [])
-    wanted = max(1, len(names)) * per_class
-    picked: dict[int, list[np.ndarray]] = {}
+    per_class = max(1, min(per_class, limit // max(1, len(names))))
+    taken: Counter = Counter()
+    picked: list[tuple[int, np.ndarray]] = []
     for info in manifest["splits"].values():
         for entry in info["shards"]:
-            shard = shards.read_shard(Path(folder) / entry["file"])
-            for grid, label in zip(shard.occupancy, shard.labels, strict=True):
-                bucket = picked.setdefault(int(label), [])
-                if len(bucket) < per_class:
-                    bucket.append(grid)
-            if sum(map(len, picked.values())) >= wanted:
-                break
-    volumes, titles = [], []
-    for label in sorted(picked):
-        for grid in picked[label]:
-            volumes.append(grid)
-            titles.append(names[label] if 0 <= label < len(names) else "sample")
-    if not volumes:
+            with h5py.File(Path(folder) / entry["file"], "r") as f:
+                rows, labels = [], []
+                for row, label in enumerate(f["labels"][:].tolist()):
+                    if taken[label] < per_class and (label in taken or len(taken) < limit):
+                        taken[label] += 1
+                        rows.append(row)
+                        labels.append(label)
+                if rows:
+                    grids = shards.unpack(f["voxels"][rows], manifest["resolution"])
+                    picked += zip(labels, grids, strict=True)
+    picked.sort(key=lambda pair: pair[0])
+    if not picked:
         raise VoxganError(f"{folder}: no sample to preview")
-    return np.stack(volumes), titles
+    picked = picked[:limit]
+    titles = [names[label] if 0 <= label < len(names) else "sample" for label, _ in picked]
+    return np.stack([grid for _, grid in picked]), titles
+
+
+def write_preview(folder: Path, manifest: dict, path: Path | None = None) -> Path:
+    """Draw samples across classes (+z up, see :func:`preview_volumes`) as a PNG; ``folder/preview.png``
+    by default, next to the manifest. Returns the path written."""
+    from voxgan.render import render_volumes
+
+    path = Path(folder) / PREVIEW if path is None else Path(path)
+    volumes, titles = preview_volumes(folder, manifest)
+    render_volumes(volumes, path, titles=titles, ncols=min(len(volumes), 8))
+    return path
 
 
 def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]:
@@ -124,8 +147,5 @@ def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]
         problems.append("the voxelize run did not finish (re-run the same voxgan voxelize command to resume)")
     summary = format_summary(folder, manifest)
     if preview is not None and not any(p.endswith("missing") or "corrupt" in p for p in problems):
-        from voxgan.render import render_volumes
-
-        volumes, titles = preview_volumes(folder, manifest)
-        render_volumes(volumes, preview, titles=titles, ncols=min(len(volumes), 8))
+        write_preview(folder, manifest, preview)
     return summary, problems

@@ -2,7 +2,8 @@
 
 Layouts (paths are relative to INPUT_DIR, ``/``-separated):
 
-- ``modelnet``: ``.../<class>/{train,test}/<file>``; the split comes from the folder.
+- ``modelnet``: ``.../<class>/{train,test}/<file>``; the split comes from the folder (a resolution folder
+  between them is passed over: 3D ShapeNets' ``<class>/30/{train,test}/<file>.mat``).
 - ``shapenet``: ``.../<synset>/<model>/.../<file>`` where ``<synset>`` is an 8-digit WordNet id (v1:
   ``<synset>/<model>/model.obj``, v2: ``<synset>/<model>/models/model_normalized.obj``). One model per
   model folder: ``models/model_normalized.obj``, else ``model.obj``, else the first mesh file in sorted
@@ -118,9 +119,15 @@ def find_mesh_files(
 
 
 def modelnet_parts(source: str) -> tuple[str, str] | None:
-    """(class, split) of a ModelNet path ``.../<class>/{train,test}/<file>``, or None when it is not one."""
+    """(class, split) of a ModelNet path ``.../<class>/{train,test}/<file>``, or None when it is not one.
+
+    A folder of digits between class and split is a resolution, as in the 3D ShapeNets volumes
+    ``volumetric_data/<class>/30/{train,test}/<file>.mat``: the class is the folder above it.
+    """
     parts = source.split("/")
     if len(parts) >= 3 and parts[-2].lower() in MODELNET_SPLITS:
+        if len(parts) >= 4 and parts[-3].isdigit():
+            return parts[-4], parts[-2].lower()
         return parts[-3], parts[-2].lower()
     return None
 

@@ -28,7 +28,10 @@ from pathlib import Path
 from voxgan import __version__, shards
 from voxgan.errors import VoxganError
 from voxgan.ingest import layouts
-from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS
+from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS, volume_sources
+from voxgan.ingest.formats.volumes import split_source
+from voxgan.ingest.frame import assumed_up_axes, up_axis_line
+from voxgan.ingest.info import PREVIEW, write_preview
 from voxgan.ingest.plan import PLAN, Unit, claim, difference, make_plan, parse_part, units_of, units_of_part
 from voxgan.ingest.recipes import Recipe, count_mismatches, shapenet_class_map
 from voxgan.ingest.sample import Outcome, Settings, voxelize_source
@@ -61,13 +64,14 @@ def default_workers() -> int:
 class VoxelizeConfig:
     """Every option of a ``voxgan voxelize`` run (recorded in the manifest's ``config``).
 
-    ``shard_size`` files per work unit, so at most that many samples per shard file (1024 by default:
-    512 KiB packed at 16³, 32 MiB at 64³, and ModelNet40 gives 10 train shards, enough for ranks x loader
-    workers to share). ``test_fraction`` is
-    the share of files put in ``test`` by path hash (folder, flat, shapenet without ``split_file``).
+    ``shard_size`` files per work unit, so at most that many samples per shard file, a stack file's
+    volumes apart (1024 by default: 512 KiB packed at 16³, 32 MiB at 64³, and ModelNet40 gives 10 train
+    shards, enough for ranks x loader workers to share). ``test_fraction`` is the share of files put in
+    ``test`` by path hash (folder, flat, shapenet without ``split_file``).
     ``grid_coords`` takes mesh coordinates as grid coordinates (identity affine, no normalisation).
     ``class_names`` fixes the label order; ``class_map`` renames raw classes (folder names, synset ids).
-    ``expected`` holds a complete copy's counts (train, test, total, classes) to warn about.
+    ``expected`` holds a complete copy's counts (train, test, total, classes) to warn about. ``mat_key``
+    names the array read from .mat and .npz files (default: ``instance``, else the only volume-shaped one).
     ``part`` (``"K/N"``) does part K of N of the work units only; ``engine`` is ``pool`` (``workers``
     processes) or ``ray`` (at ``ray_address``, or a local Ray instance of ``workers`` CPUs).
     """
@@ -89,6 +93,7 @@ class VoxelizeConfig:
     class_map: dict[str, str] = field(default_factory=dict)
     split_file: Path | None = None
     grid_coords: bool = False
+    mat_key: str | None = None
     recipe: str = ""
     recipe_text: str = ""
     expected: dict[str, int] = field(default_factory=dict)
@@ -193,12 +198,13 @@ def config_record(config: VoxelizeConfig) -> dict:
 
 @dataclass
 class Plan:
-    """What a run will do: the layout, every mesh file (and its size), each kept file's entry, the errors
-    known upfront."""
+    """What a run will do: the layout, every input file (and its size), every source to account for (a
+    file, or one volume of a stack, ``file.npy#7``), each kept source's entry, the errors known upfront."""
 
     layout: str
     mesh_paths: list[str]
     sizes: list[int]
+    sources: list[str]
     skipped: dict[str, int]
     entries: list[layouts.MeshEntry]
     class_names: tuple[str, ...]
@@ -227,13 +233,14 @@ def plan_run(config: VoxelizeConfig) -> Plan:
     found = layouts.find_mesh_files(
         root, mesh_extensions(), config.include, exclude_dirs=(config.output_dir,)
     )
+    sources = volume_sources(root, found.mesh_paths, config.mat_key)
     layout = layouts.detect_layout(found.mesh_paths) if config.layout == "auto" else config.layout
     class_map = dict(config.class_map)
     if layout == "shapenet" and not class_map:
         class_map = shapenet_class_map()
     split_table = layouts.read_shapenet_split_file(config.split_file) if config.split_file else None
     entries, errors = layouts.assign_entries(
-        found.mesh_paths,
+        sources,
         layout,
         test_fraction=config.test_fraction,
         class_map=class_map,
@@ -254,6 +261,7 @@ def plan_run(config: VoxelizeConfig) -> Plan:
         layout=layout,
         mesh_paths=found.mesh_paths,
         sizes=sizes,
+        sources=sources,
         skipped=found.skipped,
         entries=kept,
         class_names=class_names,
@@ -403,6 +411,7 @@ def build_manifest(
         "splits": splits,
         "errors": [{"source": source, "reason": reason} for source, reason in sorted(errors)],
         "skipped": found.skipped,
+        "up_axes": up_axes_of(config, found),
         "config": config_record(config),
         "inputs": {"mesh_files": len(found.mesh_paths), "sha256": found.fingerprint},
         "seconds": round(seconds, 3),
@@ -410,10 +419,16 @@ def build_manifest(
     }
 
 
+def up_axes_of(config: VoxelizeConfig, found: Plan) -> dict[str, str]:
+    """The up axis each input format was read with (the manifest's ``up_axes``): ``{".obj": "z"}``."""
+    return assumed_up_axes((Path(source).suffix.lower() for source in found.mesh_paths), config.up_axis)
+
+
 def is_run_file(name: str) -> bool:
-    """True for the files a run writes: the manifest, the plan, shards and their temporaries."""
+    """True for the files a run writes: the manifest, the plan, shards, the preview and their
+    temporaries."""
     return (
-        name in (shards.MANIFEST, PLAN)
+        name in (shards.MANIFEST, PLAN, PREVIEW)
         or shards.SHARD_PATTERN.match(name) is not None
         or (name.startswith(".") and name.endswith(".tmp"))
     )
@@ -461,10 +476,23 @@ def open_folder(config: VoxelizeConfig, wanted: dict) -> tuple[dict, str]:
 def plan_of(config: VoxelizeConfig, found: Plan) -> dict:
     """The work plan of this run (see :func:`voxgan.ingest.plan.make_plan`)."""
     assigned = {e.source: (e.split, layouts.label_of(e, found.class_names)) for e in found.entries}
-    files = [
-        [source, size, *assigned.get(source, (None, None))]
-        for source, size in zip(found.mesh_paths, found.sizes, strict=True)
-    ]
+    volumes_of: dict[str, list[int | None]] = {}
+    for source in found.sources:
+        file, index = split_source(source)
+        volumes_of.setdefault(file, []).append(index)
+    files = []
+    for file, size in zip(found.mesh_paths, found.sizes, strict=True):
+        # One row per file and (split, label) its kept sources get; a stack's row lists its volumes.
+        rows: dict[tuple, list[int]] = {}
+        for index in volumes_of.get(file, [None]):
+            taken = assigned.get(file if index is None else f"{file}#{index}")
+            if taken is not None:
+                rows.setdefault(taken, []).append(index)
+        if not rows:
+            files.append([file, size, None, None])
+        for (split, label), indices in rows.items():
+            row = [file, size, split, label]
+            files.append(row if indices == [None] else [*row, indices])
     splits = ordered_splits(entry.split for entry in found.entries)
     return make_plan(config_record(config), found.layout, found.class_names, files, splits, config.shard_size)
 
@@ -499,7 +527,11 @@ def run_voxelize(
     folder = config.output_dir
     held, plan_sha256 = open_folder(config, plan_of(config, found))
     mesh_count = len(found.mesh_paths)
-    report(f"layout {found.layout}{detected}: {mesh_count} mesh files, {skipped_total} other files skipped")
+    counted = f"{mesh_count} mesh files"
+    if len(found.sources) != mesh_count:
+        counted += f" ({len(found.sources)} volumes and meshes)"
+    report(f"layout {found.layout}{detected}: {counted}, {skipped_total} other files skipped")
+    report(up_axis_line(up_axes_of(config, found)))
     if config.expected:
         mismatches = count_mismatches(config.expected, found_counts(found))
         if mismatches:
@@ -533,6 +565,7 @@ def run_voxelize(
         up_axis=config.up_axis,
         max_faces=config.max_faces,
         grid_coords=config.grid_coords,
+        mat_key=config.mat_key,
     )
     headers = {
         split: shards.ShardHeader(
@@ -568,13 +601,16 @@ def run_voxelize(
         return None
     manifest = save(complete=True)
     samples = sum(info["count"] for info in manifest["splits"].values())
-    assert samples + len(manifest["errors"]) == mesh_count, (samples, len(manifest["errors"]), mesh_count)
+    sources = len(found.sources)
+    assert samples + len(manifest["errors"]) == sources, (samples, len(manifest["errors"]), sources)
     listed = {entry["file"] for info in manifest["splits"].values() for entry in info["shards"]}
     clear_run_files(folder, listed | {shards.MANIFEST, PLAN} | {f"{UNITS}/{u.name}.json" for u in all_units})
     if samples == 0:
         first = manifest["errors"][0] if manifest["errors"] else {"source": "", "reason": "no file"}
         raise VoxganError(
-            f"no sample written: all {mesh_count} mesh files failed ({first['source']}: {first['reason']}); "
+            f"no sample written: all {len(found.sources)} inputs failed "
+            f"({first['source']}: {first['reason']}); "
             f"see {folder / shards.MANIFEST}"
         )
+    write_preview(folder, manifest)
     return manifest

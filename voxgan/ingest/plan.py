@@ -2,7 +2,8 @@
 
 The voxelized files of each split, in the order of the sorted input list, are cut into units of
 ``shard_size`` files. Unit ``i`` of a split becomes shard ``{split}-{i:05d}.h5`` (no file when none of
-its files gives a sample); :mod:`voxgan.ingest.units` does one unit. Any process may do any unit: the
+its files gives a sample; a stack file gives one sample per volume, so a unit may hold more samples
+than files); :mod:`voxgan.ingest.units` does one unit. Any process may do any unit: the
 process pool of one machine, ``--part K/N`` on many machines, or Ray tasks.
 
 ``plan.json`` in the output folder records the input list (each mesh file's path, size, split and
@@ -32,8 +33,8 @@ RUN_ONLY += ("input_dir", "output_dir", "split_file", "expected")
 
 @dataclass(frozen=True)
 class Unit:
-    """One work unit: the files ``sources`` (relative paths) and their ``labels``; shard ``index`` of
-    ``split``."""
+    """One work unit: its files' sources (relative paths; a stack's volumes as ``file.npy#7``) and their
+    ``labels``; shard ``index`` of ``split``."""
 
     split: str
     index: int
@@ -57,8 +58,10 @@ def make_plan(
     """The plan of a run (what ``plan.json`` holds).
 
     options : the options that change the output; files : one ``[source, size, split, label]`` row per
-    mesh file found, sorted by source (split and label None for a file refused before voxelizing);
-    splits : the split names in unit order.
+    mesh file found, sorted by source (split and label None for a file refused before voxelizing); a
+    stack of volumes has ``[source, size, split, label, [volume indices]]`` instead, one row per split
+    its volumes fall in; splits : the split names in unit order. A unit counts rows (files), so it may
+    hold more samples than files.
     """
     counts = {split: sum(row[2] == split for row in files) for split in splits}
     return {
@@ -75,14 +78,18 @@ def make_plan(
 def units_of(plan: dict) -> list[Unit]:
     """The plan's units in order: each split's (in the plan's order), by index."""
     per_split: dict[str, list] = {}
-    for source, _size, split, label in plan["files"]:
+    for row in plan["files"]:
+        file, _size, split, label = row[:4]
         if split is not None:
-            per_split.setdefault(split, []).append((source, label))
+            sources = (file,) if len(row) == 4 else tuple(f"{file}#{index}" for index in row[4])
+            per_split.setdefault(split, []).append((sources, label))
     units = []
     for split, cuts in plan["units"].items():
         for index, (start, stop) in enumerate(itertools.pairwise(cuts)):
             chunk = per_split[split][start:stop]
-            units.append(Unit(split, index, tuple(s for s, _ in chunk), tuple(label for _, label in chunk)))
+            sources = tuple(source for group, _ in chunk for source in group)
+            labels = tuple(label for group, label in chunk for _ in group)
+            units.append(Unit(split, index, sources, labels))
     return units
 
 

@@ -12,7 +12,8 @@ axis, default voxelization options and the counts a complete copy gives. Keys (a
     class_names = ["bed", ...]     # fixed class list (label order); default: the classes found, sorted
     [class_map]                    # raw folder name or synset id -> class name
     [expected]                     # counts of a complete copy: train, test, total, classes
-    [voxelize]                     # default options: resolution, mode, padding, max_faces, shard_size
+    [voxelize]                     # default options: resolution, mode, padding, max_faces, shard_size,
+                                   # mat_key
 
 Command-line options override every value. ``voxgan voxelize --recipe NAME_OR_PATH``: a NAME is a file
 ``pipelines/NAME.toml`` next to the package, a PATH any TOML file of this form.
@@ -43,7 +44,7 @@ RECIPE_KEYS = frozenset(
         "voxelize",
     }
 )
-VOXELIZE_KEYS = frozenset({"resolution", "mode", "padding", "max_faces", "shard_size"})
+VOXELIZE_KEYS = frozenset({"resolution", "mode", "padding", "max_faces", "shard_size", "mat_key"})
 EXPECTED_KEYS = frozenset({"train", "test", "total", "classes"})
 LAYOUT_CHOICES = ("auto", "modelnet", "shapenet", "folder", "flat")
 

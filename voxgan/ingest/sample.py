@@ -1,4 +1,4 @@
-"""One mesh or voxel file -> one shard sample: read, turn into the grid frame, voxelize, pack.
+"""One mesh file or one volume -> one shard sample: read, turn into the grid frame, voxelize, pack.
 
 :func:`voxelize_source` is what a worker process of :mod:`voxgan.ingest.pipeline` runs for each file; it
 never raises: a file that cannot become a sample gets a one-line reason for the manifest instead.
@@ -7,13 +7,12 @@ never raises: a file that cannot become a sample gets a one-line reason for the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from voxgan.errors import VoxganError
 from voxgan.ingest import formats
-from voxgan.ingest.frame import apply_transform, grid_transform, occupied_box_corners
+from voxgan.ingest.frame import apply_transform, grid_transform, occupied_box_corners, up_axis_for
 from voxgan.ingest.mesh import weld_triangle_soup
 from voxgan.ingest.voxelize import resample_occupancy, voxelize
 
@@ -26,9 +25,10 @@ class Settings:
     resolution: int
     mode: str
     padding: float
-    up_axis: str
+    up_axis: str  # for formats without a convention (see frame.up_axis_for)
     max_faces: int
     grid_coords: bool
+    mat_key: str | None = None  # the array read from .mat and .npz files (see formats.volumes)
 
 
 @dataclass
@@ -42,9 +42,11 @@ class Outcome:
 
 
 def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read and voxelize one file; returns (occupancy (R, R, R) bool, mesh_to_grid (4, 4) float64)."""
+    """Read and voxelize one source (a mesh file or one volume, ``file.npy#7``); returns (occupancy
+    (R, R, R) bool, mesh_to_grid (4, 4) float64: from the file's coordinates, a volume's voxel indices)."""
     r = settings.resolution
-    read = formats.read(Path(settings.root) / source, settings.root, max_faces=settings.max_faces)
+    up_axis = up_axis_for(formats.extension_of(source), settings.up_axis)
+    read = formats.read_source(settings.root, source, max_faces=settings.max_faces, key=settings.mat_key)
     if isinstance(read, formats.Volume):
         if settings.grid_coords:
             mesh_to_grid = np.eye(4)
@@ -54,7 +56,7 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
                 apply_transform(corners, read.voxel_to_mesh),
                 r,
                 padding=settings.padding,
-                up_axis=settings.up_axis,
+                up_axis=up_axis,
             )
         occupancy = resample_occupancy(read.occupancy, mesh_to_grid @ read.voxel_to_mesh, r)
     else:
@@ -62,7 +64,7 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
         if settings.grid_coords:
             mesh_to_grid = np.eye(4)
         else:
-            mesh_to_grid = grid_transform(vertices, r, padding=settings.padding, up_axis=settings.up_axis)
+            mesh_to_grid = grid_transform(vertices, r, padding=settings.padding, up_axis=up_axis)
         occupancy = voxelize(apply_transform(vertices, mesh_to_grid), faces, r, mode=settings.mode)
     assert occupancy.shape == (r, r, r) and occupancy.dtype == bool, occupancy.shape
     return occupancy, np.asarray(mesh_to_grid, np.float64)

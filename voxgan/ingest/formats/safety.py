@@ -41,13 +41,22 @@ def inside_root(path: Path, root: Path) -> Path:
 
 def read_bytes(path: Path) -> bytes:
     """The whole file; MeshError for a missing file or anything but a regular file (a FIFO would block)."""
+    check_regular(path)
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise MeshError("not a regular file")
         with open(path, "rb") as f:
             return f.read()
     except OSError as error:
         raise MeshError(f"cannot read file: {error.strerror or error}") from None
+
+
+def check_regular(path: Path) -> None:
+    """MeshError for a missing file or anything but a regular file (a FIFO would block a reader)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise MeshError(f"cannot read file: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        raise MeshError("not a regular file")
 
 
 def check_face_limit(count: int, max_faces: int | None) -> None:

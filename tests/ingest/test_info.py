@@ -1,0 +1,43 @@
+"""voxgan.ingest.info through real runs: every voxelize run names the up axis it assumed, records it in
+the manifest, and leaves preview.png beside the manifest, which `voxgan info` mentions."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from matplotlib.image import imread
+
+from tests import meshfiles
+from tests.ingest.test_frame import y_up_wardrobe
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "voxgan", *map(str, args)], capture_output=True, text=True)
+
+
+def test_a_run_names_its_up_axes_and_writes_a_preview_that_info_mentions(tmp_path: Path):
+    vertices, faces = y_up_wardrobe()
+    meshfiles.write_glb_mesh(tmp_path / "in" / "tall" / "wardrobe.glb", vertices, faces)
+    meshfiles.write_obj_triangles(tmp_path / "in" / "tall" / "wardrobe.obj", vertices, faces)
+    meshfiles.write_off(tmp_path / "in" / "flat" / "slab.off", meshfiles.box_vertices(high=(3, 2, 0.2)),
+                        meshfiles.box_triangles())  # fmt: skip
+    done = run_cli("voxelize", tmp_path / "in", tmp_path / "out", "--workers", 1, "--quiet")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("up axis:")]
+    assert lines == [
+        "up axis: +z assumed for .obj, .off (--up-axis or the recipe; Y-up meshes need --up-axis y); "
+        "+y for .glb (glTF specification); shards are +z up"
+    ]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["up_axes"] == {".glb": "y", ".obj": "z", ".off": "z"}
+    preview = tmp_path / "out" / "preview.png"
+    assert f"preview: {preview}" in done.stdout
+    picture = imread(preview)[..., :3]
+    assert picture.shape[1] > 3 * 192  # three tiles side by side (2 classes, 3 samples)
+    assert (np.abs(picture - picture[0, 0]).sum(axis=2) > 0.3).mean() > 0.01  # voxels are drawn
+    again = run_cli("voxelize", tmp_path / "in", tmp_path / "out", "--up-axis", "y", "--overwrite", "--quiet")
+    assert "up axis: +y assumed for .obj, .off (--up-axis or the recipe); +y for .glb" in again.stderr
+    info = run_cli("info", tmp_path / "out")
+    assert info.returncode == 0 and f"preview: {preview}" in info.stdout and "up axis: +y" in info.stdout

@@ -1,0 +1,197 @@
+"""Voxel arrays as sources (.mat v5 and v7.3, .npy, .npz): one sample per volume, each checked voxel for
+voxel through its stored affine; bad volumes become errors and the run goes on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests import meshfiles
+from voxgan import shards
+from voxgan.ingest import pipeline
+from voxgan.ingest.formats import MeshError, read_source
+from voxgan.ingest.frame import apply_transform
+
+UNIT_CUBE = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(float)  # (8, 3) corners
+
+
+def blob(side: int, seed: int) -> np.ndarray:
+    """(side, side, side) bool, a random asymmetric clump (no mirror or turn of it equals it)."""
+    rng = np.random.default_rng(seed)
+    volume = rng.random((side, side, side)) < 0.3
+    volume[0, 0, :] = True  # an edge along z from the origin, longer than the one along x
+    volume[:2, 0, 0] = True
+    return volume
+
+
+def painted(volume: np.ndarray, mesh_to_grid: np.ndarray, resolution: int) -> np.ndarray:
+    """The grid an occupied source voxel (i, j, k), spanning [i, i+1)³, paints through ``mesh_to_grid``:
+    every grid voxel whose open box meets the open image of an occupied source voxel. (R, R, R) bool."""
+    grid = np.zeros((resolution,) * 3, bool)
+    cells = np.arange(resolution)
+    for ijk in np.argwhere(volume):
+        corners = apply_transform(ijk + UNIT_CUBE, mesh_to_grid)
+        low, high = corners.min(axis=0), corners.max(axis=0)
+        x, y, z = ((cells < high[a]) & (cells + 1 > low[a]) for a in range(3))
+        grid |= x[:, None, None] & y[None, :, None] & z[None, None, :]
+    return grid
+
+
+def write_volume_tree(root: Path) -> dict[str, np.ndarray]:
+    """Every array format in class folders; returns {source: volume} for each good volume."""
+    chairs = np.stack([blob(8, 1), blob(8, 2), blob(8, 3)]).astype(np.float32)
+    chairs[1, 4, 4, 4] = np.nan  # one bad volume in the stack
+    tables = np.stack([blob(6, 4), blob(6, 5)])[:, None].astype(np.uint8)  # (N, 1, R, R, R)
+    good = {
+        "chair/v5.mat": blob(10, 6),
+        "chair/v73.mat": blob(12, 7),
+        "chair/stack.npy#0": chairs[0] > 0.5,
+        "chair/stack.npy#2": chairs[2] > 0.5,
+        "table/one.npy": blob(9, 8),
+        "table/five.npy#0": tables[0, 0] > 0,
+        "table/five.npy#1": tables[1, 0] > 0,
+        "table/plain.npz#0": blob(7, 9),
+        "table/plain.npz#1": blob(7, 10),
+        "table/packed.npz": blob(8, 11),
+    }
+    meshfiles.write_mat_v5(root / "chair" / "v5.mat", {"instance": good["chair/v5.mat"].astype(np.uint8)})
+    meshfiles.write_mat_v73(root / "chair" / "v73.mat", {"instance": good["chair/v73.mat"]})
+    np.save(root / "chair" / "stack.npy", chairs)
+    np.save(root / "table" / "one.npy", good["table/one.npy"])
+    np.save(root / "table" / "five.npy", tables)
+    np.savez(
+        root / "table" / "plain.npz", volumes=np.stack([good["table/plain.npz#0"], good["table/plain.npz#1"]])
+    )
+    np.savez_compressed(root / "table" / "packed.npz", good["table/packed.npz"].astype(np.float64))
+    return good
+
+
+def read_samples(folder: Path, manifest: dict) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+    """{source: (label, occupancy (R, R, R), mesh_to_grid (4, 4))} read back with plain h5py."""
+    found = {}
+    for info in manifest["splits"].values():
+        for entry in info["shards"]:
+            with h5py.File(folder / entry["file"], "r") as f:
+                r = int(f.attrs["resolution"])
+                grids = np.unpackbits(f["voxels"][:], axis=1).reshape(-1, r, r, r).astype(bool)
+                for source, label, grid, matrix in zip(
+                    f["sources"].asstr()[:], f["labels"][:], grids, f["mesh_to_grid"][:], strict=True
+                ):
+                    found[source] = (int(label), grid, matrix)
+    return found
+
+
+def test_every_volume_of_every_array_format_lands_voxel_for_voxel_through_its_affine(tmp_path: Path):
+    (tmp_path / "in" / "chair").mkdir(parents=True)
+    (tmp_path / "in" / "table").mkdir()
+    good = write_volume_tree(tmp_path / "in")
+    config = pipeline.make_config(tmp_path / "in", tmp_path / "two", resolution=16, workers=2, shard_size=4)
+    manifest = pipeline.run_voxelize(config, progress=False)
+    assert manifest["layout"] == "folder" and manifest["classes"] == ["chair", "table"]
+    assert [(e["source"], e["reason"]) for e in manifest["errors"]] == [
+        ("chair/stack.npy#1", "volume holds NaN values")
+    ]
+    samples = read_samples(tmp_path / "two", manifest)
+    assert sorted(samples) == sorted(good)
+    for source, volume in good.items():
+        label, grid, matrix = samples[source]
+        assert label == ["chair", "table"].index(source.split("/")[0])
+        np.testing.assert_array_equal(grid, painted(volume, matrix, 16), err_msg=source)
+        filled = np.argwhere(volume)  # the occupied box is fitted to the grid less 0.5 voxel each side
+        box = apply_transform(np.stack([filled.min(axis=0), filled.max(axis=0) + 1]).astype(float), matrix)
+        assert np.ptp(box, axis=0).max() == pytest.approx(15.0) and box.min() > 0 and box.max() < 16
+    one = pipeline.make_config(tmp_path / "in", tmp_path / "one", resolution=16, workers=1, shard_size=4)
+    assert (
+        pipeline.run_voxelize(one, progress=False)["splits"] == manifest["splits"]
+    )  # same bytes, any workers
+
+
+def test_bad_arrays_are_errors_with_reasons_and_the_good_ones_go_on(tmp_path: Path):
+    root = tmp_path / "in"
+    root.mkdir()
+    np.save(root / "good.npy", blob(8, 1))
+    stack = np.stack([blob(8, 2), np.zeros((8, 8, 8), bool), blob(8, 3)])
+    np.save(root / "stack.npy", stack)
+    np.save(root / "flat.npy", np.ones((4, 4)))  # wrong rank
+    np.save(root / "box.npy", np.ones((4, 5, 6)))  # not cubic
+    np.save(root / "objects.npy", np.array([{"pickle": 1}], dtype=object), allow_pickle=True)
+    np.savez(root / "objects.npz", a=np.array([None, 1], dtype=object))
+    (root / "text.npy").write_text("not numpy")
+    np.save(tmp_path / "outside.npy", blob(8, 9))
+    (root / "link.npy").symlink_to(tmp_path / "outside.npy")  # never read: it lies outside INPUT_DIR
+    meshfiles.write_mat_v5(root / "two.mat", {"left": blob(6, 4).astype(np.uint8), "right": blob(6, 5)})
+    meshfiles.write_mat_v5(root / "vector.mat", {"instance": np.arange(5.0)})
+    done = subprocess.run(
+        [sys.executable, "-m", "voxgan", "voxelize", root, tmp_path / "out", "--workers", "1", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    reasons = {e["source"]: e["reason"] for e in manifest["errors"]}
+    assert sorted(reasons) == [
+        "box.npy", "flat.npy", "link.npy", "objects.npy", "objects.npz", "stack.npy#1", "text.npy",
+        "two.mat", "vector.mat",
+    ]  # fmt: skip
+    assert "is not a volume (R, R, R) or a stack" in reasons["flat.npy"]
+    assert "not cubic" in reasons["box.npy"]
+    assert "outside the input folder" in reasons["link.npy"]
+    assert "Python objects (pickles)" in reasons["objects.npy"] and "pickles" in reasons["objects.npz"]
+    assert reasons["stack.npy#1"] == "empty volume: no value above 0.5"
+    assert "cannot read .npy" in reasons["text.npy"]
+    assert "holds: left, right" in reasons["two.mat"] and "--mat-key" in reasons["two.mat"]
+    assert "is not a volume" in reasons["vector.mat"]
+    sources = [s for info in manifest["splits"].values() for e in info["shards"]
+               for s in shards.read_shard(tmp_path / "out" / e["file"]).sources]  # fmt: skip
+    assert sorted(sources) == ["good.npy", "stack.npy#0", "stack.npy#2"]
+    chosen = read_source(root, "two.mat", key="right")  # --mat-key names the array
+    np.testing.assert_array_equal(chosen.occupancy, blob(6, 5))
+    with pytest.raises(MeshError, match="no array named 'middle'.*holds: left, right"):
+        read_source(root, "two.mat", key="middle")
+
+
+def test_units_count_files_so_a_stack_gives_its_volumes_to_its_units_the_same_bytes_any_part(tmp_path: Path):
+    """A unit is a range of input files: a stack's volumes go with it (a unit may hold more samples than
+    files, and a stack hash-split across train and test has a row per split); parts then the completion
+    run write the same shards as one plain run, and only the completion run writes preview.png."""
+    root = tmp_path / "in"
+    root.mkdir()
+    np.save(root / "a.npy", blob(8, 1))
+    np.save(root / "b.npy", np.stack([blob(8, seed) for seed in range(2, 12)]))  # 10 volumes
+    np.save(root / "c.npy", np.stack([blob(8, 12), blob(8, 13)]))
+    options = {"resolution": 16, "shard_size": 1, "test_fraction": 0.5}
+    plain = pipeline.run_voxelize(
+        pipeline.make_config(root, tmp_path / "plain", workers=1, **options), progress=False
+    )
+    work = json.loads((tmp_path / "plain" / "plan.json").read_text())
+    stacked = [row for row in work["files"] if row[0] == "b.npy"]
+    assert sorted(row[2] for row in stacked) == ["test", "train"]  # its volumes fall in both splits
+    assert sorted(i for row in stacked for i in row[4]) == list(range(10))
+    assert plain["inputs"]["mesh_files"] == 3 and not plain["errors"]
+    assert sum(info["count"] for info in plain["splits"].values()) == 13
+    assert max(e["count"] for info in plain["splits"].values() for e in info["shards"]) > 1
+    for part in ("0/2", "1/2"):
+        assert (
+            pipeline.run_voxelize(
+                pipeline.make_config(root, tmp_path / "parts", workers=2, part=part, **options),
+                progress=False,
+            )
+            is None
+        )
+        assert not (tmp_path / "parts" / "preview.png").exists()
+    done = pipeline.run_voxelize(
+        pipeline.make_config(root, tmp_path / "parts", workers=2, **options), progress=False
+    )
+    assert done["splits"] == plain["splits"] and done["up_axes"] == plain["up_axes"]
+    assert (tmp_path / "parts" / "preview.png").is_file()
+    for info in plain["splits"].values():
+        for entry in info["shards"]:
+            assert (tmp_path / "parts" / entry["file"]).read_bytes() == (
+                tmp_path / "plain" / entry["file"]
+            ).read_bytes()
