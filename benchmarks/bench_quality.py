@@ -29,7 +29,7 @@ import torch
 
 from voxgan.model.config import ORIGINAL_DESIGN, TrainConfig
 from voxgan.model.runs import latent_batch, load_generator, run_generator
-from voxgan.model.train import train
+from voxgan.model.train import resolve_device, train
 from voxgan.render import render_volumes
 from voxgan.results.evaluate import evaluate_run
 
@@ -73,9 +73,7 @@ def train_and_evaluate(name: str, overrides: dict, args, out: Path) -> list[dict
             run_dir,
             args.data,
             split="test",
-            device=config.device
-            if args.device != "auto"
-            else ("cuda" if torch.cuda.is_available() else "cpu"),
+            device=resolve_device(args.device).type,
             context=False,
         )
         record = {k: v for k, v in record.items() if k not in ("table", "context")}
