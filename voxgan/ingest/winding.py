@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxgan.ingest.kernels import compiled_kernels, half_solid_angle
-from voxgan.ingest.overlap import corner_max, corner_min
+from voxgan.ingest.kernels import compiled_kernels, edge_side, half_solid_angle
+from voxgan.ingest.overlap import range_cells
 
 WINDING_CHUNK = 1 << 14  # point/triangle pairs per block of the winding-number sum
 CLUSTER_CELL = 2.0  # smallest side, in voxels, of the groups of triangles an open mesh's winding sum uses
@@ -46,44 +46,48 @@ def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return total
 
 
-def closed_winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Winding number of a closed mesh by signed crossings of a ray along +z from each point.
+def column_winding(triangles: np.ndarray, resolution: int) -> np.ndarray:
+    """Signed crossings of a +z ray from every voxel centre with the triangles.
 
-    points : (P, 3); triangles : (F, 3, 3)  ->  (P,) float64. A ray that grazes an edge or a vertex,
-    or a point on the surface, falls back to the exact solid-angle sum (:func:`winding_numbers`), which
-    small meshes use throughout.
+    triangles : (F, 3, 3) in grid coordinates  ->  (R, R, R) int32. For a closed mesh (or a mesh with
+    its :func:`hole_caps`) this is the winding number at each centre, exactly: each column of centres
+    is crossed once per triangle (:func:`voxgan.ingest.kernels.column_crossing_loop`), ties on shared
+    edges and corners broken consistently. A centre lying exactly on the surface counts as just above it.
     """
+    counts = np.zeros((resolution,) * 3, dtype=np.int32)
     kernels = compiled_kernels()
     if kernels is not None:
-        result = np.empty(len(points))
-        kernels.crossings(
-            np.ascontiguousarray(points, dtype=np.float64), np.ascontiguousarray(triangles), result
-        )
-        grazing = np.flatnonzero(np.isnan(result))
-        result[grazing] = winding_numbers(points[grazing], triangles)
-        return result
-    if len(triangles) <= RAY_MIN_FACES:
-        return winding_numbers(points, triangles)
+        kernels.columns(np.ascontiguousarray(triangles, dtype=np.float64), resolution, counts)
+    else:
+        column_crossings_numpy(triangles, resolution, counts)
+    return np.flip(np.flip(counts, axis=2).cumsum(axis=2, dtype=np.int32), axis=2)
+
+
+def column_crossings_numpy(triangles: np.ndarray, resolution: int, counts: np.ndarray) -> None:
+    """:func:`voxgan.ingest.kernels.column_crossing_loop` in vectorised numpy (same counts, in place)."""
     x, y, z = triangles[:, :, 0], triangles[:, :, 1], triangles[:, :, 2]  # (F, 3) each
-    low, high = corner_min(triangles), corner_max(triangles)
-    x_low, y_low = low[:, 0], low[:, 1]
-    x_high, y_high, z_high = high[:, 0], high[:, 1], high[:, 2]
-    result = np.zeros(len(points))
-    for n, (px, py, pz) in enumerate(points):
-        column = (x_low <= px) & (x_high >= px) & (y_low <= py) & (y_high >= py)
-        near = np.flatnonzero(column & (z_high >= pz))
-        tx, ty, tz = x[near], y[near], z[near]
-        nx, ny = tx[:, [1, 2, 0]], ty[:, [1, 2, 0]]
-        edge = (nx - tx) * (py - ty) - (ny - ty) * (px - tx)  # (n, 3): edge m, from corner m to m+1
-        inside = (edge > 0).all(axis=1) | (edge < 0).all(axis=1)
-        grazing = (((edge >= 0).all(axis=1) | (edge <= 0).all(axis=1)) & ~inside).any()
-        area = edge.sum(axis=1)  # twice the signed projected area
-        hit_z = (edge[inside] * tz[inside][:, [2, 0, 1]]).sum(axis=1) / area[inside]
-        if grazing or (hit_z == pz).any():
-            result[n] = winding_numbers(points[n : n + 1], triangles)[0]
-        else:
-            result[n] = np.sign(area[inside][hit_z > pz]).sum()
-    return result
+    first = np.maximum(np.ceil(np.stack([x.min(1), y.min(1)], 1) - 0.5), 0).astype(np.int64)
+    last = np.minimum(np.floor(np.stack([x.max(1), y.max(1)], 1) - 0.5), resolution - 1).astype(np.int64)
+    keep = (last >= first).all(axis=1)
+    lo = np.concatenate([first[keep], np.zeros((keep.sum(), 1), np.int64)], axis=1)
+    hi = np.concatenate([last[keep], np.zeros((keep.sum(), 1), np.int64)], axis=1)
+    owner, cells = range_cells(lo, hi)
+    owner = np.flatnonzero(keep)[owner]
+    px, py = cells[:, 0] + 0.5, cells[:, 1] + 0.5
+    cx, cy, cz = x[owner], y[owner], z[owner]  # (N, 3) each
+    sides = [edge_side(cx[:, m], cy[:, m], cx[:, n], cy[:, n], px, py) for m, n in ((0, 1), (1, 2), (2, 0))]
+    hit = (sides[0] != 0) & (sides[1] == sides[0]) & (sides[2] == sides[0])
+    d = [
+        (cx[:, n] - cx[:, m]) * (py - cy[:, m]) - (cy[:, n] - cy[:, m]) * (px - cx[:, m])
+        for m, n in ((0, 1), (1, 2), (2, 0))
+    ]
+    area = d[0] + d[1] + d[2]
+    hit &= area != 0
+    height = (d[0] * cz[:, 2] + d[1] * cz[:, 0] + d[2] * cz[:, 1])[hit] / area[hit]
+    below = np.clip(np.ceil(height - 0.5), 0, resolution).astype(np.int64)
+    up = below > 0
+    i, j = cells[hit, 0][up], cells[hit, 1][up]
+    np.add.at(counts, (i, j, below[up] - 1), sides[0][hit][up].astype(np.int32))
 
 
 def clustered_winding_numbers(

@@ -1,0 +1,108 @@
+"""Mesh topology: is a mesh closed, which faces are doubles, its connected parts, caps over its holes.
+
+Faces are index arrays (F, 3) int; only :func:`hole_caps` looks at positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxgan.ingest.kernels import compiled_kernels
+from voxgan.ingest.overlap import all_axes, any_axis
+
+
+def is_closed(faces: np.ndarray) -> bool:
+    """Whether every directed edge (a, b) appears as often as its reverse (b, a).
+
+    faces : (F, 3) int. Such a mesh bounds its volume: its winding number is an integer that only
+    changes across the surface. Holes, open edges and mixed orientation make this False.
+    """
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    tails = faces.reshape(-1)
+    heads = faces[:, [1, 2, 0]].reshape(-1)
+    base = int(faces.max()) + 1 if len(faces) else 1
+    forward = np.sort(tails * base + heads)
+    backward = np.sort(heads * base + tails)
+    return bool(np.array_equal(forward, backward))
+
+
+def front_faces(faces: np.ndarray) -> np.ndarray:
+    """Which faces to keep so that no face is cancelled by a copy with its corners in reverse order.
+
+    faces : (F, 3) int  ->  (F,) bool. Double-sided meshes hold each face twice, once per side; the
+    two solid angles cancel and the winding number is 0 everywhere. Among faces with the same three
+    corners in both orders only the first in file order is kept, which restores the orientation of
+    meshes written front face first. Faces repeated in the same order are all kept.
+    """
+    count = len(faces)
+    corners = np.sort(faces, axis=1)
+    base = int(corners[:, 2].max()) + 1 if count else 1
+    if base < 1 << 20:  # three corners in one int64: a quick answer when no two faces share all three
+        keys = np.sort((corners[:, 0] * base + corners[:, 1]) * base + corners[:, 2])
+        if not (keys[1:] == keys[:-1]).any():
+            return np.ones(count, dtype=bool)
+    forward = all_axes(faces == corners) | all_axes(faces == corners[:, [1, 2, 0]])
+    forward |= all_axes(faces == corners[:, [2, 0, 1]])
+    order = np.lexsort((np.arange(count), corners[:, 2], corners[:, 1], corners[:, 0]))
+    sorted_corners = corners[order]
+    starts = np.flatnonzero(np.concatenate([[True], any_axis(sorted_corners[1:] != sorted_corners[:-1])]))
+    has_forward = np.logical_or.reduceat(forward[order], starts)
+    has_backward = np.logical_or.reduceat(~forward[order], starts)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, count)))
+    first_in_group = np.zeros(count, dtype=bool)
+    first_in_group[starts] = True
+    keep_sorted = ~(has_forward & has_backward)[group] | first_in_group
+    keep = np.empty(count, dtype=bool)
+    keep[order] = keep_sorted
+    return keep
+
+
+def vertex_parts(faces: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected parts of the vertices 0..max(faces), linked by the faces' edges.
+
+    faces : (F, 3) int, non-empty  ->  (parts, part_of_vertex : (V,) int in [0, parts)); a vertex no
+    face uses is a part of its own.
+    """
+    count = int(faces.max()) + 1
+    kernels = compiled_kernels()
+    if kernels is not None:
+        part_of_vertex = np.empty(count, dtype=np.int64)
+        parts = kernels.parts(np.ascontiguousarray(faces, dtype=np.int64), part_of_vertex)
+        return int(parts), part_of_vertex
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    links = coo_matrix(
+        (np.ones(2 * len(faces)), (faces[:, [0, 0]].T.reshape(-1), faces[:, 1:].T.reshape(-1))),
+        shape=(count, count),
+    )
+    return connected_components(links.tocsr(), directed=False)
+
+
+def hole_caps(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Triangles that close an open mesh: with them every directed edge is matched by its reverse.
+
+    triangles : (F, 3, 3); faces : (F, 3) int, their corner indices  ->  caps : (B, 3, 3). Each use of
+    a directed edge (a, b) beyond the uses of (b, a) gets a triangle (apex, b, a); the apex is the mean
+    of the unmatched edges' tails in its connected set of such edges (one hole, one seam). The
+    winding number of the mesh is then that of mesh + caps (an integer, :func:`column_winding`) minus
+    that of the caps, which lie along the holes and are few.
+    """
+    tails, heads = faces.reshape(-1), faces[:, [1, 2, 0]].reshape(-1)
+    base = int(faces.max()) + 1
+    keys, uses = np.unique(tails * base + heads, return_counts=True)
+    reverse = (keys % base) * base + keys // base
+    at = np.minimum(np.searchsorted(keys, reverse), len(keys) - 1)
+    extra = uses - np.where(keys[at] == reverse, uses[at], 0)
+    unmatched = np.repeat(keys, np.maximum(extra, 0))
+    if len(unmatched) == 0:
+        return np.zeros((0, 3, 3))
+    a, b = unmatched // base, unmatched % base
+    position = np.empty((base, 3))
+    position[faces.reshape(-1)] = triangles.reshape(-1, 3)
+    part = vertex_parts(np.stack([a, b, b], axis=1))[1][a]
+    weight = np.bincount(part)
+    apex = np.stack([np.bincount(part, weights=position[a, axis]) for axis in range(3)], axis=1)
+    apex = apex[weight > 0] / weight[weight > 0, None]
+    index = np.cumsum(weight > 0) - 1
+    return np.stack([apex[index[part]], position[b], position[a]], axis=1)
