@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import base64
 import json
 import struct
 from pathlib import Path
@@ -53,18 +53,13 @@ def parse_gltf(
         _check_gltf_counts(tree, available, max_faces)
     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as error:
         raise MeshError(f"cannot parse {fmt}: malformed document: {error_line(error)}") from None
-    import trimesh
-
-    resolver = _RootResolver(folder, root)
     try:
-        scene = trimesh.load_scene(
-            io.BytesIO(data), file_type=fmt.lower(), resolver=resolver, skip_materials=True, process=False
-        )
+        buffers = _gltf_buffers(tree, data if binary else None, folder, root)
+        return _flatten_scene(tree, buffers)
     except MeshError:
         raise
-    except Exception as error:
-        raise MeshError(f"cannot parse {fmt}: {error_line(error)}") from None
-    return _flatten_scene(scene)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as error:
+        raise MeshError(f"cannot parse {fmt}: malformed document: {error_line(error)}") from None
 
 
 def _glb_json(data: bytes) -> dict:
@@ -146,43 +141,143 @@ def _primitive_faces(primitive: dict, accessors: list) -> int:
     return 0
 
 
-class _RootResolver:
-    """Hands trimesh the files a glTF names, only from inside the input folder (see safe_reference)."""
-
-    def __init__(self, folder: Path, root: Path):
-        self.folder, self.root = Path(folder), Path(root)
-
-    def get(self, name: str) -> bytes:
-        return read_bytes(safe_reference(name, self.folder, self.root))
-
-    __getitem__ = get
-
-    def keys(self):
-        return []
-
-    def __contains__(self, name: str) -> bool:
-        return False
-
-    def write(self, name: str, data) -> None:
-        raise MeshError("mesh loading never writes files")
-
-    def namespaced(self, namespace: str) -> _RootResolver:
-        return _RootResolver(self.folder / namespace, self.root)
+_COMPONENTS = {5120: "i1", 5121: "u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
+_WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
+_GLB_BIN = 0x004E4942
+_MAX_DEPTH = 64  # node nesting deeper than this is refused (a hostile file may nest without end)
+_MAX_VISITS = 1_000_000  # node instances in a scene (a hostile file may share children exponentially)
 
 
-def _flatten_scene(scene) -> tuple[np.ndarray, np.ndarray]:
-    """Every triangle mesh instance of a trimesh Scene, in world coordinates, as one mesh."""
-    import trimesh
+def _gltf_buffers(tree: dict, glb: bytes | None, folder: Path, root: Path) -> list[bytes]:
+    """The bytes of every buffer: the GLB's BIN chunk, a ``data:`` URI, or a file inside ``root``."""
+    binary = b""
+    if glb is not None:
+        offset = 20 + struct.unpack_from("<I", glb, 12)[0]
+        if offset + 8 <= len(glb):
+            length, kind = struct.unpack_from("<2I", glb, offset)
+            if kind == _GLB_BIN:
+                binary = glb[offset + 8 : offset + 8 + length]
+    buffers = []
+    for buffer in tree.get("buffers", []):
+        uri = buffer.get("uri")
+        if uri is None:
+            buffers.append(binary)
+        elif uri.startswith("data:"):
+            buffers.append(base64.b64decode(uri.partition(",")[2], validate=False))
+        else:
+            buffers.append(read_bytes(safe_reference(uri, folder, root)))
+    return buffers
 
+
+def _accessor(tree: dict, buffers: list[bytes], index: int) -> np.ndarray:
+    """Accessor ``index`` as (count, width) float64 (normalized integers scaled as the spec says)."""
+    accessor = tree["accessors"][index]
+    dtype = np.dtype(_COMPONENTS[accessor["componentType"]])
+    count, width = int(accessor["count"]), _WIDTHS[accessor["type"]]
+    if "bufferView" in accessor:
+        view = tree["bufferViews"][accessor["bufferView"]]
+        data = buffers[view["buffer"]]
+        start = int(view.get("byteOffset", 0)) + int(accessor.get("byteOffset", 0))
+        stride = int(view.get("byteStride", 0)) or dtype.itemsize * width
+        end = int(view.get("byteOffset", 0)) + int(view["byteLength"])
+        if count and (
+            start < 0 or start + stride * (count - 1) + dtype.itemsize * width > min(end, len(data))
+        ):
+            raise MeshError("cannot parse glTF: an accessor runs past the end of its buffer")
+        values = np.ndarray((count, width), dtype, data, start, (stride, dtype.itemsize)).astype(np.float64)
+    else:
+        values = np.zeros((count, width))
+    if "sparse" in accessor:
+        sparse = accessor["sparse"]
+        indices = _view_array(
+            tree, buffers, sparse["indices"], _COMPONENTS[sparse["indices"]["componentType"]]
+        )
+        patch = _view_array(tree, buffers, sparse["values"], dtype, width)
+        values[indices[: sparse["count"]].astype(np.int64)] = patch[: sparse["count"]].reshape(-1, width)
+    if accessor.get("normalized") and dtype.kind in "iu":
+        values = np.maximum(values / np.iinfo(dtype).max, -1.0)
+    return values
+
+
+def _view_array(tree: dict, buffers: list[bytes], part: dict, dtype, width: int = 1) -> np.ndarray:
+    """The tightly packed array a sparse accessor's ``indices`` or ``values`` part points at."""
+    view = tree["bufferViews"][part["bufferView"]]
+    start = int(view.get("byteOffset", 0)) + int(part.get("byteOffset", 0))
+    length = int(view["byteLength"]) - int(part.get("byteOffset", 0))
+    data = buffers[view["buffer"]][start : start + max(length, 0)]
+    dtype = np.dtype(dtype)
+    return np.frombuffer(data, dtype, len(data) // dtype.itemsize // width * width)
+
+
+def _primitive_triangles(tree: dict, buffers: list[bytes], primitive: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One primitive's vertices (V, 3) and triangles (F, 3); points and lines give no triangles."""
+    if "KHR_draco_mesh_compression" in (primitive.get("extensions") or {}):
+        raise MeshError("cannot parse glTF: Draco-compressed meshes are not supported; decompress them first")
+    vertices = _accessor(tree, buffers, primitive["attributes"]["POSITION"])[:, :3]
+    mode = primitive.get("mode", 4)
+    if "indices" in primitive:
+        corners = _accessor(tree, buffers, primitive["indices"])[:, 0].astype(np.int64)
+    else:
+        corners = np.arange(len(vertices))
+    if len(corners) and (corners.min() < 0 or corners.max() >= len(vertices)):
+        raise MeshError("cannot parse glTF: a face index points past the vertices")
+    if mode == 4:
+        faces = corners[: len(corners) // 3 * 3].reshape(-1, 3)
+    elif mode in (5, 6) and len(corners) >= 3:
+        i = np.arange(len(corners) - 2)
+        if mode == 5:  # strip: every second triangle reversed so that all face the same way
+            faces = np.stack([corners[i], corners[i + 1 + i % 2], corners[i + 2 - i % 2]], axis=1)
+        else:  # fan around the first corner
+            faces = np.stack([corners[i + 1], corners[i + 2], np.full_like(i, corners[0])], axis=1)
+    else:
+        faces = np.zeros((0, 3), np.int64)
+    return vertices, faces
+
+
+def _node_matrix(node: dict) -> np.ndarray:
+    """A node's local transform (4, 4): its column-major ``matrix``, or translation · rotation · scale."""
+    if "matrix" in node:
+        return np.asarray(node["matrix"], dtype=np.float64).reshape(4, 4).T
+    x, y, z, w = (float(v) for v in node.get("rotation", (0, 0, 0, 1)))
+    rotation = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation * np.asarray(node.get("scale", (1, 1, 1)), dtype=np.float64)[None, :]
+    matrix[:3, 3] = np.asarray(node.get("translation", (0, 0, 0)), dtype=np.float64)
+    return matrix
+
+
+def _flatten_scene(tree: dict, buffers: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Every triangle of the default scene's mesh instances, in world coordinates, as one mesh."""
+    nodes, meshes = tree.get("nodes", []), tree.get("meshes", [])
+    if tree.get("scenes"):
+        roots = tree["scenes"][tree.get("scene", 0)].get("nodes", [])
+    else:  # no scene: every node no other node names as a child
+        children = {child for node in nodes for child in node.get("children", [])}
+        roots = [n for n in range(len(nodes)) if n not in children]
     all_vertices, all_faces, offset = [], [], 0
-    for node in scene.graph.nodes_geometry:
-        matrix, name = scene.graph[node]
-        geometry = scene.geometry.get(name)
-        if not isinstance(geometry, trimesh.Trimesh) or len(geometry.faces) == 0:
+    stack, visits = [(root, np.eye(4), 0) for root in roots], 0
+    while stack:
+        index, parent, depth = stack.pop()
+        visits += 1
+        if depth > _MAX_DEPTH or visits > _MAX_VISITS:
+            raise MeshError("cannot parse glTF: the node tree is too deep or too large (a cycle?)")
+        node = nodes[index]
+        matrix = parent @ _node_matrix(node)
+        stack.extend((child, matrix, depth + 1) for child in node.get("children", []))
+        if "mesh" not in node:
             continue
-        all_vertices.append(apply_transform(np.asarray(geometry.vertices, dtype=np.float64), matrix))
-        all_faces.append(np.asarray(geometry.faces, dtype=np.int64) + offset)
-        offset += len(geometry.vertices)
+        for primitive in meshes[node["mesh"]]["primitives"]:
+            vertices, faces = _primitive_triangles(tree, buffers, primitive)
+            if len(faces):
+                all_vertices.append(apply_transform(vertices, matrix))
+                all_faces.append(faces + offset)
+                offset += len(vertices)
     if not all_faces:
         raise MeshError("no faces (the scene holds no triangle mesh)")
     return np.concatenate(all_vertices), np.concatenate(all_faces)
