@@ -40,6 +40,7 @@ def compiled_kernels():
         two_level=jit(two_level_winding_loop),
         moments=jit(group_moments_loop),
         parts=jit(vertex_parts_loop),
+        decimals=jit(decimal_loop),
     )
 
 
@@ -339,3 +340,61 @@ def vertex_parts_loop(faces, part_of_vertex):  # compiled by numba
         else:
             part_of_vertex[v] = part_of_vertex[root]
     return parts
+
+
+POWERS_OF_TEN = np.array([10.0**n for n in range(23)])  # exact in float64
+
+
+def decimal_loop(text, values):  # compiled by numba
+    """Parse whitespace-separated plain decimals (``-12``, ``.5``, ``1.5e-3``) from text (B,) uint8 into
+    values; returns how many, or -1 for anything else (the caller then uses numpy's parser).
+
+    Correctly rounded like ``float()``: a mantissa below 2^53 times or over an exact power of ten up to
+    10^22 (Clinger's fast path); other numbers return -1 too.
+    """
+    count, n, size = 0, 0, text.shape[0]
+    while n < size:
+        if text[n] <= 32:
+            n += 1
+            continue
+        negative = text[n] == 45
+        if text[n] == 45 or text[n] == 43:
+            n += 1
+        mantissa, digits, fraction, seen_dot = 0, 0, 0, False
+        while n < size and text[n] > 32:
+            c = text[n]
+            if 48 <= c <= 57:
+                mantissa = mantissa * 10 + (c - 48)
+                digits += 1
+                fraction += seen_dot
+            elif c == 46 and not seen_dot:
+                seen_dot = True
+            else:
+                break
+            n += 1
+        if digits == 0 or digits > 15 and mantissa >= 1 << 53:
+            return -1
+        exponent = 0
+        if n < size and (text[n] == 101 or text[n] == 69):
+            n += 1
+            exponent_negative = n < size and text[n] == 45
+            if n < size and (text[n] == 45 or text[n] == 43):
+                n += 1
+            powers = 0
+            while n < size and 48 <= text[n] <= 57 and powers < 4:
+                exponent = exponent * 10 + (text[n] - 48)
+                powers += 1
+                n += 1
+            if powers == 0 or powers == 4:
+                return -1
+            if exponent_negative:
+                exponent = -exponent
+        if n < size and text[n] > 32:
+            return -1
+        scale = exponent - fraction
+        if scale > 22 or scale < -22 or digits > 18:
+            return -1
+        value = mantissa * POWERS_OF_TEN[scale] if scale >= 0 else mantissa / POWERS_OF_TEN[-scale]
+        values[count] = -value if negative else value
+        count += 1
+    return count
