@@ -12,7 +12,13 @@ import numpy as np
 
 from voxgan.errors import VoxganError
 from voxgan.ingest import formats
-from voxgan.ingest.frame import apply_transform, grid_transform, occupied_box_corners, up_axis_for
+from voxgan.ingest.frame import (
+    apply_transform,
+    grid_coords_transform,
+    grid_transform,
+    occupied_box_corners,
+    up_axis_for,
+)
 from voxgan.ingest.mesh import weld_triangle_soup
 from voxgan.ingest.voxelize import resample_occupancy, voxelize
 
@@ -28,6 +34,7 @@ class Settings:
     up_axis: str  # for formats without a convention (see frame.up_axis_for)
     max_faces: int
     grid_coords: bool
+    scale: float = 1.0  # with grid_coords: file units per voxel (what ``voxgan export --scale`` wrote)
     mat_key: str | None = None  # the array read from .mat and .npz files (see formats.volumes)
 
 
@@ -49,7 +56,7 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
     read = formats.read_source(settings.root, source, max_faces=settings.max_faces, key=settings.mat_key)
     if isinstance(read, formats.Volume):
         if settings.grid_coords:
-            mesh_to_grid = np.eye(4)
+            mesh_to_grid = grid_coords_transform(up_axis, settings.scale)
         else:
             corners = occupied_box_corners(read.occupancy)
             mesh_to_grid = grid_transform(
@@ -62,7 +69,7 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
     else:
         vertices, faces = weld_triangle_soup(*read)
         if settings.grid_coords:
-            mesh_to_grid = np.eye(4)
+            mesh_to_grid = grid_coords_transform(up_axis, settings.scale)
         else:
             mesh_to_grid = grid_transform(vertices, r, padding=settings.padding, up_axis=up_axis)
         occupancy = voxelize(apply_transform(vertices, mesh_to_grid), faces, r, mode=settings.mode)
