@@ -13,7 +13,13 @@ from voxgan import shards
 from voxgan.errors import VoxganError
 from voxgan.ingest import pipeline
 from voxgan.ingest.formats import MeshError, load_mesh
-from voxgan.ingest.frame import apply_transform, grid_coords_transform, grid_transform, up_to_z
+from voxgan.ingest.frame import (
+    apply_transform,
+    grid_coords_transform,
+    grid_transform,
+    snap_to_planes,
+    up_to_z,
+)
 
 
 def grid_bounds(vertices, matrix):
@@ -161,3 +167,12 @@ def test_scale_needs_grid_coords(tmp_path: Path):
     pipeline.check_config(
         pipeline.make_config(tmp_path / "in", tmp_path / "out", scale=0.05, grid_coords=True)
     )
+
+
+def test_snap_to_planes_undoes_float32_rounding_only():
+    stored = (np.array([[3.0, 16.0, 0.0], [7.0, 255.0, 1.0]]) * 0.05).astype(np.float32)  # a GLB's floats
+    grid = apply_transform(stored, grid_coords_transform("z", 0.05))
+    assert not (grid == np.round(grid)).all()  # rounding moved some off their planes
+    np.testing.assert_array_equal(snap_to_planes(grid), [[3, 16, 0], [7, 255, 1]])
+    placed = np.array([[3.001, 15.99999, 0.5]])  # a foreign mesh's own coordinates stay
+    np.testing.assert_array_equal(snap_to_planes(placed), placed)

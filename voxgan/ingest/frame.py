@@ -10,8 +10,9 @@ extent scaled to ``resolution - 2 * padding``, the box centred in ``[0, R]³``. 
 on a grid plane overlaps neither voxel beside it, so the extreme faces of a shape are kept off the integer
 planes: an axis whose minimum or maximum lands within 1e-6 of an integer is shifted by 1/64 voxel.
 With ``--grid-coords`` there is no normalisation: :func:`grid_coords_transform` only turns the up axis to
-+z and divides by ``--scale``, the inverse of what ``voxgan export`` does, so an export comes back as the
-volume it was.
++z and divides by ``--scale``, the inverse of what ``voxgan export`` does, and :func:`snap_to_planes` puts
+back on its grid plane a face that a float32 file (GLB, STL, binary PLY) moved off it by rounding, so an
+export comes back as the volume it was.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from voxgan.ingest.mesh import MeshError
 
 PLANE_TOLERANCE = 1e-6
 PLANE_SHIFT = 1.0 / 64.0
+FLOAT32_ROUNDING = 2.0**-22  # relative: 4 float32 ulps, what a GLB, STL or binary PLY keeps of a coordinate
 
 
 def up_axis_for(extension: str, chosen: str) -> str:
@@ -133,6 +135,20 @@ def grid_coords_transform(up_axis: str = "z", scale: float = 1.0) -> np.ndarray:
     if not (np.isfinite(scale) and scale > 0):
         raise MeshError(f"scale must be a positive number of units per voxel, got {scale}")
     return up_to_z(up_axis) @ np.diag([1.0 / scale] * 3 + [1.0])
+
+
+def snap_to_planes(points: np.ndarray) -> np.ndarray:
+    """Grid points (N, 3) with each coordinate that lies within float32 rounding of an integer (4 ulps,
+    relative) moved onto it.
+
+    A blocks mesh exported at ``--scale 0.05`` has its faces on grid planes; stored as float32 and
+    divided by 0.05 they land a few 1e-7 voxel off, enough for the overlap test to fill the empty voxel
+    beyond. Returns (N, 3) float64.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    nearest = np.round(points)
+    close = np.abs(points - nearest) <= FLOAT32_ROUNDING * np.maximum(np.abs(points), 1.0)
+    return np.where(close, nearest, points)
 
 
 def _plane_shifts(low: np.ndarray, high: np.ndarray, resolution: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from voxgan.ingest.frame import (
     grid_coords_transform,
     grid_transform,
     occupied_box_corners,
+    snap_to_planes,
     up_axis_for,
 )
 from voxgan.ingest.mesh import weld_triangle_soup
@@ -70,9 +71,11 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
         vertices, faces = weld_triangle_soup(*read)
         if settings.grid_coords:
             mesh_to_grid = grid_coords_transform(up_axis, settings.scale)
+            grid_vertices = snap_to_planes(apply_transform(vertices, mesh_to_grid))
         else:
             mesh_to_grid = grid_transform(vertices, r, padding=settings.padding, up_axis=up_axis)
-        occupancy = voxelize(apply_transform(vertices, mesh_to_grid), faces, r, mode=settings.mode)
+            grid_vertices = apply_transform(vertices, mesh_to_grid)
+        occupancy = voxelize(grid_vertices, faces, r, mode=settings.mode)
     assert occupancy.shape == (r, r, r) and occupancy.dtype == bool, occupancy.shape
     return occupancy, np.asarray(mesh_to_grid, np.float64)
 
