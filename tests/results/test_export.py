@@ -357,3 +357,40 @@ def test_frame_options_that_cannot_work_are_refused(options, message):
     with pytest.raises(VoxganError, match=re.escape(message)):
         check_export_config(ExportConfig(**options))
     check_export_config(ExportConfig(format="glb", up_axis="y", scale=0.05))  # glb's own axis is fine
+
+
+VALIDATOR = Path(__file__).resolve().parents[2] / ".cache" / "npm" / "node_modules" / "gltf-validator"
+VALIDATE = """
+const validator = require(process.argv[1]);
+const fs = require("fs");
+(async () => {
+  const issues = {};
+  for (const path of process.argv.slice(2)) {
+    issues[path] = (await validator.validateBytes(new Uint8Array(fs.readFileSync(path)))).issues;
+  }
+  console.log(JSON.stringify(issues));
+})().catch((error) => { console.error(String(error)); process.exit(1); });
+"""
+
+
+def test_the_khronos_gltf_validator_finds_nothing_wrong_with_exported_glb(shard_folder, tmp_path):
+    """glTF's reference validator (``make install`` puts it in .cache/npm) on smooth and blocks GLB files."""
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the Khronos glTF validator runs on Node.js")
+    assert VALIDATOR.is_dir(), f"no glTF validator in {VALIDATOR.parent}: run `make install`"
+    files = []
+    for kind, scale in (("blocks", 1.0), ("smooth", 1.0), ("blocks", 0.05), ("smooth", 0.05)):
+        out = tmp_path / f"{kind}-{scale}"
+        files += export_volumes(
+            ExportConfig(format="glb", data=shard_folder, num=2, mesh=kind, scale=scale, out=out)
+        ).files
+    done = subprocess.run(
+        [node, "-e", VALIDATE, str(VALIDATOR), *map(str, files)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    for path, issues in json.loads(done.stdout).items():
+        counts = {key: issues[key] for key in ("numErrors", "numWarnings", "numInfos")}
+        assert counts == {"numErrors": 0, "numWarnings": 0, "numInfos": 0}, (path, issues["messages"])
