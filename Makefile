@@ -13,7 +13,7 @@ GLTF_VALIDATOR ?= 2.0.0-dev.3.10
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_DIR := .cache/npm
-VALIDATOR_STAMP := $(NPM_DIR)/gltf-validator-$(GLTF_VALIDATOR).installed
+VALIDATOR_STAMP := $(NPM_DIR)/node_modules/gltf-validator/.installed-$(GLTF_VALIDATOR)
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint voxelize demo bench clean
