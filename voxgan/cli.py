@@ -90,8 +90,17 @@ def voxelize(
     ] = None,
     split_file: Annotated[Path | None, typer.Option(help="ShapeNet's official split CSV (all.csv).")] = None,
     grid_coords: Annotated[
-        bool, typer.Option("--grid-coords", help="Mesh coordinates are grid coordinates: no normalisation.")
+        bool,
+        typer.Option(
+            "--grid-coords",
+            help="Mesh coordinates are grid coordinates (one unit per voxel, or --scale): no normalisation; "
+            "brings a voxgan export back unchanged (give the same --up-axis and --scale).",
+        ),
     ] = False,
+    scale: Annotated[
+        float | None,
+        typer.Option(help="With --grid-coords: file units per voxel, as voxgan export --scale wrote [1]."),
+    ] = None,
     mat_key: Annotated[
         str | None,
         typer.Option(help="Array read from .mat and .npz files [instance, else the only volume-shaped one]."),
@@ -139,6 +148,7 @@ def voxelize(
         include=include or None,
         split_file=split_file,
         grid_coords=grid_coords or None,
+        scale=scale,
         mat_key=mat_key,
         overwrite=overwrite,
         part=part,
@@ -406,13 +416,25 @@ def export(
         str | None, typer.Option("--class", help="Only this class (conditional model or labelled shards).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("exports"),
+    up_axis: Annotated[
+        str | None,
+        typer.Option(
+            help="Up axis of obj, stl, ply, off and binvox files: x y z -x -y -z [z]; glb is always +y up "
+            "(its spec)."
+        ),
+    ] = None,
+    scale: Annotated[
+        float, typer.Option(help="Units per voxel of meshes and binvox (glb: metres, e.g. 0.05).")
+    ] = 1.0,
 ) -> None:
     """Write generated (or dataset) volumes as meshes, voxel files, an image grid or an animation.
 
-    Meshes are in grid coordinates (voxel (i, j, k) spans [i, i+1)^3, +z up), watertight, with outward
-    normals. gif: a loop through latent space (a model) or a turntable (--data).
+    Meshes are grid coordinates (voxel (i, j, k) spans [i, i+1)^3) times --scale, turned from +z up to
+    the format's up axis: glb +y (glTF), the others --up-axis [z]; watertight, with outward normals.
+    voxgan voxelize --grid-coords with the same --up-axis and --scale reads them back unchanged.
+    gif: a loop through latent space (a model) or a turntable (--data).
 
-    Example: voxgan export --format obj --num 16 --mesh blocks --out exports
+    Example: voxgan export --format glb --num 16 --mesh blocks --scale 0.05 --out exports
     """
     from voxgan.results.export import ExportConfig, check_export_config, export_volumes
 
@@ -428,6 +450,8 @@ def export(
         mesh=mesh,
         class_name=class_name,
         out=out,
+        up_axis=up_axis.lower() if up_axis else None,
+        scale=scale,
     )
     try:
         check_export_config(config)
@@ -437,6 +461,8 @@ def export(
     for line in result.warnings:
         typer.echo(f"voxgan: warning: {line}", err=True)
     typer.echo(f"source: {result.source}")
+    if result.frame:
+        typer.echo(result.frame)
     shown = ", ".join(str(p) for p in result.files[:3]) + (" ..." if len(result.files) > 3 else "")
     typer.echo(f"wrote {len(result.files)} file(s) to {out}: {shown}")
 

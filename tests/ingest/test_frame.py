@@ -10,9 +10,16 @@ import pytest
 
 from tests import meshfiles
 from voxgan import shards
+from voxgan.errors import VoxganError
 from voxgan.ingest import pipeline
 from voxgan.ingest.formats import MeshError, load_mesh
-from voxgan.ingest.frame import apply_transform, grid_transform, up_to_z
+from voxgan.ingest.frame import (
+    apply_transform,
+    grid_coords_transform,
+    grid_transform,
+    snap_to_planes,
+    up_to_z,
+)
 
 
 def grid_bounds(vertices, matrix):
@@ -72,7 +79,7 @@ def test_up_to_z_for_y_up_data_like_shapenet():
     np.testing.assert_allclose(rotation @ [0, 1, 0], [0, 0, 1], atol=1e-12)  # y -> z
     np.testing.assert_allclose(rotation @ [0, 0, 1], [0, -1, 0], atol=1e-12)  # z -> -y
     np.testing.assert_allclose(rotation @ [1, 0, 0], [1, 0, 0], atol=1e-12)  # x stays
-    with pytest.raises(MeshError, match="unknown up axis"):
+    with pytest.raises(VoxganError, match="unknown up axis"):
         up_to_z("w")
 
 
@@ -138,3 +145,34 @@ def test_a_y_tall_glb_stands_along_z_and_the_same_obj_stands_with_up_axis_y(tmp_
     np.testing.assert_array_equal(upright["wardrobe.glb"][0], glb)  # --up-axis never turns glTF
     corners = apply_transform(vertices, glb_matrix)  # the affine maps the file's metres to the grid
     assert np.ptp(corners, axis=0).argmax() == 2 and corners.min() > 0 and corners.max() < 16
+
+
+def test_grid_coords_transform_turns_the_up_axis_to_z_and_divides_by_the_scale():
+    file_points = np.array([[1.0, 3.0, -2.0], [0.5, 8.0, -16.0]]) * 0.05  # +y up, 0.05 units per voxel
+    grid = apply_transform(file_points, grid_coords_transform("y", 0.05))
+    np.testing.assert_allclose(grid, [[1.0, 2.0, 3.0], [0.5, 16.0, 8.0]], rtol=1e-12)
+    np.testing.assert_array_equal(grid_coords_transform(), np.eye(4))  # z up, 1 unit per voxel
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(MeshError, match="scale"):
+            grid_coords_transform("z", bad)
+
+
+def test_scale_needs_grid_coords(tmp_path: Path):
+    (tmp_path / "in").mkdir()
+    for options, message in (({"scale": 0.05}, "--grid-coords only"), ({"scale": 0.0}, "positive")):
+        config = pipeline.make_config(tmp_path / "in", tmp_path / "out", **options)
+        with pytest.raises(pipeline.ConfigError, match=message) as raised:
+            pipeline.check_config(config)
+        assert raised.value.option == "--scale"
+    pipeline.check_config(
+        pipeline.make_config(tmp_path / "in", tmp_path / "out", scale=0.05, grid_coords=True)
+    )
+
+
+def test_snap_to_planes_undoes_float32_rounding_only():
+    stored = (np.array([[3.0, 16.0, 0.0], [7.0, 255.0, 1.0]]) * 0.05).astype(np.float32)  # a GLB's floats
+    grid = apply_transform(stored, grid_coords_transform("z", 0.05))
+    assert not (grid == np.round(grid)).all()  # rounding moved some off their planes
+    np.testing.assert_array_equal(snap_to_planes(grid), [[3, 16, 0], [7, 255, 1]])
+    placed = np.array([[3.001, 15.99999, 0.5]])  # a foreign mesh's own coordinates stay
+    np.testing.assert_array_equal(snap_to_planes(placed), placed)

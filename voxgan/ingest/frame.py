@@ -9,19 +9,23 @@ voxel arrays) is read with the up axis chosen by ``--up-axis`` or the recipe (:f
 extent scaled to ``resolution - 2 * padding``, the box centred in ``[0, R]³``. A triangle lying exactly
 on a grid plane overlaps neither voxel beside it, so the extreme faces of a shape are kept off the integer
 planes: an axis whose minimum or maximum lands within 1e-6 of an integer is shifted by 1/64 voxel.
+With ``--grid-coords`` there is no normalisation: :func:`grid_coords_transform` only turns the up axis to
++z and divides by ``--scale``, the inverse of what ``voxgan export`` does, and :func:`snap_to_planes` puts
+back on its grid plane a face that a float32 file (GLB, STL, binary PLY) moved off it by rounding, so an
+export comes back as the volume it was.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from voxgan.axes import FORMAT_UP_AXES, signed, up_to_z  # noqa: F401  (the frame's names, kept here)
 from voxgan.errors import VoxganError
 from voxgan.ingest.mesh import MeshError
 
 PLANE_TOLERANCE = 1e-6
 PLANE_SHIFT = 1.0 / 64.0
-_AXES = {"x": 0, "y": 1, "z": 2}
-FORMAT_UP_AXES = {".glb": "y", ".gltf": "y"}  # glTF 2.0 spec, "Coordinate System and Units": +Y up
+FLOAT32_ROUNDING = 2.0**-22  # relative: 4 float32 ulps, what a GLB, STL or binary PLY keeps of a coordinate
 
 
 def up_axis_for(extension: str, chosen: str) -> str:
@@ -52,46 +56,6 @@ def up_axis_line(up_axes: dict[str, str]) -> str:
     if fixed:
         parts.append(f"+y for {', '.join(fixed)} (glTF specification)")
     return f"up axis: {'; '.join(parts)}; shards are +z up"
-
-
-def signed(axis: str) -> str:
-    """An axis name with its sign: ``"y"`` -> ``"+y"``, ``"-x"`` stays."""
-    return axis if axis.startswith(("+", "-")) else f"+{axis}"
-
-
-def up_to_z(up_axis: str) -> np.ndarray:
-    """The proper rotation taking a dataset's up axis to +z.
-
-    ``"z"`` is the identity; ``"y"`` (ShapeNet) maps y → z, z → -y, x → x; ``"x"`` maps x → z, z → -x,
-    y → y; ``"-y"``, ``"-x"``, ``"-z"`` turn the negative axis up.
-
-    Returns
-    -------
-    rotation : (4, 4) float64 with det +1
-    """
-    name = up_axis.strip().lower()
-    sign = -1.0 if name.startswith("-") else 1.0
-    name = name.lstrip("+-")
-    if name not in _AXES:
-        raise MeshError(f"unknown up axis {up_axis!r}: use x, y, z, -x, -y or -z")
-    axis = _AXES[name]
-    rotation = np.eye(4)
-    if axis == 2:
-        if sign < 0:  # half turn about x
-            rotation[:3, :3] = np.diag([1.0, -1.0, -1.0])
-        return rotation
-    # a quarter turn about the third axis ``other`` that takes ``up`` to +z and +z to -up
-    up = np.zeros(3)
-    up[axis] = sign
-    z = np.array([0.0, 0.0, 1.0])
-    other = np.cross(up, z)  # stays fixed
-    columns = np.zeros((3, 3))
-    for source in range(3):
-        unit = np.eye(3)[source]
-        columns[:, source] = (unit @ up) * z - (unit @ z) * up + (unit @ other) * other / (other @ other)
-    rotation[:3, :3] = columns
-    assert np.isclose(np.linalg.det(columns), 1.0)
-    return rotation
 
 
 def apply_transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -160,6 +124,31 @@ def grid_transform(
     scaling = np.diag([scale, scale, scale, 1.0])
     scaling[:3, 3] = offset
     return scaling @ rotation
+
+
+def grid_coords_transform(up_axis: str = "z", scale: float = 1.0) -> np.ndarray:
+    """The affine (4, 4) of ``--grid-coords``: file coordinates are grid coordinates turned to
+    ``up_axis`` and scaled to ``scale`` units per voxel; it turns them back (no centring, no fitting).
+
+    The inverse of :func:`voxgan.results.export.export_transform` with the same up axis and scale.
+    """
+    if not (np.isfinite(scale) and scale > 0):
+        raise MeshError(f"scale must be a positive number of units per voxel, got {scale}")
+    return up_to_z(up_axis) @ np.diag([1.0 / scale] * 3 + [1.0])
+
+
+def snap_to_planes(points: np.ndarray) -> np.ndarray:
+    """Grid points (N, 3) with each coordinate that lies within float32 rounding of an integer (4 ulps,
+    relative) moved onto it.
+
+    A blocks mesh exported at ``--scale 0.05`` has its faces on grid planes; stored as float32 and
+    divided by 0.05 they land a few 1e-7 voxel off, enough for the overlap test to fill the empty voxel
+    beyond. Returns (N, 3) float64.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    nearest = np.round(points)
+    close = np.abs(points - nearest) <= FLOAT32_ROUNDING * np.maximum(np.abs(points), 1.0)
+    return np.where(close, nearest, points)
 
 
 def _plane_shifts(low: np.ndarray, high: np.ndarray, resolution: int) -> np.ndarray:

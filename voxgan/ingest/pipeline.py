@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import importlib.util
 import itertools
+import math
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from voxgan import __version__, shards
+from voxgan.axes import UP_AXES
 from voxgan.errors import VoxganError
 from voxgan.ingest import layouts
 from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS, volume_sources
@@ -38,7 +40,6 @@ from voxgan.ingest.sample import Outcome, Settings, voxelize_source
 from voxgan.ingest.units import UNITS, UnitResult, commit, done_records, unit_result
 
 MODES = ("solid", "surface")
-UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
 SPLIT_ORDER = ("train", "val", "test")
 DEFAULT_SHARD_SIZE = 1024  # 16³: 512 KiB packed per shard; ModelNet40 train gives 10 shards
 DEFAULT_MAX_FACES = 2_000_000
@@ -68,7 +69,8 @@ class VoxelizeConfig:
     volumes apart (1024 by default: 512 KiB packed at 16³, 32 MiB at 64³, and ModelNet40 gives 10 train
     shards, enough for ranks x loader workers to share). ``test_fraction`` is the share of files put in
     ``test`` by path hash (folder, flat, shapenet without ``split_file``).
-    ``grid_coords`` takes mesh coordinates as grid coordinates (identity affine, no normalisation).
+    ``grid_coords`` takes mesh coordinates as grid coordinates (no normalisation: only the up axis turned
+    to +z and the coordinates divided by ``scale``, file units per voxel, as ``voxgan export`` wrote them).
     ``class_names`` fixes the label order; ``class_map`` renames raw classes (folder names, synset ids).
     ``expected`` holds a complete copy's counts (train, test, total, classes) to warn about. ``mat_key``
     names the array read from .mat and .npz files (default: ``instance``, else the only volume-shaped one).
@@ -93,6 +95,7 @@ class VoxelizeConfig:
     class_map: dict[str, str] = field(default_factory=dict)
     split_file: Path | None = None
     grid_coords: bool = False
+    scale: float = 1.0
     mat_key: str | None = None
     recipe: str = ""
     recipe_text: str = ""
@@ -153,6 +156,12 @@ def check_config(config: VoxelizeConfig) -> None:
         raise ConfigError("--test-fraction", f"test fraction {config.test_fraction} must be between 0 and 1")
     if config.up_axis not in UP_AXES:
         raise ConfigError("--up-axis", f"up axis {config.up_axis!r} is not one of {', '.join(UP_AXES)}")
+    if not (isinstance(config.scale, int | float) and math.isfinite(config.scale) and config.scale > 0):
+        raise ConfigError("--scale", f"scale {config.scale} must be a positive number of units per voxel")
+    if config.scale != 1 and not config.grid_coords:
+        raise ConfigError(
+            "--scale", "--scale applies with --grid-coords only (without it each shape is fitted to the grid)"
+        )
     if not config.input_dir.is_dir():
         raise ConfigError("INPUT_DIR", f"input folder {config.input_dir} does not exist or is not a folder")
     if config.split_file is not None and not Path(config.split_file).is_file():
@@ -565,6 +574,7 @@ def run_voxelize(
         up_axis=config.up_axis,
         max_faces=config.max_faces,
         grid_coords=config.grid_coords,
+        scale=config.scale,
         mat_key=config.mat_key,
     )
     headers = {

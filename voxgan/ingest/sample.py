@@ -12,7 +12,14 @@ import numpy as np
 
 from voxgan.errors import VoxganError
 from voxgan.ingest import formats
-from voxgan.ingest.frame import apply_transform, grid_transform, occupied_box_corners, up_axis_for
+from voxgan.ingest.frame import (
+    apply_transform,
+    grid_coords_transform,
+    grid_transform,
+    occupied_box_corners,
+    snap_to_planes,
+    up_axis_for,
+)
 from voxgan.ingest.mesh import weld_triangle_soup
 from voxgan.ingest.voxelize import resample_occupancy, voxelize
 
@@ -28,6 +35,7 @@ class Settings:
     up_axis: str  # for formats without a convention (see frame.up_axis_for)
     max_faces: int
     grid_coords: bool
+    scale: float = 1.0  # with grid_coords: file units per voxel (what ``voxgan export --scale`` wrote)
     mat_key: str | None = None  # the array read from .mat and .npz files (see formats.volumes)
 
 
@@ -49,7 +57,7 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
     read = formats.read_source(settings.root, source, max_faces=settings.max_faces, key=settings.mat_key)
     if isinstance(read, formats.Volume):
         if settings.grid_coords:
-            mesh_to_grid = np.eye(4)
+            mesh_to_grid = grid_coords_transform(up_axis, settings.scale)
         else:
             corners = occupied_box_corners(read.occupancy)
             mesh_to_grid = grid_transform(
@@ -62,10 +70,12 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
     else:
         vertices, faces = weld_triangle_soup(*read)
         if settings.grid_coords:
-            mesh_to_grid = np.eye(4)
+            mesh_to_grid = grid_coords_transform(up_axis, settings.scale)
+            grid_vertices = snap_to_planes(apply_transform(vertices, mesh_to_grid))
         else:
             mesh_to_grid = grid_transform(vertices, r, padding=settings.padding, up_axis=up_axis)
-        occupancy = voxelize(apply_transform(vertices, mesh_to_grid), faces, r, mode=settings.mode)
+            grid_vertices = apply_transform(vertices, mesh_to_grid)
+        occupancy = voxelize(grid_vertices, faces, r, mode=settings.mode)
     assert occupancy.shape == (r, r, r) and occupancy.dtype == bool, occupancy.shape
     return occupancy, np.asarray(mesh_to_grid, np.float64)
 

@@ -3,6 +3,12 @@
 Meshes (OBJ, STL, PLY, GLB, OFF; made by :mod:`voxgan.results.meshing`, in the grid frame), voxel files
 (binvox, npy) and pictures (a PNG grid, a GIF walk through latent space or turntable). Volumes come from
 a trained generator (a run folder or a checkpoint) or from a shard folder.
+
+Meshes and binvox files are written in the file's frame (:func:`export_transform`): the grid's +z turned
+to the format's up axis (GLB: +y, by the glTF specification; the others: ``--up-axis``, +z unless told)
+by a rotation about the origin, and ``--scale`` units per voxel (glTF's unit is the metre). ``voxgan
+voxelize --grid-coords`` with the same ``--up-axis`` and ``--scale`` undoes exactly that. npy, PNG and
+GIF are the grid itself, +z up.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from voxgan.atomic import atomic_open
+from voxgan.axes import FORMAT_UP_AXES, UP_AXES, signed, z_to_up
 from voxgan.errors import VoxganError
 from voxgan.model.runs import find_latest_run, latent_batch, load_checkpoint, load_generator, run_generator
 from voxgan.render import render_volume, render_volumes
@@ -21,6 +28,21 @@ from voxgan.shards import read_split
 
 MESH_FORMATS = ("obj", "stl", "ply", "glb", "off")
 FORMATS = (*MESH_FORMATS, "binvox", "npy", "png", "gif")
+TURNED_FORMATS = (*MESH_FORMATS, "binvox")  # written in a frame that --up-axis and --scale choose
+
+
+def export_up_axis(file_format: str, chosen: str | None = None) -> str:
+    """The up axis ``file_format`` is written with: the format's own (GLB: ``"y"``), else ``chosen`` or z."""
+    return FORMAT_UP_AXES.get(f".{file_format}", chosen or "z")
+
+
+def export_transform(up_axis: str = "z", scale: float = 1.0) -> np.ndarray:
+    """The affine (4, 4) from grid coordinates to an export's: +z turned to ``up_axis`` by a rotation about
+    the origin (never a mirror), then ``scale`` units per voxel.
+
+    The inverse of :func:`voxgan.ingest.frame.grid_coords_transform` (``voxelize --grid-coords``).
+    """
+    return np.diag([scale] * 3 + [1.0]) @ z_to_up(up_axis)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -35,13 +57,28 @@ def mesh_bytes(mesh, file_format: str) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
 
 
-def binvox_bytes(occupancy: np.ndarray) -> bytes:
-    """A binvox file of ``occupancy`` : (R, R, R) bool [x, y, z], in the grid frame.
+def turned_volume(occupancy: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A volume turned by a signed-permutation ``rotation`` (3, 3) (one of :func:`voxgan.axes.z_to_up`).
 
-    The header says ``translate 0 0 0`` and ``scale R``, so voxel (i, j, k) spans [i, i+1)³ as in the
-    shards; the data are run-length pairs (value, count <= 255) in binvox's x-z-y order (y fastest).
+    occupancy : (R, R, R) bool [x, y, z]. Returns (turned (R, R, R) bool, corner (3,) float): the turned
+    volume's voxel (a, b, c) spans ``corner + [a, a+1) × [b, b+1) × [c, c+1)`` in the turned frame.
     """
-    occupancy = np.asarray(occupancy, bool)
+    rotation = np.asarray(rotation)
+    source_axes = np.abs(rotation).argmax(axis=1)  # turned axis i is original axis source_axes[i]
+    reversed_axes = rotation[np.arange(3), source_axes] < 0
+    turned = np.flip(occupancy.transpose(source_axes), tuple(np.flatnonzero(reversed_axes)))
+    return np.ascontiguousarray(turned), np.where(reversed_axes, -float(occupancy.shape[0]), 0.0)
+
+
+def binvox_bytes(occupancy: np.ndarray, up_axis: str = "z", scale: float = 1.0) -> bytes:
+    """A binvox file of ``occupancy`` : (R, R, R) bool [x, y, z], in the frame of :func:`export_transform`.
+
+    By default (+z up, one unit per voxel) the header says ``translate 0 0 0`` and ``scale R``, so voxel
+    (i, j, k) spans [i, i+1)³ as in the shards; another up axis turns the voxels and moves ``translate``
+    to the turned grid's corner, ``scale`` multiplies both. The data are run-length pairs (value,
+    count <= 255) in binvox's x-z-y order (y fastest).
+    """
+    occupancy, corner = turned_volume(np.asarray(occupancy, bool), z_to_up(up_axis)[:3, :3])
     resolution = occupancy.shape[0]
     values = occupancy.transpose(0, 2, 1).reshape(-1).astype(np.uint8)  # [x, z, y], y fastest
     change = np.flatnonzero(np.diff(values)) + 1
@@ -53,11 +90,18 @@ def binvox_bytes(occupancy: np.ndarray) -> bytes:
     pair_counts = np.full(pieces.sum(), 255, np.int64)
     last_piece = np.cumsum(pieces) - 1
     pair_counts[last_piece] = lengths - 255 * (pieces - 1)
+    translate = " ".join(_number(scale * value) for value in corner)
     header = (
-        f"#binvox 1\ndim {resolution} {resolution} {resolution}\ntranslate 0 0 0\nscale {resolution}\ndata\n"
+        f"#binvox 1\ndim {resolution} {resolution} {resolution}\ntranslate {translate}\n"
+        f"scale {_number(scale * resolution)}\ndata\n"
     )
     pairs = np.stack([pair_values, pair_counts.astype(np.uint8)], axis=1).astype(np.uint8)
     return header.encode() + pairs.tobytes()
+
+
+def _number(value: float) -> str:
+    """The shortest text that reads back as ``value``: 16.0 -> "16", 0.8 -> "0.8"."""
+    return np.format_float_positional(float(value) + 0.0, trim="-")
 
 
 def read_binvox(data: bytes) -> np.ndarray:
@@ -224,6 +268,8 @@ class ExportConfig:
     out: Path = Path("exports")
     runs_dir: Path = Path("runs")
     device: str = "cpu"
+    up_axis: str | None = None  # formats without a convention (OBJ, STL, PLY, OFF, binvox) [z]
+    scale: float = 1.0  # units per voxel of meshes and binvox (glTF: metres)
 
 
 @dataclass
@@ -233,6 +279,7 @@ class ExportResult:
     files: list[Path]
     source: str
     warnings: list[str]
+    frame: str | None = None  # the up axis and unit of meshes and binvox, and how to read them back
 
 
 def check_export_config(config: ExportConfig) -> None:
@@ -247,6 +294,38 @@ def check_export_config(config: ExportConfig) -> None:
         raise VoxganError(f"--num must be at least 1, got {config.num}")
     if not 0.0 <= config.threshold <= 1.0:
         raise VoxganError(f"--threshold must be in [0, 1], got {config.threshold}")
+    if not (np.isfinite(config.scale) and config.scale > 0):
+        raise VoxganError(f"--scale must be a positive number of units per voxel, got {config.scale}")
+    if config.up_axis is not None and config.up_axis not in UP_AXES:
+        raise VoxganError(f"unknown up axis {config.up_axis!r}; use one of {', '.join(UP_AXES)}")
+    if config.format not in TURNED_FORMATS and (config.up_axis is not None or config.scale != 1):
+        raise VoxganError(
+            f"{config.format} holds the grid itself, +z up: --up-axis and --scale apply to meshes and binvox"
+        )
+    fixed = FORMAT_UP_AXES.get(f".{config.format}")
+    if fixed and config.up_axis not in (None, fixed):
+        raise VoxganError(
+            f"{config.format} is {signed(fixed)} up by its specification: drop --up-axis "
+            f"(it is for {', '.join(f for f in TURNED_FORMATS if f'.{f}' not in FORMAT_UP_AXES)})"
+        )
+
+
+def frame_line(config: ExportConfig, resolution: int) -> str | None:
+    """One line saying the up axis and unit an export was written with and how to read it back unchanged
+    (None for npy, PNG and GIF, which are the grid itself)."""
+    if config.format not in TURNED_FORMATS:
+        return None
+    up_axis = export_up_axis(config.format, config.up_axis)
+    fixed = f".{config.format}" in FORMAT_UP_AXES
+    why = "glTF specification" if fixed else "--up-axis"
+    unit = "m" if fixed else "unit"
+    options = "" if fixed or up_axis == "z" else f" --up-axis {up_axis}"
+    options += "" if config.scale == 1 else f" --scale {_number(config.scale)}"
+    return (
+        f"frame: {signed(up_axis)} up ({why}), 1 voxel = {_number(config.scale)} {unit} (--scale); "
+        f"back unchanged: voxgan voxelize {config.out} SHARDS --grid-coords --resolution {resolution}"
+        f"{options}"
+    )
 
 
 def load_volumes(config: ExportConfig) -> VolumeSet:
@@ -288,9 +367,11 @@ def animation_frames(volume_set: VolumeSet, threshold: float, device: str) -> tu
 def export_volumes(config: ExportConfig) -> ExportResult:
     """Run ``voxgan export``: write ``config.num`` volumes in ``config.format`` to ``config.out``.
 
-    Meshes and binvox files: one file per volume, ``{name}-{index:04d}.{format}``; npy: one
-    ``{name}.npy`` holding (N, R, R, R) bool; png: one image grid ``{name}.png``; gif: ``{name}-walk.gif``
-    (a loop through latent space) or ``{name}-turntable.gif`` (a shard volume turning about z).
+    Meshes and binvox files: one file per volume, ``{name}-{index:04d}.{format}``, in the frame of
+    :func:`export_transform` (GLB +y up, the others ``config.up_axis``; ``config.scale`` units per
+    voxel); npy: one ``{name}.npy`` holding (N, R, R, R) bool; png: one image grid ``{name}.png``; gif:
+    ``{name}-walk.gif`` (a loop through latent space) or ``{name}-turntable.gif`` (a shard volume
+    turning about z).
     """
     from tqdm import tqdm
 
@@ -312,6 +393,8 @@ def export_volumes(config: ExportConfig) -> ExportResult:
         files.append(out / f"{name}.npy")
         write_bytes_atomic(files[-1], npy_bytes(occupancy))
     else:
+        up_axis = export_up_axis(config.format, config.up_axis)
+        to_file = export_transform(up_axis, config.scale)
         for index, volume in enumerate(tqdm(occupancy, desc="export", unit="volume", leave=False)):
             path = out / f"{name}-{index:04d}.{config.format}"
             warning = mesh_warning(volume, path.name)
@@ -320,8 +403,10 @@ def export_volumes(config: ExportConfig) -> ExportResult:
                 if not volume.any():
                     continue
             if config.format == "binvox":
-                write_bytes_atomic(path, binvox_bytes(volume))
+                write_bytes_atomic(path, binvox_bytes(volume, up_axis, config.scale))
             else:
-                write_bytes_atomic(path, mesh_bytes(volume_mesh(volume, config.mesh), config.format))
+                mesh = volume_mesh(volume, config.mesh).apply_transform(to_file)
+                write_bytes_atomic(path, mesh_bytes(mesh, config.format))
             files.append(path)
-    return ExportResult(files=files, source=volume_set.description, warnings=warnings)
+    frame = frame_line(config, occupancy.shape[1])
+    return ExportResult(files=files, source=volume_set.description, warnings=warnings, frame=frame)
