@@ -1,10 +1,11 @@
-"""Generalized winding numbers of a triangle soup (Jacobson et al. 2013): exact, by rays, and clustered.
+"""Generalized winding numbers of a triangle soup (Jacobson et al. 2013): exact, by columns, and clustered.
 
 ``w(p)`` sums each triangle's signed solid angle over 4π: 1 inside a closed outward mesh, 0 outside,
 and a smooth field across the holes of an open one. A closed mesh's field is an integer that only
-changes across the surface, so a ray's signed crossings give it (:func:`closed_winding_numbers`). An open
-mesh's field is summed with far groups of triangles counted by their dipole (after Barill et al. 2018;
-dense meshes use two levels of groups), near ones exactly; the error is about 0.02 at most.
+changes across the surface, so the signed crossings of a +z ray give it, for every voxel centre in one
+pass (:func:`column_winding`). An open mesh's field is summed with far groups of triangles counted by
+their dipole (after Barill et al. 2018; dense meshes use two levels of groups), near ones exactly; the
+error is about 0.02 at most.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ EXACT_PAIRS = 1 << 18  # without numba, below this many point/triangle pairs the
 SUBGROUP_TRIANGLES = 8  # triangles a small group of an open mesh's winding sum aims at
 LARGE_GROUP_BETA = 2.5  # with numba, a large group of an open mesh counts as far beyond this many radii
 SUBGROUP_BETA = 3.0  # small groups count by their dipole beyond this many radii (their error adds up)
-RAY_MIN_FACES = 1000  # below this many faces the vectorised solid-angle sum beats casting rays
 
 
 def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
