@@ -231,3 +231,12 @@ def test_a_dense_open_mesh_matches_the_exact_winding_number_away_from_one_half()
     summed = open_winding_function(grid[faces], cell=2.0)(centres[off_surface])
     signed = winding_numbers(centres[off_surface], grid[faces])
     assert np.abs(summed - signed).max() < 0.02
+
+
+def test_a_triangle_soup_with_shuffled_orientation_matches_the_reference():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    corners = to_grid(sphere.vertices, 16)[sphere.faces]  # (F, 3, 3): no shared vertices at all
+    flipped = np.random.default_rng(0).random(len(corners)) < 0.5
+    corners[flipped] = corners[flipped][:, ::-1]
+    vertices, faces = corners.reshape(-1, 3), np.arange(3 * len(corners)).reshape(-1, 3)
+    assert iou(voxelize(vertices, faces, 16), reference_voxelize(vertices, faces, 16)) >= 0.99
