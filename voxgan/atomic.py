@@ -7,6 +7,7 @@ is removed and the destination is untouched.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,3 +59,25 @@ def write_once(path: Path, data: bytes) -> bool:
         return False
     finally:
         os.unlink(tmp)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` (ending in a newline) to ``path`` in one write, flushed to disk.
+
+    Concurrent appenders never interleave within a line, and a write that fails part-way (a full disk)
+    is cut back off, so the file always ends with a whole line; the OSError is raised again.
+    """
+    data = line.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from voxgan import __version__
-from voxgan.errors import VoxganError
+from voxgan.errors import ConfigError, VoxganError
 
 app = typer.Typer(
     name="voxgan",
@@ -238,6 +238,7 @@ def shapes(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     run_dir: Annotated[
         Path | None,
         typer.Argument(
@@ -276,11 +277,33 @@ def train(
         bool, typer.Option("--conditional", help="Class-conditional: generate a chosen class (needs labels).")
     ] = False,
     log_every: Annotated[int, typer.Option(help="Steps between stats.jsonl lines.")] = 10,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (and at the end).")] = 100,
-    eval_every: Annotated[int, typer.Option(help="Steps between evaluations (0: never).")] = 0,
+    checkpoint_every: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint interval: training time (30s, 10m, 2h) or steps (500); also at the end and on "
+            "SIGTERM/SIGINT."
+        ),
+    ] = "10m",
+    keep: Annotated[
+        int,
+        typer.Option(help="Step snapshots kept in checkpoints/ besides best.pt (0: every one)."),
+    ] = 3,
+    samples_every: Annotated[
+        str,
+        typer.Option(
+            help="Interval of samples/step-NNNNNNN.png and loss.png (time or steps), and at the end."
+        ),
+    ] = "1m",
+    eval_every: Annotated[
+        int, typer.Option(help="Steps between evaluations (0: never); keeps checkpoints/best.pt by 1-NNA.")
+    ] = 0,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue RUN_DIR (or the newest run in --out) from its latest.pt."),
+        typer.Option(
+            "--resume",
+            help="Continue RUN_DIR (or the newest run in --out) from its latest.pt, with its own options "
+            "except the ones given again.",
+        ),
     ] = False,
     lr: Annotated[
         float | None, typer.Option(help="Adam learning rate of both networks (sets the two below).")
@@ -316,47 +339,19 @@ def train(
     Example: voxgan train --data shards --time-limit 20   |   voxgan train --resume   |
     torchrun --nproc_per_node=2 -m voxgan train --steps 1000
     """
-    from voxgan.model.config import TrainConfig
+    import dataclasses
+
+    from voxgan.model.config import TrainConfig, check_config
     from voxgan.model.networks import resolution_steps
     from voxgan.model.runs import find_latest_run
     from voxgan.model.train import TrainingStopped
     from voxgan.model.train import train as run_training
 
-    for hint, value, low in (
-        ("--epochs", epochs if epochs is not None else 1, 1),
-        ("--n-critic", n_critic, 1),
-        ("--steps", steps if steps is not None else 1, 1),
-        ("--batch-size", batch_size, 1),
-        ("--workers", workers, 0),
-        ("--log-every", log_every, 1),
-        ("--checkpoint-every", checkpoint_every, 1),
-        ("--eval-every", eval_every, 0),
-        ("--generator-width", generator_width, 1),
-        ("--critic-width", critic_width, 1),
-        ("--penalty-every", penalty_every, 1),
-        ("--epoch-size", epoch_size, 1),
-    ):
-        if value < low:
-            raise typer.BadParameter(f"must be {low} or more, got {value}", param_hint=hint)
-    if resolution not in (16, 32, 64):
-        raise typer.BadParameter(f"must be 16, 32 or 64, got {resolution}", param_hint="--resolution")
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter(f"must be auto, cpu or cuda, got {device!r}", param_hint="--device")
     if lr is not None:
         lr_generator = lr_critic = lr
-    rates = [("--lr-generator", lr_generator), ("--lr-critic", lr_critic)] if lr is None else [("--lr", lr)]
-    for hint, value in (*rates, ("--time-limit", time_limit)):
-        if value is not None and not value > 0:
-            raise typer.BadParameter(f"must be positive, got {value}", param_hint=hint)
     if run_dir is not None and not resume:
         raise typer.BadParameter(f"unexpected argument {run_dir}; to continue a run use --resume {run_dir}")
     resume_from = (run_dir or find_latest_run(out)) if resume else None
-    generator_sizes = [4, *resolution_steps(resolution)]  # the base map and where blocks end: [4, 8, 16]
-    critic_sizes = [size // 2 for size in generator_sizes[1:]]  # where critic blocks end, e.g. [4, 8]
-    attention = {
-        "--generator-attention": _grid_sizes(generator_attention, "--generator-attention", generator_sizes),
-        "--critic-attention": _grid_sizes(critic_attention, "--critic-attention", critic_sizes),
-    }
     config = TrainConfig(
         data=data,
         out=str(out),
@@ -370,6 +365,8 @@ def train(
         conditional=conditional,
         log_every=log_every,
         checkpoint_every=checkpoint_every,
+        samples_every=samples_every,
+        keep=keep,
         eval_every=eval_every,
         time_limit=time_limit,
         lr_generator=lr_generator,
@@ -378,16 +375,30 @@ def train(
         generator_width=generator_width,
         critic_width=critic_width,
         penalty_every=penalty_every,
-        generator_attention=attention["--generator-attention"],
-        critic_attention=attention["--critic-attention"],
         epoch_size=epoch_size,
         compile=compile,
     )
+    try:
+        check_config(config)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint=error.option) from None
+    generator_sizes = [4, *resolution_steps(resolution)]  # the base map and where blocks end: [4, 8, 16]
+    critic_sizes = [size // 2 for size in generator_sizes[1:]]  # where critic blocks end, e.g. [4, 8]
+    config = dataclasses.replace(
+        config,
+        generator_attention=_grid_sizes(generator_attention, "--generator-attention", generator_sizes),
+        critic_attention=_grid_sizes(critic_attention, "--critic-attention", critic_sizes),
+    )
+    given = {name for name in ctx.params if _typed(ctx, name)}
+    if "lr" in given:
+        given |= {"lr_generator", "lr_critic"}
     evaluate = None
-    if eval_every:
+    if config.eval_every or (resume and "eval_every" not in given):
         from voxgan.results.evaluate import evaluate_during_training as evaluate
     try:
-        run = run_training(config, resume=resume_from, evaluate=evaluate)
+        run = run_training(config, resume=resume_from, evaluate=evaluate, changes=given)
+    except ConfigError as error:  # a bad value, or one a resumed run cannot take: exit 2
+        raise typer.BadParameter(str(error), param_hint=error.option) from None
     except TrainingStopped as stopped:  # the trainer said how to resume
         raise typer.Exit(0 if stopped.signal_number == signal.SIGTERM else 130) from None
     if run is not None:  # None on the other ranks under torchrun
@@ -528,6 +539,12 @@ def _grid_sizes(text: str, hint: str, allowed: list[int]) -> tuple[int, ...]:
     if not set(sizes) <= set(allowed):
         raise typer.BadParameter(f"sizes must be among {allowed} or none, got {text!r}", param_hint=hint)
     return sizes
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (on the command line or by environment), not left at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,10 +22,10 @@ def test_a_config_round_trips_through_json_and_ignores_unknown_keys():
     "change, message",
     [
         (dict(resolution=24), "resolution must be 16, 32 or 64"),
-        (dict(batch_size=0), "batch size must be at least 1"),
+        (dict(batch_size=0), "batch_size must be at least 1"),
         (dict(penalty_fraction=0.0), "penalty_fraction must be in"),
-        (dict(lr_critic=0.0), "learning rates must be positive"),
-        (dict(time_limit=0.0), "time limit must be positive"),
+        (dict(lr_critic=0.0), "lr_critic must be positive"),
+        (dict(time_limit=0.0), "time_limit must be positive"),
     ],
 )
 def test_check_config_names_the_bad_option(change, message):

@@ -41,7 +41,7 @@ def test_a_run_writes_its_files(short_run):
         assert all(np.isfinite(record[key]) for key in (*STAT_KEYS, "samples_per_s", "data_wait"))
     checkpoints = sorted(p.name for p in (short_run / "checkpoints").iterdir())
     assert checkpoints == ["latest.pt", "step-0000001.pt", "step-0000002.pt"]
-    for picture in ("samples/epoch-0001.png", "samples/epoch-0002.png", "loss.png"):
+    for picture in ("samples/step-0000001.png", "samples/step-0000002.png", "loss.png"):
         assert (short_run / picture).read_bytes()[:8] == PNG_MAGIC, picture
     assert not [p for p in short_run.rglob("*") if p.name.endswith(".tmp")]
 
@@ -76,7 +76,7 @@ def test_bad_option_values_exit_2(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("voxgan: error: ")
-    assert "--resolution: must be 16, 32 or 64, got 24" in lines[0]
+    assert "--resolution: resolution must be 16, 32 or 64, got 24" in lines[0]
 
 
 def test_diverging_run_skips_non_finite_updates_then_stops_with_exit_1(tmp_path):
@@ -125,6 +125,8 @@ def test_two_processes_under_torchrun_train_in_step(tmp_path):
         "3",
         "--checkpoint-every",
         "1",
+        "--samples-every",
+        "2",
         "--epoch-size",
         "80",
         "--device",
@@ -146,7 +148,7 @@ def test_two_processes_under_torchrun_train_in_step(tmp_path):
     assert [s["step"] for s in stats] == [1, 2, 3]
     # 80 volumes per epoch split over 2 ranks: 10 batches of 4 per rank, so step 2 ends epoch 0.
     assert [s["epoch"] for s in stats] == [0, 0, 1]
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000002.png", "step-0000003.png"]
     assert load_checkpoint(run)["step"] == 3
 
 

@@ -8,7 +8,7 @@ import torch
 
 from voxgan.data import make_loader
 from voxgan.model.config import TrainConfig, build_networks
-from voxgan.model.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+from voxgan.model.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoint_bytes, save_checkpoint
 from voxgan.shards import ShardHeader, pack, shard_name, write_json_atomic, write_shard
 
 CLASSES = ("sphere", "box", "cylinder", "torus")
@@ -86,7 +86,7 @@ def make_run(runs_dir, name="00000-test", conditional=False, step=7):
         "generator": generator.state_dict(),
         "critic": critic.state_dict(),
     }
-    save_checkpoint(state, run_dir, step)
+    save_checkpoint(checkpoint_bytes(state), run_dir, step)
     return run_dir
 
 

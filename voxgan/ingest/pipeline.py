@@ -28,7 +28,7 @@ from pathlib import Path
 
 from voxgan import __version__, shards
 from voxgan.axes import UP_AXES
-from voxgan.errors import VoxganError
+from voxgan.errors import ConfigError, VoxganError
 from voxgan.ingest import layouts
 from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS, volume_sources
 from voxgan.ingest.formats.volumes import split_source
@@ -44,14 +44,6 @@ SPLIT_ORDER = ("train", "val", "test")
 DEFAULT_SHARD_SIZE = 1024  # 16³: 512 KiB packed per shard; ModelNet40 train gives 10 shards
 DEFAULT_MAX_FACES = 2_000_000
 ENGINES = ("pool", "ray")
-
-
-class ConfigError(VoxganError):
-    """A bad option value; ``option`` names the command-line option (the CLI turns it into exit 2)."""
-
-    def __init__(self, option: str, message: str):
-        super().__init__(message)
-        self.option = option
 
 
 def default_workers() -> int:

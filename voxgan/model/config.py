@@ -4,23 +4,30 @@ checkpoint), their check, and the networks they describe."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
-from voxgan.errors import VoxganError
+from voxgan.errors import ConfigError
 from voxgan.model.networks import Critic, Generator
 
 DEFAULT_EPOCHS = 50  # when neither --steps, --epochs nor --time-limit is given
 # What a run stops at; given on resume, they replace the run's own target, otherwise it is kept.
 TARGET_FIELDS = ("steps", "epochs", "time_limit")
-# Options that may change when a run is resumed; every other option comes from the checkpoint.
-RUNTIME_FIELDS = (
-    "device",
-    "workers",
-    "log_every",
-    "checkpoint_every",
-    "eval_every",
-    "compile",
+# Options that shape the networks: a resumed run cannot change them (its weights would not fit).
+NETWORK_FIELDS = (
+    "resolution",
+    "conditional",
+    "latent_dim",
+    "generator_width",
+    "critic_width",
+    "generator_attention",
+    "critic_attention",
+    "key_divisor",
+    "attention_pool",
+    "full_resolution_features",
 )
+# Options that do not belong to the run: where it runs, where its folders go.
+PLACE_FIELDS = ("device", "workers", "compile", "out")
 
 
 @dataclass
@@ -51,7 +58,9 @@ class TrainConfig:
     workers: int = 0
     conditional: bool = False
     log_every: int = 10
-    checkpoint_every: int = 100
+    checkpoint_every: str = "10m"  # an interval: steps ("500") or training time ("30s", "10m", "2h")
+    samples_every: str = "1m"  # the same for samples/step-NNNNNNN.png and loss.png
+    keep: int = 3  # step snapshots kept in checkpoints/ (0: all); latest.pt is the newest of them
     eval_every: int = 0
     compile: bool = False
     epoch_size: int = 1000  # volumes per epoch of a synthetic source
@@ -87,6 +96,9 @@ class TrainConfig:
             values.setdefault("lr_generator", lr)
             values.setdefault("lr_critic", lr)
         values = {**BEFORE_THEY_EXISTED, **values}
+        for key in ("checkpoint_every", "samples_every"):  # voxgan 0.1: a number of steps
+            if isinstance(values.get(key), int):
+                values[key] = str(values[key])
         fields = {f.name for f in dataclasses.fields(cls)}
         kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
         return cls(**kept)
@@ -116,33 +128,78 @@ ORIGINAL_DESIGN = dict(
 )
 
 
+@dataclass(frozen=True)
+class Interval:
+    """How often something happens: every ``count`` steps, or every ``seconds`` of training time."""
+
+    count: int | None = None
+    seconds: float | None = None
+
+    def due(self, step: int, seconds: float, last_step: int, last_seconds: float) -> bool:
+        """True when ``step`` (at ``seconds`` of training) is a full interval past the last time."""
+        if self.count is not None:
+            return step // self.count > last_step // self.count
+        return seconds - last_seconds >= self.seconds
+
+
+INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_interval(value: str | int) -> Interval:
+    """``500`` (steps) or ``30s`` / ``10m`` / ``1.5h`` (training time) as an :class:`Interval`.
+
+    ValueError saying what an interval looks like for anything else."""
+    text = str(value).strip().lower()
+    match = re.fullmatch(r"(\d+)|(\d+(?:\.\d*)?|\.\d+)\s*([smh])", text)
+    if match is None:
+        raise ValueError(f"must be a number of steps (500) or a time (30s, 10m, 2h), got {value!r}")
+    if match[1] is not None:
+        if int(match[1]) < 1:
+            raise ValueError(f"must be at least 1 step, got {value!r}")
+        return Interval(count=int(match[1]))
+    seconds = float(match[2]) * INTERVAL_UNITS[match[3]]
+    if seconds <= 0:
+        raise ValueError(f"must be a positive time, got {value!r}")
+    return Interval(seconds=seconds)
+
+
 def check_config(config: TrainConfig) -> None:
-    """VoxganError naming the first option out of range."""
+    """ConfigError naming the option (as typed on the command line) of the first value out of range."""
+    for name in ("checkpoint_every", "samples_every"):
+        try:
+            parse_interval(getattr(config, name))
+        except ValueError as error:
+            raise ConfigError(option_name(name), f"{name} {error}") from None
     checks = [
-        (config.resolution in (16, 32, 64), f"resolution must be 16, 32 or 64, got {config.resolution}"),
-        (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
-        (config.epochs is None or config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
-        (
-            config.time_limit is None or config.time_limit > 0,
-            f"time limit must be positive, got {config.time_limit}",
-        ),
-        (config.steps is None or config.steps >= 1, f"steps must be at least 1, got {config.steps}"),
-        (config.n_critic >= 1 and config.penalty_every >= 1, "n_critic and penalty_every must be at least 1"),
-        (config.log_every >= 1 and config.checkpoint_every >= 1, "log and checkpoint intervals must be >= 1"),
-        (
-            0 < config.penalty_fraction <= 1,
-            f"penalty_fraction must be in (0, 1], got {config.penalty_fraction}",
-        ),
-        (
-            config.lr_generator > 0 and config.lr_critic > 0,
-            f"learning rates must be positive, got {config.lr_generator} and {config.lr_critic}",
-        ),
-        (0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}"),
-        (config.attention_pool >= 1, f"attention_pool must be at least 1, got {config.attention_pool}"),
+        ("resolution", config.resolution in (16, 32, 64), "must be 16, 32 or 64"),
+        ("device", config.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+        ("batch_size", config.batch_size >= 1, "must be at least 1"),
+        ("workers", config.workers >= 0, "must be 0 or more"),
+        ("epoch_size", config.epoch_size >= 1, "must be at least 1"),
+        ("generator_width", config.generator_width >= 1, "must be at least 1"),
+        ("critic_width", config.critic_width >= 1, "must be at least 1"),
+        ("epochs", config.epochs is None or config.epochs >= 1, "must be at least 1"),
+        ("time_limit", config.time_limit is None or config.time_limit > 0, "must be positive"),
+        ("steps", config.steps is None or config.steps >= 1, "must be at least 1"),
+        ("n_critic", config.n_critic >= 1, "must be at least 1"),
+        ("penalty_every", config.penalty_every >= 1, "must be at least 1"),
+        ("log_every", config.log_every >= 1, "must be at least 1"),
+        ("keep", config.keep >= 0, "must be 0 (keep every snapshot) or more"),
+        ("eval_every", config.eval_every >= 0, "must be 0 (never) or more"),
+        ("penalty_fraction", 0 < config.penalty_fraction <= 1, "must be in (0, 1]"),
+        ("lr_generator", config.lr_generator > 0, "must be positive"),
+        ("lr_critic", config.lr_critic > 0, "must be positive"),
+        ("ema_decay", 0 <= config.ema_decay < 1, "must be in [0, 1)"),
+        ("attention_pool", config.attention_pool >= 1, "must be at least 1"),
     ]
-    for ok, message in checks:
+    for name, ok, message in checks:
         if not ok:
-            raise VoxganError(message)
+            raise ConfigError(option_name(name), f"{name} {message}, got {getattr(config, name)}")
+
+
+def option_name(field: str) -> str:
+    """The command-line option of a :class:`TrainConfig` field: ``log_every`` -> ``--log-every``."""
+    return "--" + field.replace("_", "-")
 
 
 def build_networks(config: TrainConfig) -> tuple[Generator, Critic]:

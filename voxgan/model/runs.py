@@ -1,7 +1,8 @@
 """Run folders and what they hold: checkpoints, logs, and the generator a run made.
 
 A run folder ``runs/NNNNN-<description>/`` holds ``config.json``, ``stats.jsonl``, ``loss.png``,
-``samples/epoch-NNNN.png`` and ``checkpoints/{step-NNNNNNN,latest}.pt`` (and TensorBoard events when
+``samples/step-NNNNNNN.png`` and ``checkpoints/``: the last few step snapshots ``step-NNNNNNN.pt``,
+``latest.pt`` (a hard link to the newest) and, with evaluation, ``best.pt`` (and TensorBoard events when
 tensorboard is installed). A checkpoint is one dict of plain tensors and numbers, loadable with
 ``torch.load(weights_only=True)``: ``format``, ``format_version``, ``voxgan_version``, ``config``, ``step``,
 ``epoch``, ``batch_index``, the ``generator``, ``critic`` and ``ema`` weights, both optimisers' states,
@@ -12,6 +13,7 @@ into volumes with it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxgan.atomic import atomic_open
+from voxgan.atomic import append_line, atomic_open
 from voxgan.errors import VoxganError
 from voxgan.model.config import TrainConfig, build_networks
 from voxgan.model.networks import Generator
@@ -29,6 +31,7 @@ from voxgan.model.networks import Generator
 CHECKPOINT_FORMAT = "voxgan-checkpoint"
 CHECKPOINT_VERSION = 1
 RUN_PATTERN = re.compile(r"^(?P<index>\d{5})-")
+SNAPSHOT_PATTERN = re.compile(r"^step-(?P<step>\d{7,})\.pt$")
 GENERATE_BATCH = 64  # volumes per forward pass of run_generator
 
 
@@ -122,13 +125,34 @@ def restore_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(state: dict, run_dir: Path, step: int) -> Path:
-    """Write ``checkpoints/step-NNNNNNN.pt`` atomically and point ``checkpoints/latest.pt`` at it."""
+def checkpoint_bytes(state: dict) -> bytes:
+    """``state`` serialised as ``torch.save`` writes it: a copy taken now, whatever the networks do next."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """The step snapshots ``checkpoints/step-NNNNNNN.pt`` of a run folder as (step, path), oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m["step"]), p) for p in folder.iterdir() if (m := SNAPSHOT_PATTERN.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(data: bytes, run_dir: Path, step: int, keep: int = 0) -> Path:
+    """Write ``checkpoints/step-NNNNNNN.pt`` atomically, point ``latest.pt`` at it, then prune.
+
+    ``data`` is a serialised checkpoint (:func:`checkpoint_bytes`). Once the new snapshot and ``latest.pt``
+    are whole on disk, snapshots of earlier steps beyond the newest ``keep`` are removed (``keep`` 0: none
+    are); snapshots of later steps (a run resumed from an earlier one) are left to be overwritten.
+    """
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
     with atomic_open(path) as handle:
-        torch.save(state, handle)
+        handle.write(data)
     latest_tmp = folder / f".latest.pt.{os.getpid()}.tmp"
     latest_tmp.unlink(missing_ok=True)
     try:
@@ -138,19 +162,43 @@ def save_checkpoint(state: dict, run_dir: Path, step: int) -> Path:
 
         shutil.copyfile(path, latest_tmp)
     os.replace(latest_tmp, folder / "latest.pt")
+    if keep:
+        earlier = [p for s, p in snapshots(run_dir) if s <= step]
+        for old in earlier[:-keep]:
+            old.unlink(missing_ok=True)
     return path
 
 
+def save_best(state: dict, run_dir: Path, metric: str, value: float) -> Path:
+    """Write ``checkpoints/best.pt``: ``state`` with ``best = {metric, value, step}`` recorded inside it."""
+    path = Path(run_dir) / "checkpoints" / "best.pt"
+    best = {"metric": metric, "value": float(value), "step": int(state["step"])}
+    with atomic_open(path) as handle:
+        handle.write(checkpoint_bytes({**state, "best": best}))
+    return path
+
+
+def best_so_far(run_dir: Path, step: int) -> float | None:
+    """The metric value recorded in ``checkpoints/best.pt`` when it is of a step up to ``step``, else None."""
+    path = Path(run_dir) / "checkpoints" / "best.pt"
+    if not path.is_file():
+        return None
+    best = load_checkpoint(path).get("best") or {}
+    return float(best["value"]) if best.get("step", step + 1) <= step and "value" in best else None
+
+
 def checkpoint_path(path: Path) -> Path:
-    """A checkpoint file itself, or ``checkpoints/latest.pt`` of a run folder."""
+    """A checkpoint file itself, or the newest of a run folder (``latest.pt``, else its newest snapshot)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "latest.pt"
-        if not path.is_file():
-            raise VoxganError(
-                f"{path.parent.parent} has no checkpoints/latest.pt; is it a voxgan run folder?"
-            )
-    elif not path.is_file():
+        latest = path / "checkpoints" / "latest.pt"
+        if latest.is_file():
+            return latest
+        kept = snapshots(path)
+        if not kept:
+            raise VoxganError(f"{path} has no checkpoints/latest.pt or step-*.pt; is it a voxgan run folder?")
+        return kept[-1][1]
+    if not path.is_file():
         raise VoxganError(f"{path}: no such checkpoint file or run folder")
     return path
 
@@ -200,11 +248,20 @@ def load_generator(path: Path, *, device: str | torch.device = "cpu") -> tuple[G
 
 
 def read_stats(path: Path, up_to_step: int) -> list[dict]:
-    """Records of ``stats.jsonl`` with ``step <= up_to_step`` (the ones a resumed run keeps)."""
+    """Records of ``stats.jsonl`` with ``step <= up_to_step`` (the ones a resumed run keeps).
+
+    A line that is not a JSON record with a step (a write cut short by a crash) is dropped."""
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["step"] <= up_to_step]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= up_to_step:
+            records.append(record)
+    return records
 
 
 def rewrite_stats(path: Path, records: list[dict]) -> None:
@@ -215,11 +272,10 @@ def rewrite_stats(path: Path, records: list[dict]) -> None:
 
 def append_stats(path: Path, record: dict, writer) -> None:
     """Append one JSON line to stats.jsonl (and scalars to TensorBoard when it is open)."""
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_line(path, json.dumps(record) + "\n")
     if writer is not None:
         for key, value in record.items():
-            if key != "step" and value is not None:
+            if key != "step" and isinstance(value, int | float):
                 writer.add_scalar(f"train/{key}", value, record["step"])
 
 
@@ -230,6 +286,7 @@ def plot_losses(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    history = [h for h in history if "loss_critic" in h]  # the loss records, not the best-checkpoint ones
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     steps = [h["step"] for h in history]
     for key in ("loss_critic", "loss_generator", "wasserstein"):

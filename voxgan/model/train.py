@@ -9,6 +9,12 @@ function of ``(seed, epoch, batch index)``, so a run resumed from a checkpoint c
 uninterrupted run would have. What a run folder holds and how checkpoints are read is
 :mod:`voxgan.model.runs`; only rank 0 writes.
 
+What a run leaves on disk is bounded, whatever the hardware's speed (:class:`Bookkeeping`): a checkpoint
+every ``checkpoint_every`` (steps, or training time by default), of which the last ``keep`` step snapshots
+stay, plus ``best.pt`` by the evaluation's 1-NNA; a sample grid and the loss plot every ``samples_every``
+(a minute of training by default) and at the end. A write that fails for want of space stops the run with
+one line; the last whole ``latest.pt`` stays, and ``--resume`` continues exactly once space is freed.
+
 A run stops at its step target, at its time limit (minutes of training, evaluation not counted, summed
 over resumes) or at SIGTERM / SIGINT: the step in progress finishes, a checkpoint and the sample grid are
 written, and :class:`TrainingStopped` tells the caller which signal came (the command line exits 0 on
@@ -17,7 +23,7 @@ SIGTERM, as cluster schedulers expect of a preempted job, and 130 on SIGINT).
 Periodic evaluation (``--eval-every``) is a function handed to :func:`train` (the command line passes
 :func:`voxgan.results.evaluate.evaluate_during_training`), so this room never imports the results room.
 
-The module is longer than most (about 650 lines) on purpose: the loop and every piece of it, so that a
+The module is longer than most (about 850 lines) on purpose: the loop and every piece of it, so that a
 training run reads in this one file; the maths of one update is :mod:`voxgan.model.updates`.
 """
 
@@ -25,12 +31,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +47,18 @@ from torch import nn
 
 from voxgan import __version__
 from voxgan.data import VoxelLoader, make_loader
-from voxgan.errors import VoxganError
+from voxgan.errors import ConfigError, VoxganError
 from voxgan.model.config import (
     DEFAULT_EPOCHS,
-    RUNTIME_FIELDS,
+    NETWORK_FIELDS,
+    PLACE_FIELDS,
     TARGET_FIELDS,
+    Interval,
     TrainConfig,
     build_networks,
     check_config,
+    option_name,
+    parse_interval,
 )
 from voxgan.model.loss import CriticObjective
 from voxgan.model.networks import Critic, Generator
@@ -55,6 +66,8 @@ from voxgan.model.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     append_stats,
+    best_so_far,
+    checkpoint_bytes,
     list_runs,
     load_checkpoint,
     new_run_dir,
@@ -64,19 +77,23 @@ from voxgan.model.runs import (
     rewrite_stats,
     rng_state,
     run_description,
+    save_best,
     save_checkpoint,
     tensorboard_writer,
 )
 from voxgan.model.updates import critic_update, generator_update, update_ema
 from voxgan.shards import write_json_atomic
 
-SAMPLE_GRID = 16  # volumes in samples/epoch-NNNN.png, from latents fixed by the seed
+SAMPLE_GRID = 16  # volumes in samples/step-NNNNNNN.png, from latents fixed by the seed
+BEST_METRIC = "nna_iou"  # best.pt: the checkpoint of the lowest 1-NNA (IoU) the evaluation measured
+# A write that fails with one of these stops the run with one line (the disk, the quota, the device).
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)
 # The sums of a log interval, in the order of Progress.sums (and of a checkpoint's stats_sums).
 STAT_NAMES = ("loss_critic", "wasserstein", "gradient_penalty", "grad_norm_critic", "loss_generator",
               "grad_norm_generator", "critic_updates", "penalty_updates", "generator_updates",
               "skipped_critic", "skipped_generator")  # fmt: skip
 
-Evaluate = Callable[[Path, torch.device], None]
+Evaluate = Callable[[Path, torch.device], dict | None]  # returns the evaluation's record
 
 
 class TrainingStopped(Exception):
@@ -154,25 +171,52 @@ class StepPlan:
     num_classes: int  # 0 when unconditional
 
 
+@dataclass
+class Bookkeeping:
+    """When rank 0 writes checkpoints and pictures: the intervals, and the (step, training seconds) of the
+    last of each; ``best`` is the lowest evaluation metric so far (None before the first)."""
+
+    checkpoints: Interval
+    samples: Interval
+    last_checkpoint: tuple[int, float]
+    last_samples: tuple[int, float]
+    best: float | None = None
+
+    def due(self, progress: Progress) -> tuple[bool, bool]:
+        """Whether a checkpoint and a picture are due after this step."""
+        now = (progress.step, progress.train_seconds)
+        return self.checkpoints.due(*now, *self.last_checkpoint), self.samples.due(*now, *self.last_samples)
+
+
+@dataclass(frozen=True)
+class StepEvents:
+    """What happens after a step, agreed by every process: the stop reason and what is written."""
+
+    stop: str | None  # 'steps', 'time', 'signal' or None
+    checkpoint: bool
+    samples: bool
+
+
 # --- the loop -------------------------------------------------------------------------------------------
 
 
 def train(
-    config: TrainConfig, resume: Path | None = None, *, evaluate: Evaluate | None = None
+    config: TrainConfig,
+    resume: Path | None = None,
+    *,
+    evaluate: Evaluate | None = None,
+    changes: Collection[str] | None = None,
 ) -> Path | None:
     """Train a self-attention WGAN-GP; return the run folder (None on ranks other than 0).
 
-    ``resume``: a run folder or checkpoint file to continue from (the options in :data:`RUNTIME_FIELDS`
-    come from ``config``, every other from the checkpoint). ``evaluate(run_dir, device)`` is called on
-    rank 0 after each checkpoint that ``config.eval_every`` asks for (and is needed when it is set). Under
+    ``resume``: a run folder or checkpoint file to continue from. The run keeps its own options except the
+    fields of ``config`` named in ``changes`` (the command line passes the options typed; by default, the
+    fields where ``config`` differs from ``TrainConfig()``). ``evaluate(run_dir, device)`` is called on
+    rank 0 after each checkpoint that ``config.eval_every`` asks for (and is needed when it is set); the
+    record it returns decides ``best.pt``. Under
     torchrun (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel, and a restart by torchrun resumes
     from the newest run's latest checkpoint.
     """
-    if config.eval_every and evaluate is None:
-        raise VoxganError(
-            "eval_every needs an evaluate function: pass evaluate=voxgan.results.evaluate."
-            "evaluate_during_training (as voxgan train --eval-every does)"
-        )
     # Set up processes and devices.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -191,7 +235,7 @@ def train(
         runs = [r for r in list_runs(Path(config.out)) if (r / "checkpoints" / "latest.pt").is_file()]
         resume = runs[-1] if runs else None
     try:
-        return run_training(config, resume, device, rank, world_size, evaluate)
+        return run_training(config, resume, device, rank, world_size, evaluate, changes)
     finally:
         if started_here:
             import torch.distributed as dist
@@ -200,17 +244,29 @@ def train(
 
 
 def run_training(
-    config: TrainConfig, resume, device: torch.device, rank: int, world_size: int, evaluate: Evaluate | None
+    config: TrainConfig,
+    resume,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+    evaluate: Evaluate | None,
+    changes: Collection[str] | None = None,
 ) -> Path | None:
     """The training loop of one process; see :func:`train`."""
     is_main, cuda = rank == 0, device.type == "cuda"
     tune_backends(cuda)
 
-    # Resume: the checkpoint's options win, except the runtime ones.
+    # Resume: the run's own options, except the ones changed.
     checkpoint = load_checkpoint(resume) if resume is not None else None
+    changed = []
     if checkpoint is not None:
-        config = resumed_config(config, checkpoint)
+        config, changed = resumed_config(config, checkpoint, changes)
     check_config(config)
+    if config.eval_every and evaluate is None:
+        raise VoxganError(
+            "eval_every needs an evaluate function: pass evaluate=voxgan.results.evaluate."
+            "evaluate_during_training (as voxgan train --eval-every does)"
+        )
     memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
 
     # Load data.
@@ -232,7 +288,15 @@ def run_training(
         state = f"resuming at step {progress.step}" if progress.step else "new run"
         print(f"voxgan train: {run_dir} ({state}, {describe_target(config, total_steps)}, {device}, "
               f"{world_size} process(es))", file=sys.stderr)  # fmt: skip
+        if changed:
+            print(f"voxgan train: changed on resume: {', '.join(changed)}", file=sys.stderr)
     sample_z, sample_labels = fixed_latents(config, device)
+    now = (progress.step, progress.train_seconds)
+    books = Bookkeeping(
+        parse_interval(config.checkpoint_every), parse_interval(config.samples_every), now, now
+    )
+    if is_main and run_dir is not None and config.eval_every:
+        books.best = best_so_far(run_dir, progress.step)
 
     # Train.
     from tqdm import tqdm
@@ -256,46 +320,46 @@ def run_training(
     with bar, StopSignals() as signals:  # the bar is closed before an error message is printed
         tick = time.perf_counter()
         while stop_reason is None:
-            finished_epoch, waited = train_step(
+            data_wait += train_step(
                 plan, networks, generator_train, objective_train, progress, batches, loader.num_batches, noise
             )
-            data_wait += waited
             bar.update(1)
             progress.train_seconds += time.perf_counter() - tick
             tick = time.perf_counter()
-            stop_reason = why_stop(config, progress, total_steps, signals.received, world_size)
-            step, last = progress.step, stop_reason is not None
+            events = step_events(config, progress, total_steps, signals.received, books, world_size)
+            stop_reason, step, last = events.stop, progress.step, events.stop is not None
 
-            # Log, picture, checkpoint, evaluate.
-            if step % config.log_every == 0 or last:
-                elapsed, steps_done = time.perf_counter() - last_log_time, max(1, step - logged_step)
-                record = close_log_interval(progress, steps_done, elapsed, data_wait, samples_per_step)
-                last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, step
-                if is_main:
-                    history.append(record)
-                    append_stats(run_dir / "stats.jsonl", record, writer)
-                    bar.set_postfix(c=short(record["loss_critic"]), g=short(record["loss_generator"]),
-                                    sps=short(record["samples_per_s"]))  # fmt: skip
-                check_streaks(progress, config.max_nonfinite)
-            if is_main and finished_epoch is not None:
-                save_samples(networks.ema, sample_z, sample_labels, config, run_dir, finished_epoch + 1)
-                if history:
-                    plot_losses(history, run_dir / "loss.png")
+            # Log, picture, checkpoint, evaluate: rank 0 writes, a full disk stops the run in one line.
             evaluate_now = bool(config.eval_every) and step % config.eval_every == 0
-            if step % config.checkpoint_every == 0 or last or evaluate_now:
-                if world_size > 1:
-                    check_ranks_agree((networks.generator, networks.critic, networks.ema), step)
-                if is_main:
-                    save_training_checkpoint(run_dir, config, networks, progress, history)
-            if is_main and evaluate is not None and (evaluate_now or (last and stop_reason != "signal")):
-                evaluate(run_dir, device)
-                tick = time.perf_counter()  # evaluation is not training time
+            save_now = events.checkpoint or last or evaluate_now
+            if save_now and world_size > 1:
+                check_ranks_agree((networks.generator, networks.critic, networks.ema), step)
+            with stop_when_disk_full(run_dir, config, networks, progress):
+                if step % config.log_every == 0 or last:
+                    elapsed, steps_done = time.perf_counter() - last_log_time, max(1, step - logged_step)
+                    record = close_log_interval(progress, steps_done, elapsed, data_wait, samples_per_step)
+                    last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, step
+                    if is_main:
+                        history.append(record)
+                        append_stats(run_dir / "stats.jsonl", record, writer)
+                        bar.set_postfix(c=short(record["loss_critic"]), g=short(record["loss_generator"]),
+                                        sps=short(record["samples_per_s"]))  # fmt: skip
+                    check_streaks(progress, config.max_nonfinite)
+                if events.samples or last:
+                    if is_main:
+                        save_samples(networks.ema, sample_z, sample_labels, config, run_dir, step)
+                        plot_losses(history, run_dir / "loss.png")
+                    books.last_samples = (step, progress.train_seconds)
+                if save_now:
+                    state = save_training_checkpoint(run_dir, config, networks, progress) if is_main else None
+                    books.last_checkpoint = (step, progress.train_seconds)
+                if is_main and evaluate is not None and (evaluate_now or (last and stop_reason != "signal")):
+                    result = evaluate(run_dir, device)
+                    keep_if_best(run_dir, state, result, books, history, writer)
+                    tick = time.perf_counter()  # evaluation is not training time
 
-    # Finish: a picture of the epoch in progress, when the run ended inside one.
+    # Finish.
     if is_main:
-        inside_epoch = progress.batch_index not in (0, loader.num_batches)
-        if inside_epoch or not any((run_dir / "samples").iterdir()):
-            save_samples(networks.ema, sample_z, sample_labels, config, run_dir, progress.epoch + 1)
         if writer is not None:
             writer.close()
         if stop_reason == "time":
@@ -328,27 +392,35 @@ def describe_target(config: TrainConfig, total_steps: int | None) -> str:
     return " or ".join(parts) if total_steps is not None else f"until {config.time_limit:g} min"
 
 
-def why_stop(
-    config: TrainConfig, progress: Progress, total_steps: int | None, signal_received: int, world_size: int
-) -> str | None:
-    """'steps', 'time' or 'signal' when the run must stop after this step, else None.
+def step_events(
+    config: TrainConfig,
+    progress: Progress,
+    total_steps: int | None,
+    signal_received: int,
+    books: Bookkeeping,
+    world_size: int,
+) -> StepEvents:
+    """Whether the run stops after this step ('steps', 'time' or 'signal') and what it writes now.
 
-    Under DDP every process stops at the same step: the time limit and the signals of any process count for
-    all (one all-reduce of two flags per step).
+    Under DDP every process decides the same: the time limit, the time-based intervals and the signals of
+    any process count for all (one all-reduce of four flags per step).
     """
     time_up = config.time_limit is not None and progress.train_seconds >= 60 * config.time_limit
-    flags = torch.tensor([bool(signal_received), time_up], dtype=torch.int32)
+    flags = torch.tensor([bool(signal_received), time_up, *books.due(progress)], dtype=torch.int32)
     if world_size > 1:
         import torch.distributed as dist
 
         flags = flags.to(progress.sums.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         flags = flags.cpu()
+    stop = None
     if flags[0]:
-        return "signal"
-    if total_steps is not None and progress.step >= total_steps:
-        return "steps"
-    return "time" if flags[1] else None
+        stop = "signal"
+    elif total_steps is not None and progress.step >= total_steps:
+        stop = "steps"
+    elif flags[1]:
+        stop = "time"
+    return StepEvents(stop, bool(flags[2]), bool(flags[3]))
 
 
 def train_step(
@@ -360,21 +432,19 @@ def train_step(
     batches: Iterator,
     num_batches: int,
     noise: torch.Generator,
-) -> tuple[int | None, float]:
+) -> float:
     """One step: ``n_critic`` critic updates on real batches, one generator update, the EMA; step += 1.
 
-    Returns the epoch that the step's batches finished (or None) and the seconds spent waiting for data.
+    Returns the seconds spent waiting for data.
     """
     config = plan.config
     noise.manual_seed(step_seed(config.seed, plan.rank, progress.step))
-    finished_epoch, labels, data_wait = None, None, 0.0
+    labels, data_wait = None, 0.0
     for k in range(config.n_critic):
         # Critic update: real batch, fake batch, penalty on every penalty_every-th update.
         wait_start = time.perf_counter()
         progress.epoch, progress.batch_index, (voxels, data_labels) = next(batches)
         data_wait += time.perf_counter() - wait_start
-        if progress.batch_index == num_batches:
-            finished_epoch = progress.epoch
         real = voxels.to(plan.device, non_blocking=True).to(torch.float32, memory_format=plan.memory_format)
         labels = data_labels.to(plan.device, non_blocking=True) if plan.num_classes else None
         penalise = (progress.step * config.n_critic + k) % config.penalty_every == 0
@@ -406,7 +476,7 @@ def train_step(
     count_generator_update(progress, values)
     update_ema(networks.ema, networks.generator, config.ema_decay, progress.step)
     progress.step += 1
-    return finished_epoch, data_wait
+    return data_wait
 
 
 # --- setting up -----------------------------------------------------------------------------------------
@@ -421,17 +491,41 @@ def tune_backends(cuda: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def resumed_config(config: TrainConfig, checkpoint: dict) -> TrainConfig:
-    """The checkpoint's options, with the runtime ones (:data:`RUNTIME_FIELDS`) taken from ``config``.
+def resumed_config(
+    config: TrainConfig, checkpoint: dict, changes: Collection[str] | None = None
+) -> tuple[TrainConfig, list[str]]:
+    """The run's own options with the fields named in ``changes`` taken from ``config``; and the changes
+    that differ, as 'option value (was value)'.
 
-    The target (:data:`TARGET_FIELDS`: steps, epochs, time limit) is the run's own unless ``config`` sets
-    one of them: then all three come from ``config``, so ``--steps`` on resume extends the run.
+    ``changes`` None: the fields where ``config`` differs from ``TrainConfig()``. The target
+    (:data:`TARGET_FIELDS`: steps, epochs, time limit) goes whole: giving one of them replaces all three,
+    so ``--steps`` on resume extends the run. ConfigError for a change to the networks' shape
+    (:data:`NETWORK_FIELDS`): the run's weights would not fit.
     """
     saved = TrainConfig.from_dict(checkpoint["config"])
-    fields = RUNTIME_FIELDS
-    if any(getattr(config, k) is not None for k in TARGET_FIELDS):
-        fields = RUNTIME_FIELDS + TARGET_FIELDS
-    return dataclasses.replace(saved, **{k: getattr(config, k) for k in fields})
+    if changes is None:
+        defaults = TrainConfig()
+        changes = [
+            f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(defaults, f.name)
+        ]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"class_names"}
+    names = set(changes) & fields
+    if names & set(TARGET_FIELDS):
+        names |= set(TARGET_FIELDS)
+    differ = [name for name in sorted(names) if getattr(config, name) != getattr(saved, name)]
+    for name in differ:
+        if name in NETWORK_FIELDS:
+            raise ConfigError(
+                option_name(name),
+                f"the run's networks were built with {getattr(saved, name)!r}, not "
+                f"{getattr(config, name)!r}; leave it out to continue the run, or start a new run",
+            )
+    described = [
+        f"{option_name(name)} {getattr(config, name)} (was {getattr(saved, name)})"
+        for name in differ
+        if name not in PLACE_FIELDS or name == "device"
+    ]
+    return dataclasses.replace(saved, **{name: getattr(config, name) for name in names}), described
 
 
 def open_loader(config: TrainConfig, cuda: bool) -> VoxelLoader:
@@ -698,15 +792,15 @@ def save_samples(
     labels: torch.Tensor | None,
     config: TrainConfig,
     run_dir: Path,
-    epoch: int,
+    step: int,
 ) -> None:
-    """``samples/epoch-NNNN.png``: the EMA generator's volumes of the fixed latents, 4 to a row."""
+    """``samples/step-NNNNNNN.png``: the EMA generator's volumes of the fixed latents, 4 to a row."""
     from voxgan.render import render_volumes
 
     with torch.no_grad():
         volumes = ema(z, labels).float().cpu().numpy()[:, 0]  # (16, R, R, R)
     titles = [config.class_names[i] for i in labels.tolist()] if labels is not None else None
-    render_volumes(volumes, run_dir / "samples" / f"epoch-{epoch:04d}.png", ncols=4, titles=titles)
+    render_volumes(volumes, run_dir / "samples" / f"step-{step:07d}.png", ncols=4, titles=titles)
 
 
 def checkpoint_state(config: TrainConfig, networks: Networks, progress: Progress) -> dict:
@@ -732,9 +826,10 @@ def checkpoint_state(config: TrainConfig, networks: Networks, progress: Progress
 
 
 def save_training_checkpoint(
-    run_dir: Path, config: TrainConfig, networks: Networks, progress: Progress, history: list[dict]
-) -> None:
-    """Write the step's checkpoint (never non-finite weights) and redraw loss.png."""
+    run_dir: Path, config: TrainConfig, networks: Networks, progress: Progress
+) -> dict:
+    """Write the step's checkpoint (never non-finite weights), keeping the last ``config.keep`` snapshots;
+    return its state (for ``best.pt``)."""
     modules = (
         ("generator", networks.generator),
         ("critic", networks.critic),
@@ -746,9 +841,48 @@ def save_training_checkpoint(
                 f"the {name} weights are not finite at step {progress.step}; nothing saved; resume from "
                 f"{run_dir / 'checkpoints' / 'latest.pt'} with a lower --lr"
             )
-    save_checkpoint(checkpoint_state(config, networks, progress), run_dir, progress.step)
-    if history:
-        plot_losses(history, run_dir / "loss.png")
+    state = checkpoint_state(config, networks, progress)
+    save_checkpoint(checkpoint_bytes(state), run_dir, progress.step, config.keep)
+    return state
+
+
+def keep_if_best(
+    run_dir: Path, state: dict, result: dict | None, books: Bookkeeping, history: list[dict], writer
+) -> None:
+    """``best.pt`` := the checkpoint just evaluated when its :data:`BEST_METRIC` is the lowest so far;
+    the new best is logged to stats.jsonl as ``{"kind": "best", "step", "metric", "value"}``."""
+    value = (result or {}).get(BEST_METRIC)
+    if value is None or (books.best is not None and value >= books.best):
+        return
+    save_best(state, run_dir, BEST_METRIC, value)
+    books.best = value
+    record = {"kind": "best", "step": state["step"], "metric": BEST_METRIC, "value": value}
+    history.append(record)
+    append_stats(run_dir / "stats.jsonl", record, writer)
+
+
+class stop_when_disk_full:
+    """``with``: an OSError of a full disk (:data:`DISK_ERRORS`) in rank 0's writes becomes one line
+    naming the run folder, the space a checkpoint needs and how to continue; anything else passes."""
+
+    def __init__(self, run_dir: Path | None, config: TrainConfig, networks: Networks, progress: Progress):
+        self.run_dir, self.config, self.networks, self.progress = run_dir, config, networks, progress
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if not isinstance(error, OSError) or error.errno not in DISK_ERRORS or self.run_dir is None:
+            return False
+        needed = len(checkpoint_bytes(checkpoint_state(self.config, self.networks, self.progress)))
+        latest = self.run_dir / "checkpoints" / "latest.pt"
+        kept = f"{latest} is whole" if latest.is_file() else "no checkpoint was written yet"
+        where = Path(error.filename).name if error.filename else "a file"
+        raise VoxganError(
+            f"{self.run_dir}: cannot write {where} at step {self.progress.step} "
+            f"({os.strerror(error.errno)}); free at least {needed / 2**20 + 1:.0f} MB there (one checkpoint) "
+            f"and continue with: voxgan train --resume {self.run_dir} ({kept})"
+        ) from None
 
 
 def all_finite(module: nn.Module) -> bool:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from voxgan.atomic import atomic_open
+from voxgan.atomic import append_line, atomic_open
 from voxgan.data import make_loader
 from voxgan.errors import VoxganError
 from voxgan.model.runs import latent_batch, load_checkpoint, load_generator, run_folder_of, run_generator
@@ -224,9 +223,10 @@ def evaluate_run(
     return {**record, "table": table, "table_path": str(table_path)}
 
 
-def evaluate_during_training(run_dir: Path, device) -> None:
+def evaluate_during_training(run_dir: Path, device) -> dict | None:
     """``voxgan train --eval-every``: :func:`evaluate_run` on the checkpoint just saved, without the context
-    rows (they do not change during training); a failure is reported on one line and training goes on.
+    rows (they do not change during training); returns its record (the trainer keeps ``best.pt`` by it),
+    or None when it failed: the failure is reported on one line and training goes on.
 
     The command line hands this to :func:`voxgan.model.train.train`, which calls it with the run folder
     and the training device (a ``torch.device``)."""
@@ -236,22 +236,17 @@ def evaluate_during_training(run_dir: Path, device) -> None:
         record = evaluate_run(run_dir, device=device.type, context=False)
     except VoxganError as error:
         tqdm.write(f"voxgan train: evaluation skipped: {error}", file=sys.stderr)
-        return
+        return None
     summary = ", ".join(
         f"{k} {record[k]:.4g}" for k in ("nna_iou", "cov_iou", "fid") if record.get(k) is not None
     )
     tqdm.write(f"voxgan train: step {record['step']}: {summary} (metrics.jsonl)", file=sys.stderr)
+    return record
 
 
 def append_json_line(path: Path, record: dict) -> None:
     """Append ``record`` as one JSON line with a single write (whole lines even with concurrent writers)."""
-    line = (json.dumps(record, default=float) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, json.dumps(record, default=float) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
