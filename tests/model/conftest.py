@@ -13,6 +13,8 @@ def short_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs")
-    run = train(TrainConfig(out=str(out), steps=2, epoch_size=20, checkpoint_every="1", samples_every="1", **TINY))
+    run = train(
+        TrainConfig(out=str(out), steps=2, epoch_size=20, checkpoint_every="1", samples_every="1", **TINY)
+    )
     torch.set_num_threads(threads)
     return run
