@@ -276,7 +276,9 @@ def train(
     conditional: Annotated[
         bool, typer.Option("--conditional", help="Class-conditional: generate a chosen class (needs labels).")
     ] = False,
-    log_every: Annotated[int, typer.Option(help="Steps between stats.jsonl lines.")] = 10,
+    log_every: Annotated[
+        str, typer.Option(help="Interval of stats.jsonl lines: training time (10s) or steps (10).")
+    ] = "10s",
     checkpoint_every: Annotated[
         str,
         typer.Option(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from voxgan.errors import VoxganError
-from voxgan.model.config import TrainConfig, build_networks, check_config
+from voxgan.model.config import Interval, TrainConfig, build_networks, check_config, parse_interval
 
 
 def test_a_config_round_trips_through_json_and_ignores_unknown_keys():
@@ -53,3 +53,41 @@ def test_a_config_saved_by_voxgan_0_1_describes_its_own_networks():
     generator, critic = build_networks(config)
     assert isinstance(generator.to_volume, torch.nn.Conv3d) and critic.from_volume is not None
     assert not TrainConfig().full_resolution_features and TrainConfig().attention_pool == 2
+
+
+@pytest.mark.parametrize(
+    "text, interval",
+    [
+        ("500", Interval(count=500)),
+        (7, Interval(count=7)),
+        ("30s", Interval(seconds=30.0)),
+        ("10m", Interval(seconds=600.0)),
+        ("1.5h", Interval(seconds=5400.0)),
+        (" 2M ", Interval(seconds=120.0)),
+    ],
+)
+def test_an_interval_is_steps_or_training_time(text, interval):
+    assert parse_interval(text) == interval
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "10 minutes", "m", "0s", "1d", "", "1e3"])
+def test_a_bad_interval_is_refused_naming_the_option(text):
+    with pytest.raises(ValueError, match="steps .* or a time|at least 1 step|positive time"):
+        parse_interval(text)
+    with pytest.raises(VoxganError, match="samples_every") as error:
+        check_config(TrainConfig(samples_every=text))
+    assert error.value.option == "--samples-every"
+
+
+def test_an_interval_is_due_once_a_whole_interval_has_passed():
+    every_3 = Interval(count=3)
+    assert [s for s in range(1, 10) if every_3.due(s, 0.0, s - 1, 0.0)] == [3, 6, 9]
+    assert not every_3.due(5, 0.0, 3, 0.0) and every_3.due(6, 0.0, 5, 0.0)
+    a_minute = Interval(seconds=60.0)
+    assert not a_minute.due(100, 119.9, 50, 60.0) and a_minute.due(101, 120.0, 50, 60.0)
+
+
+def test_a_config_saved_with_a_checkpoint_interval_in_steps_loads_as_that_interval():
+    config = TrainConfig.from_dict({"checkpoint_every": 100, "log_every": 5})
+    assert config.checkpoint_every == "100" and parse_interval(config.checkpoint_every) == Interval(count=100)
+    assert config.samples_every == TrainConfig().samples_every and config.keep == TrainConfig().keep

@@ -8,8 +8,17 @@ import pytest
 import torch
 
 from tests.model.training import voxgan_train
+from voxgan.atomic import append_line
 from voxgan.errors import VoxganError
-from voxgan.model.runs import find_latest_run, load_checkpoint, load_generator
+from voxgan.model.runs import (
+    checkpoint_bytes,
+    checkpoint_path,
+    find_latest_run,
+    load_checkpoint,
+    load_generator,
+    read_stats,
+    save_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,3 +90,53 @@ def test_a_checkpoint_written_by_voxgan_0_1_0_loads_and_samples_the_same_volumes
     assert volumes.min() >= 0 and volumes.max() <= 1
     expected = np.load(FIXTURES / "expected-samples.npy").astype(np.float32)  # (4, 16, 16, 16)
     np.testing.assert_allclose(volumes[:, 0].numpy(), expected, atol=2e-3)
+
+
+def snapshot_names(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").iterdir())
+
+
+def test_saving_keeps_the_newest_snapshots_and_latest_is_the_newest(short_run, tmp_path):
+    state = load_checkpoint(short_run)
+    for step in range(1, 6):
+        save_checkpoint(checkpoint_bytes({**state, "step": step}), tmp_path, step, keep=2)
+    assert snapshot_names(tmp_path) == ["latest.pt", "step-0000004.pt", "step-0000005.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 5
+    # A run resumed from step 2 of a longer run: earlier snapshots are pruned, later ones left alone.
+    for step in (7, 8):
+        save_checkpoint(checkpoint_bytes({**state, "step": step}), tmp_path, step, keep=2)
+    save_checkpoint(checkpoint_bytes({**state, "step": 6}), tmp_path, 6, keep=1)
+    assert snapshot_names(tmp_path) == ["latest.pt", "step-0000006.pt", "step-0000007.pt", "step-0000008.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 6
+    # keep=0 keeps every snapshot.
+    save_checkpoint(checkpoint_bytes({**state, "step": 9}), tmp_path, 9, keep=0)
+    assert len(snapshot_names(tmp_path)) == 5
+
+
+def test_a_run_folder_without_latest_pt_gives_its_newest_snapshot(short_run, tmp_path):
+    run = tmp_path / "00000-run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("step-0000001.pt", "step-0000002.pt"):
+        (run / "checkpoints" / name).write_bytes((short_run / "checkpoints" / name).read_bytes())
+    assert checkpoint_path(run).name == "step-0000002.pt" and load_checkpoint(run)["step"] == 2
+    generator, _ = load_generator(run)
+    assert generator.resolution == 16
+
+
+def test_stats_with_a_line_cut_short_by_a_crash_keep_the_whole_lines(tmp_path):
+    path = tmp_path / "stats.jsonl"
+    path.write_text('{"step": 1, "loss_critic": 0.5}\n{"step": 2, "loss_critic": 0.4}\n{"step": 3, "loss_cr')
+    assert [r["step"] for r in read_stats(path, 10)] == [1, 2]
+    assert [r["step"] for r in read_stats(path, 1)] == [1]
+
+
+def test_a_line_appended_to_a_full_disk_leaves_the_file_ending_in_a_whole_line(small_filesystem):
+    disk = small_filesystem(0.1)  # 100 KiB
+    path = disk / "stats.jsonl"
+    line = '{"step": 1, "padding": "' + "x" * 3000 + '"}\n'
+    with pytest.raises(OSError) as error:
+        for _ in range(1000):
+            append_line(path, line)
+    assert error.value.errno == 28  # ENOSPC
+    text = path.read_text()
+    assert text and text.endswith("\n") and len(text) % len(line) == 0

@@ -26,6 +26,8 @@ NETWORK_FIELDS = (
     "attention_pool",
     "full_resolution_features",
 )
+# Options that say how often something is written: steps ("500") or training time ("10m").
+INTERVAL_FIELDS = ("log_every", "checkpoint_every", "samples_every")
 # Options that do not belong to the run: where it runs, where its folders go.
 PLACE_FIELDS = ("device", "workers", "compile", "out")
 
@@ -57,7 +59,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     conditional: bool = False
-    log_every: int = 10
+    log_every: str = "10s"  # an interval (see parse_interval) of stats.jsonl lines
     checkpoint_every: str = "10m"  # an interval: steps ("500") or training time ("30s", "10m", "2h")
     samples_every: str = "1m"  # the same for samples/step-NNNNNNN.png and loss.png
     keep: int = 3  # step snapshots kept in checkpoints/ (0: all); latest.pt is the newest of them
@@ -96,7 +98,7 @@ class TrainConfig:
             values.setdefault("lr_generator", lr)
             values.setdefault("lr_critic", lr)
         values = {**BEFORE_THEY_EXISTED, **values}
-        for key in ("checkpoint_every", "samples_every"):  # voxgan 0.1: a number of steps
+        for key in INTERVAL_FIELDS:  # voxgan 0.1: a number of steps
             if isinstance(values.get(key), int):
                 values[key] = str(values[key])
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -165,7 +167,7 @@ def parse_interval(value: str | int) -> Interval:
 
 def check_config(config: TrainConfig) -> None:
     """ConfigError naming the option (as typed on the command line) of the first value out of range."""
-    for name in ("checkpoint_every", "samples_every"):
+    for name in INTERVAL_FIELDS:
         try:
             parse_interval(getattr(config, name))
         except ValueError as error:
@@ -183,7 +185,6 @@ def check_config(config: TrainConfig) -> None:
         ("steps", config.steps is None or config.steps >= 1, "must be at least 1"),
         ("n_critic", config.n_critic >= 1, "must be at least 1"),
         ("penalty_every", config.penalty_every >= 1, "must be at least 1"),
-        ("log_every", config.log_every >= 1, "must be at least 1"),
         ("keep", config.keep >= 0, "must be 0 (keep every snapshot) or more"),
         ("eval_every", config.eval_every >= 0, "must be 0 (never) or more"),
         ("penalty_fraction", 0 < config.penalty_fraction <= 1, "must be in (0, 1]"),

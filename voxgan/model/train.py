@@ -176,16 +176,31 @@ class Bookkeeping:
     """When rank 0 writes checkpoints and pictures: the intervals, and the (step, training seconds) of the
     last of each; ``best`` is the lowest evaluation metric so far (None before the first)."""
 
+    log: Interval
     checkpoints: Interval
     samples: Interval
+    last_log: tuple[int, float]
     last_checkpoint: tuple[int, float]
     last_samples: tuple[int, float]
     best: float | None = None
 
-    def due(self, progress: Progress) -> tuple[bool, bool]:
-        """Whether a checkpoint and a picture are due after this step."""
+    @classmethod
+    def start(cls, config: TrainConfig, progress: Progress) -> Bookkeeping:
+        """The intervals of ``config``, counted from where ``progress`` stands (a new or resumed run)."""
         now = (progress.step, progress.train_seconds)
-        return self.checkpoints.due(*now, *self.last_checkpoint), self.samples.due(*now, *self.last_samples)
+        intervals = [
+            parse_interval(v) for v in (config.log_every, config.checkpoint_every, config.samples_every)
+        ]
+        return cls(*intervals, now, now, now)
+
+    def due(self, progress: Progress) -> tuple[bool, bool, bool]:
+        """Whether a log line, a checkpoint and a picture are due after this step."""
+        now = (progress.step, progress.train_seconds)
+        return (
+            self.log.due(*now, *self.last_log),
+            self.checkpoints.due(*now, *self.last_checkpoint),
+            self.samples.due(*now, *self.last_samples),
+        )
 
 
 @dataclass(frozen=True)
@@ -193,6 +208,7 @@ class StepEvents:
     """What happens after a step, agreed by every process: the stop reason and what is written."""
 
     stop: str | None  # 'steps', 'time', 'signal' or None
+    log: bool
     checkpoint: bool
     samples: bool
 
@@ -291,10 +307,7 @@ def run_training(
         if changed:
             print(f"voxgan train: changed on resume: {', '.join(changed)}", file=sys.stderr)
     sample_z, sample_labels = fixed_latents(config, device)
-    now = (progress.step, progress.train_seconds)
-    books = Bookkeeping(
-        parse_interval(config.checkpoint_every), parse_interval(config.samples_every), now, now
-    )
+    books = Bookkeeping.start(config, progress)
     if is_main and run_dir is not None and config.eval_every:
         books.best = best_so_far(run_dir, progress.step)
 
@@ -335,10 +348,11 @@ def run_training(
             if save_now and world_size > 1:
                 check_ranks_agree((networks.generator, networks.critic, networks.ema), step)
             with stop_when_disk_full(run_dir, config, networks, progress):
-                if step % config.log_every == 0 or last:
+                if events.log or last:
                     elapsed, steps_done = time.perf_counter() - last_log_time, max(1, step - logged_step)
                     record = close_log_interval(progress, steps_done, elapsed, data_wait, samples_per_step)
                     last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, step
+                    books.last_log = (step, progress.train_seconds)
                     if is_main:
                         history.append(record)
                         append_stats(run_dir / "stats.jsonl", record, writer)
@@ -403,7 +417,7 @@ def step_events(
     """Whether the run stops after this step ('steps', 'time' or 'signal') and what it writes now.
 
     Under DDP every process decides the same: the time limit, the time-based intervals and the signals of
-    any process count for all (one all-reduce of four flags per step).
+    any process count for all (one all-reduce of five flags per step).
     """
     time_up = config.time_limit is not None and progress.train_seconds >= 60 * config.time_limit
     flags = torch.tensor([bool(signal_received), time_up, *books.due(progress)], dtype=torch.int32)
@@ -420,7 +434,7 @@ def step_events(
         stop = "steps"
     elif flags[1]:
         stop = "time"
-    return StepEvents(stop, bool(flags[2]), bool(flags[3]))
+    return StepEvents(stop, bool(flags[2]), bool(flags[3]), bool(flags[4]))
 
 
 def train_step(
