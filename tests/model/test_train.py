@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import grow
 from tests.model.training import TINY, TINY_ARGS, single_thread_env, voxgan_train
 from voxgan.model.config import TrainConfig, build_networks
 from voxgan.model.runs import find_latest_run, load_checkpoint, load_generator
-from voxgan.model.train import train
+from voxgan.model.train import Bookkeeping, Progress, train
 
 STAT_KEYS = ("loss_critic", "loss_generator", "gradient_penalty", "wasserstein", "grad_norm_critic",
              "grad_norm_generator")  # fmt: skip
@@ -152,7 +153,7 @@ def test_two_processes_under_torchrun_train_in_step(tmp_path):
     assert load_checkpoint(run)["step"] == 3
 
 
-def test_eval_every_appends_the_metrics_of_the_checkpoint_it_evaluates(tmp_path):
+def test_eval_every_appends_the_metrics_of_the_checkpoint_it_evaluates_and_keeps_the_best(tmp_path):
     done = voxgan_train("--steps", "2", "--eval-every", "2", "--out", "runs", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (run,) = (tmp_path / "runs").iterdir()
@@ -160,6 +161,13 @@ def test_eval_every_appends_the_metrics_of_the_checkpoint_it_evaluates(tmp_path)
     assert record["step"] == 2 and record["split"] == "test"
     assert 0 <= record["cov_iou"] <= 1 and 0 <= record["nna_iou"] <= 1
     assert (run / "checkpoints" / "step-0000002.pt").is_file()
+    # The first evaluation is the best so far: best.pt is that checkpoint with the metric inside it.
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["best"] == {"metric": "nna_iou", "value": record["nna_iou"], "step": 2}
+    latest = load_checkpoint(run)
+    assert all(torch.equal(v, latest["ema"][k]) for k, v in best["ema"].items())
+    (noted,) = [r for r in read_stats(run) if r.get("kind") == "best"]
+    assert noted == {"kind": "best", "step": 2, "metric": "nna_iou", "value": record["nna_iou"]}
 
 
 def start_training(*args, cwd: Path) -> subprocess.Popen:
@@ -227,3 +235,123 @@ def test_time_limit_stops_the_run_with_a_checkpoint_and_samples(tmp_path):
     state = load_checkpoint(run)
     assert state["step"] >= 1 and state["train_seconds"] >= 1.2
     assert "time limit of 0.02 min reached" in done.stderr and any((run / "samples").iterdir())
+
+
+def train_plainly(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """voxgan train with only ``args`` (no tiny-network options), as a user types it."""
+    command = [sys.executable, "-m", "voxgan", "train", *args]
+    return subprocess.run(
+        command, cwd=cwd, env=single_thread_env(), capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_plain_resume_keeps_every_option_of_the_run_and_a_given_one_wins(tmp_path):
+    args = ["--steps", "10", "--checkpoint-every", "4", "--epoch-size", "100", "--keep", "5"]
+    whole = voxgan_train(*args, "--out", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    process = start_training(*args, "--out", "killed", cwd=tmp_path)
+    wait_for_stats(tmp_path / "killed", 6, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run = find_latest_run(tmp_path / "killed")
+    config_before = json.loads((run / "config.json").read_text())
+    assert load_checkpoint(run)["step"] in (4, 8), "the run was not killed between checkpoints"
+    # Resumed as a user types it: no option but --resume; log_every 1, the tiny networks, batch 4 are kept.
+    resumed = train_plainly("--resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "changed on resume" not in resumed.stderr
+    assert json.loads((run / "config.json").read_text()) == config_before
+    expected, got = read_stats(find_latest_run(tmp_path / "whole")), read_stats(run)
+    assert [s["step"] for s in got] == list(range(1, 11)), resumed.stderr
+    for a, b in zip(expected, got, strict=True):
+        assert {k: a[k] for k in (*STAT_KEYS, "epoch")} == {k: b[k] for k in (*STAT_KEYS, "epoch")}, a["step"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "latest.pt", "step-0000004.pt", "step-0000008.pt", "step-0000010.pt"
+    ]  # fmt: skip
+    # An option given again wins, and the log says so.
+    again = train_plainly("--resume", str(run), "--steps", "14", "--log-every", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "changed on resume: --log-every 2 (was 1), --steps 14 (was 10)" in again.stderr
+    assert [s["step"] for s in read_stats(run)][-3:] == [10, 12, 14]
+
+
+def test_resuming_with_other_networks_is_refused_with_exit_2(short_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    done = train_plainly("--resume", str(run), "--generator-width", "8", cwd=tmp_path)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert (
+        line.startswith("voxgan: error: ") and "--generator-width" in line and "built with 4, not 8" in line
+    )
+
+
+def test_a_run_keeps_its_last_snapshots_and_draws_at_its_intervals(tmp_path):
+    args = ["--steps", "12", "--checkpoint-every", "2", "--keep", "2", "--samples-every", "5"]
+    done = voxgan_train(*args, "--epoch-size", "100", "--out", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = find_latest_run(tmp_path / "runs")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "latest.pt", "step-0000010.pt", "step-0000012.pt"
+    ]  # fmt: skip
+    assert (run / "checkpoints" / "latest.pt").samefile(run / "checkpoints" / "step-0000012.pt")
+    pictures = sorted(p.name for p in (run / "samples").iterdir())
+    assert pictures == ["step-0000005.png", "step-0000010.png", "step-0000012.png"]
+    assert (run / "loss.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_full_disk_mid_run_stops_in_one_line_keeps_latest_and_resumes_exactly(tmp_path, small_filesystem):
+    args = ["--steps", "6", "--checkpoint-every", "1", "--keep", "0", "--samples-every", "100"]
+    args += ["--epoch-size", "100"]
+    whole = voxgan_train(*args, "--out", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    size = (find_latest_run(tmp_path / "whole") / "checkpoints" / "step-0000001.pt").stat().st_size
+    disk = small_filesystem(3.5 * size / 2**20)  # room for three checkpoints of the run, not four
+    full = voxgan_train(*args, "--out", str(disk / "runs"), cwd=tmp_path)
+    assert full.returncode == 1
+    run = find_latest_run(disk / "runs")
+    last_line = full.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"voxgan: error: {run}: cannot write ")
+    assert "No space left on device" in last_line and "free at least " in last_line
+    assert f"voxgan train --resume {run}" in last_line
+    kept = load_checkpoint(run)  # whole and loadable
+    assert 1 <= kept["step"] < 6
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert (run / "stats.jsonl").read_text().endswith("\n")
+    grow(disk, 64)  # space is freed
+    resumed = voxgan_train(*args, "--resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = read_stats(find_latest_run(tmp_path / "whole")), read_stats(run)
+    assert [s["step"] for s in got] == list(range(1, 7))
+    for a, b in zip(expected, got, strict=True):
+        assert {k: a[k] for k in (*STAT_KEYS, "epoch")} == {k: b[k] for k in (*STAT_KEYS, "epoch")}, a["step"]
+
+
+def simulate_an_hour(config: TrainConfig, steps_per_second: float, minutes: float = 10.0) -> dict:
+    """How many log lines, checkpoints and pictures a run of ``config`` writes in an hour of training at
+    this speed: the trainer's own Bookkeeping on a simulated clock (``minutes`` simulated, scaled)."""
+    progress = Progress(0, 0, 0, torch.zeros(1), torch.zeros(2))
+    books, counts = Bookkeeping.start(config, progress), {"log": 0, "checkpoint": 0, "samples": 0}
+    while progress.train_seconds < 60 * minutes:
+        progress.step += 1
+        progress.train_seconds += 1 / steps_per_second
+        for name, due in zip(("log", "checkpoint", "samples"), books.due(progress), strict=True):
+            if due:
+                counts[name] += 1
+                setattr(books, f"last_{name}", (progress.step, progress.train_seconds))
+    return {name: count * 60 / minutes for name, count in counts.items()}
+
+
+def test_a_default_run_grows_by_at_most_100_mb_an_hour_whatever_its_speed(tmp_path):
+    run = train(TrainConfig(out=str(tmp_path), steps=1, epoch_size=64, batch_size=8))  # default networks
+    checkpoint = (run / "checkpoints" / "latest.pt").stat().st_size
+    picture = max(p.stat().st_size for p in (run / "samples").iterdir())
+    line = max(len(line) + 1 for line in (run / "stats.jsonl").read_text().splitlines())
+    config = TrainConfig()
+    fixed = (config.keep + 1) * checkpoint  # the kept snapshots and best.pt (latest.pt is a hard link)
+    assert fixed < 60 * 2**20
+    for steps_per_second in (0.5, 8.0, 400.0):  # a slow CPU, this machine, a GPU
+        hour = simulate_an_hour(config, steps_per_second)
+        assert hour["samples"] <= 61 and hour["log"] <= 361 and hour["checkpoint"] <= 7
+        grown = hour["samples"] * picture + hour["log"] * line  # checkpoints beyond keep are removed
+        assert grown < 100 * 2**20, (steps_per_second, grown)

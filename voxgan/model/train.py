@@ -367,7 +367,7 @@ def run_training(
                 if save_now:
                     state = save_training_checkpoint(run_dir, config, networks, progress) if is_main else None
                     books.last_checkpoint = (step, progress.train_seconds)
-                if is_main and evaluate is not None and (evaluate_now or (last and stop_reason != "signal")):
+                if is_main and config.eval_every and (evaluate_now or (last and stop_reason != "signal")):
                     result = evaluate(run_dir, device)
                     keep_if_best(run_dir, state, result, books, history, writer)
                     tick = time.perf_counter()  # evaluation is not training time
