@@ -20,6 +20,7 @@ BENCHMARKS = {
     "cluster": [],
     "data": [],
     "train": ["--threads", "2"],
+    "bookkeeping": [],
     "metrics": [],
 }
 
