@@ -400,7 +400,7 @@ def train(
 @app.command()
 def export(
     format: Annotated[
-        str, typer.Option("--format", help="obj | stl | ply | glb | off | binvox | npy | png | gif.")
+        str, typer.Option("--format", help="obj | stl | ply | glb | off | binvox | npy | png | gif | html.")
     ],
     run: Annotated[
         Path | None, typer.Option(help="Run folder (its latest checkpoint) [newest under ./runs].")
@@ -427,12 +427,13 @@ def export(
         float, typer.Option(help="Units per voxel of meshes and binvox (glb: metres, e.g. 0.05).")
     ] = 1.0,
 ) -> None:
-    """Write generated (or dataset) volumes as meshes, voxel files, an image grid or an animation.
+    """Write generated (or dataset) volumes as meshes, voxel files, an image grid, an animation or a page.
 
     Meshes are grid coordinates (voxel (i, j, k) spans [i, i+1)^3) times --scale, turned from +z up to
     the format's up axis: glb +y (glTF), the others --up-axis [z]; watertight, with outward normals.
     voxgan voxelize --grid-coords with the same --up-axis and --scale reads them back unchanged.
-    gif: a loop through latent space (a model) or a turntable (--data).
+    gif: a loop through latent space (a model) or a turntable (--data). html: one self-contained page with
+    every volume in 3D, turnable with the mouse; it opens from disk with no network.
 
     Example: voxgan export --format glb --num 16 --mesh blocks --scale 0.05 --out exports
     """
