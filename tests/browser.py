@@ -9,6 +9,7 @@ the console shows no error and no request left the page.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -89,10 +90,8 @@ class Browser:
 
     def close(self) -> None:
         """Ask Chromium to quit; kill it if it does not within 10 s."""
-        try:
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
             self.send("Browser.close", timeout=5)
-        except (OSError, RuntimeError, TimeoutError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -207,7 +206,9 @@ class Page:
                 details = params["exceptionDetails"]
                 lines.append(details.get("exception", {}).get("description") or details.get("text"))
             elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                lines.append(" ".join(str(arg.get("value", arg.get("description"))) for arg in params["args"]))
+                lines.append(
+                    " ".join(str(arg.get("value", arg.get("description"))) for arg in params["args"])
+                )
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
                 lines.append(f"{params['entry'].get('text')} ({params['entry'].get('url', '')})")
         return lines
@@ -245,14 +246,30 @@ class Page:
     def drag(self, start: tuple[float, float], end: tuple[float, float], steps: int = 8) -> None:
         """Press the left button at ``start``, move to ``end`` in ``steps``, release; wait for a frame."""
         frames = self.frames()
-        points = [(start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t)
-                  for t in np.linspace(0, 1, steps + 1)]
-        self.call("Input.dispatchMouseEvent", type="mousePressed", x=start[0], y=start[1],
-                  button="left", buttons=1, clickCount=1)
+        points = [
+            (start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t)
+            for t in np.linspace(0, 1, steps + 1)
+        ]
+        self.call(
+            "Input.dispatchMouseEvent",
+            type="mousePressed",
+            x=start[0],
+            y=start[1],
+            button="left",
+            buttons=1,
+            clickCount=1,
+        )
         for x, y in points[1:]:
             self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y, button="left", buttons=1)
-        self.call("Input.dispatchMouseEvent", type="mouseReleased", x=end[0], y=end[1],
-                  button="left", buttons=0, clickCount=1)
+        self.call(
+            "Input.dispatchMouseEvent",
+            type="mouseReleased",
+            x=end[0],
+            y=end[1],
+            button="left",
+            buttons=0,
+            clickCount=1,
+        )
         self.wait_for_frame(frames)
 
     def cell_pixels(self) -> dict[int, np.ndarray]:
@@ -264,7 +281,13 @@ class Page:
             self.scroll_to(y)
             image = self.screenshot()
             for index, left, top, right, low in self.cell_boxes():
-                if index not in pixels and left >= 0 and top >= 0 and right <= image.shape[1] and low <= height:
+                if (
+                    index not in pixels
+                    and left >= 0
+                    and top >= 0
+                    and right <= image.shape[1]
+                    and low <= height
+                ):
                     pixels[index] = image[top:low, left:right]
         return pixels
 

@@ -489,7 +489,9 @@ def evaluate(
     """MMD, COV and 1-NNA (1 - IoU and Chamfer distances) and a voxel FID of a model against a split.
 
     Prints a markdown table with context rows (train split: the ceiling; noise: the floor), appends
-    a line to the run's metrics.jsonl and writes the table to the run folder.
+    a line to the run's metrics.jsonl, writes the table to the run folder and report.html beside it: the
+    table, the metrics over the run, and each generated sample in 3D beside its nearest training and test
+    volumes (one self-contained page).
 
     Example: voxgan evaluate --data shards --split test --num 1000
     """
@@ -515,6 +517,9 @@ def evaluate(
     typer.echo(record["table"])
     folder = Path(record["table_path"]).parent
     typer.echo(f"\nappended to {folder / 'metrics.jsonl'}; table: {record['table_path']}")
+    typer.echo(
+        f"report: {record['report_path']} (open it in a browser: the samples in 3D beside their nearest data)"
+    )
 
 
 def _grid_sizes(text: str, hint: str, allowed: list[int]) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""Pages people open in a browser: volumes in 3D, each turnable with the mouse, in one self-contained HTML file.
+"""Pages people open in a browser: volumes in 3D, turnable with the mouse, in one self-contained HTML file.
 
 A page is a title and sections in order: HTML (a table, a chart, text; built with :func:`html_table`,
 :func:`line_chart` and :func:`escape`) or a :class:`Gallery` of volumes. Every volume is drawn as blocks
@@ -103,7 +103,7 @@ def tick_label(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2g}"
 
 
-def line_chart(title: str, series: dict[str, list[tuple[float, float]]], width: int = 440, height: int = 220):
+def line_chart(title: str, series: dict[str, list[tuple[float, float]]], width: int = 380, height: int = 200):
     """An inline SVG chart of ``series``: name -> [(step, value), ...]; None and NaN values are left out.
 
     A series of one point shows as a dot. Returns "" when no series has a finite point.
@@ -175,7 +175,9 @@ def gallery_html(gallery: Gallery, first: int) -> str:
         )
     size = max(1, gallery.group)
     if size > 1:
-        cells = [f'<div class="group">{"".join(cells[i : i + size])}</div>' for i in range(0, len(cells), size)]
+        cells = [
+            f'<div class="group">{"".join(cells[i : i + size])}</div>' for i in range(0, len(cells), size)
+        ]
     level = gallery.level
     note = f'<p class="note">{escape(gallery.note)}</p>' if gallery.note else ""
     return (
@@ -212,9 +214,10 @@ def page_html(title: str, sections: list, subtitle: str = "") -> str:
             '<p id="voxgan-message" hidden></p>',
             f"<h1>{escape(title)}</h1>{subtitle_html}",
             *body,
-            f"<footer>Made by voxgan {escape(__version__)}. Drag a volume to turn it; a double click turns it "
-            f"back. +z is up; the grey square is the grid's floor. 3D view: three.js r{THREE_VERSION.split('.')[1]} "
-            "(MIT licence, in this file's source), inline: this page needs no network.</footer>",
+            f"<footer>Made by voxgan {escape(__version__)}. Drag a volume to turn it; a double click turns "
+            "it back. +z is up; the grey square is the grid's floor. 3D view: three.js "
+            f"r{THREE_VERSION.split('.')[1]} (MIT licence, in this file's source), inline: this page needs "
+            "no network.</footer>",
             f'<script type="application/json" id="voxgan-data">{data_text}</script>',
             f"<!-- three.js {THREE_VERSION} (https://threejs.org), embedded unchanged:\n{licence}-->",
             '<script type="text/plain" id="voxgan-three">'

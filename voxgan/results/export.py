@@ -377,7 +377,9 @@ def write_html(volume_set: VolumeSet, occupancy: np.ndarray, config: ExportConfi
     cells, warnings = [], []
     for index, (volume, title) in enumerate(zip(occupancy, titles, strict=True)):
         count = int(volume.sum())
-        cells.append(Cell(volume, title or f"#{index}", f"#{index} · {count} voxels" if title else f"{count} voxels"))
+        cells.append(
+            Cell(volume, title or f"#{index}", f"#{index} · {count} voxels" if title else f"{count} voxels")
+        )
         if count == 0:
             warnings.append(f"{path.name}: volume #{index} is empty at --threshold {config.threshold}")
     resolution = occupancy.shape[1]
@@ -385,8 +387,12 @@ def write_html(volume_set: VolumeSet, occupancy: np.ndarray, config: ExportConfi
         f'<p class="note">Made by <code>{escape(export_command(config))}</code>. '
         f"{len(occupancy)} volumes at {resolution}³, +z up.</p>"
     )
-    write_page(path, f"{volume_set.name}: {len(occupancy)} volumes", [intro, Gallery("Volumes", cells)],
-               subtitle=volume_set.description)
+    write_page(
+        path,
+        f"{volume_set.name}: {len(occupancy)} volumes",
+        [intro, Gallery("Volumes", cells)],
+        subtitle=volume_set.description,
+    )
     return warnings
 
 
