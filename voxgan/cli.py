@@ -173,17 +173,26 @@ def info(
     preview: Annotated[
         Path | None, typer.Option(help="Also write a PNG grid of a few samples per class to this file.")
     ] = None,
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html", help="Also write SHARD_DIR/info.html: samples across classes in 3D, counts and errors."
+        ),
+    ] = False,
 ) -> None:
     """Summarise a shard folder and verify each shard's sha256; exit 1 naming any missing or corrupt shard.
 
-    Example: voxgan info shards --preview shards-preview.png
+    Example: voxgan info shards --preview shards-preview.png   |   voxgan info shards --html
     """
-    from voxgan.ingest.info import run_info
+    from voxgan.ingest.info import INFO_PAGE, run_info
 
-    summary, problems = run_info(shard_dir, preview)
+    page = shard_dir / INFO_PAGE if html else None
+    summary, problems = run_info(shard_dir, preview, page)
     typer.echo(summary)
     if preview is not None and not problems:
         typer.echo(f"preview: {preview}")
+    if page is not None:
+        typer.echo(f"page: {page} (open it in a browser: the samples in 3D)")
     if problems:
         raise VoxganError(f"{shard_dir}: {len(problems)} problem(s): {'; '.join(problems)}")
 
