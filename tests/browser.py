@@ -45,7 +45,9 @@ SKIP_REASON = (
 
 
 def find_chromium() -> str | None:
-    """The chromium executable, or None."""
+    """The chromium executable, or None (also without bash, which hands it the pipe)."""
+    if shutil.which("bash") is None:
+        return None
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -64,7 +66,7 @@ class Browser:
         self.from_browser, from_browser_write = os.pipe()
         self.process = subprocess.Popen(
             [
-                "sh",
+                "bash",  # dash takes only one-digit file descriptors in redirections
                 "-c",
                 f'exec "$0" "$@" 3<&{to_browser_read} 4>&{from_browser_write}',
                 executable,
@@ -292,11 +294,30 @@ class Page:
         return pixels
 
 
-def check_page(browser: Browser, path: Path, cells: int, min_pixels: int = 30) -> Page:
+def page_volumes(path: Path) -> list[np.ndarray]:
+    """The volumes a page holds, decoded from its data: (R, R, R) bool each, in cell order."""
+    text = Path(path).read_text(encoding="utf-8")
+    start = text.index('<script type="application/json" id="voxgan-data">')
+    data = json.loads(text[text.index(">", start) + 1 : text.index("</script>", start)])
+    return [
+        np.unpackbits(np.frombuffer(base64.b64decode(cell["v"]), np.uint8))[: cell["r"] ** 3]
+        .astype(bool)
+        .reshape((cell["r"],) * 3)
+        for cell in data["cells"]
+    ]
+
+
+def captions(page: Page) -> list[str]:
+    """The caption under each volume, in cell order."""
+    return page.evaluate("[...document.querySelectorAll('.cell .caption')].map(e => e.innerText)")
+
+
+def check_page(browser: Browser, path: Path, cells: int, min_pixels: int = 30, empty=frozenset()) -> Page:
     """Open ``path`` from disk and assert what every page promises; returns the open page.
 
-    Exactly ``cells`` volumes, each cell showing at least ``min_pixels`` shape pixels; no console error,
-    no error reported by the viewer; no request but the page itself and the Blob URL of three.js.
+    Exactly ``cells`` volumes, each cell showing at least ``min_pixels`` shape pixels (the cells in
+    ``empty``: none); no console error, no error reported by the viewer; no request but the page itself
+    and the Blob URL of three.js.
     """
     url = Path(path).resolve().as_uri()
     page = browser.open(url)
@@ -305,8 +326,9 @@ def check_page(browser: Browser, path: Path, cells: int, min_pixels: int = 30) -
     pixels = page.cell_pixels()
     assert sorted(pixels) == list(range(cells)), f"cells seen: {sorted(pixels)}, expected {cells}"
     counts = {index: shape_pixels(image) for index, image in pixels.items()}
-    blank = [index for index, count in counts.items() if count < min_pixels]
+    blank = [index for index, count in counts.items() if count < min_pixels and index not in empty]
     assert not blank, f"cells without shape pixels: {blank} (counts {counts})"
+    assert all(counts[index] == 0 for index in empty), {index: counts[index] for index in empty}
     assert page.console_errors() == []
     outside = [u for u in page.requests() if u != url and not u.startswith(("blob:", "data:"))]
     assert outside == [], f"requests that left the page: {outside}"
