@@ -18,7 +18,7 @@ import base64
 import html
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -53,7 +53,6 @@ class Gallery:
     note: str = ""
     group: int = 1
     level: int = 2  # the heading: h2 or h3
-    extra: list[str] = field(default_factory=list)  # HTML after the cells
 
 
 def escape(text) -> str:
@@ -180,10 +179,7 @@ def gallery_html(gallery: Gallery, first: int) -> str:
         ]
     level = gallery.level
     note = f'<p class="note">{escape(gallery.note)}</p>' if gallery.note else ""
-    return (
-        f"<h{level}>{escape(gallery.title)}</h{level}>{note}"
-        f'<div class="gallery">{"".join(cells)}</div>{"".join(gallery.extra)}'
-    )
+    return f'<h{level}>{escape(gallery.title)}</h{level}>{note}<div class="gallery">{"".join(cells)}</div>'
 
 
 def page_html(title: str, sections: list, subtitle: str = "") -> str:

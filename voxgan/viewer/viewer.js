@@ -178,6 +178,7 @@ async function start() {
   }
   window.addEventListener("scroll", requestRender, { passive: true });
   window.addEventListener("resize", requestRender);
+  new ResizeObserver(requestRender).observe(document.body); // the cells moved (a <details> opened, ...)
   requestRender();
 }
 
