@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -231,8 +232,8 @@ def evaluate_run(
     table_path = folder / f"eval-step-{step:07d}.md"
     write_text_atomic(table_path, table + "\n")
     samples, labels = made[0]
-    chunks = lambda name: split_chunks(data, name, generator.resolution)  # noqa: E731
-    report = write_report(folder, record, samples, labels, class_names, chunks, device)
+    chunks_of = partial(split_chunks, data, resolution=generator.resolution)  # chunks_of(split)
+    report = write_report(folder, record, samples, labels, class_names, chunks_of, device)
     return {**record, "table": table, "table_path": str(table_path), "report_path": str(report)}
 
 
