@@ -16,7 +16,7 @@ NPM_DIR := .cache/npm
 VALIDATOR_STAMP := $(NPM_DIR)/node_modules/gltf-validator/.installed-$(GLTF_VALIDATOR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint voxelize demo bench clean
+.PHONY: help install test lint voxelize demo bench clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,9 +36,19 @@ $(VALIDATOR_STAMP):
 		touch $(VALIDATOR_STAMP); \
 	else echo "npm not found: the glTF validator test will skip (install Node.js to run it)"; fi
 
-install: $(STAMP) $(VALIDATOR_STAMP) ## create .venv, install voxgan with its test and ray extras, and the glTF validator (npm)
+# Debian's chromium opens the HTML pages in the tests (tests/browser.py); only where it is missing and apt-get
+# can run as root; elsewhere those tests skip, saying why
+browser: ## Debian's chromium for the page tests, where missing (apt-get, as root)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the page tests (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "could not install chromium: the page tests will skip"; \
+	else echo "chromium not found and apt-get cannot run as root here: the page tests will skip"; fi
 
-test: $(STAMP) $(VALIDATOR_STAMP) ## install if needed, lint, run the test suite
+install: $(STAMP) $(VALIDATOR_STAMP) browser ## create .venv, install voxgan with its test and ray extras, the glTF validator (npm), chromium (apt)
+
+test: $(STAMP) $(VALIDATOR_STAMP) browser ## install if needed, lint, run the test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -50,13 +60,16 @@ voxelize: $(STAMP) ## mesh dataset to shards: make voxelize [RECIPE=modelnet40 M
 		$(BIN)/voxgan shapes "$(MESHES)" $(SHAPES_ARGS); fi
 	$(BIN)/voxgan voxelize "$(MESHES)" "$(SHARDS)" --recipe $(RECIPE) --resolution $(RES) $(if $(WORKERS),--workers $(WORKERS))
 
-demo: voxelize ## shapes shards, DEMO_MINUTES=10 of training, OBJ + PNG export, evaluation
+demo: voxelize ## shapes shards, DEMO_MINUTES=10 of training, OBJ + PNG + HTML export, evaluation and its report
 	$(BIN)/voxgan train --data $(SHARDS) --time-limit $(DEMO_MINUTES) --out runs
 	$(BIN)/voxgan export --format obj --num 16 --out exports
 	$(BIN)/voxgan export --format png --num 64 --out exports
+	$(BIN)/voxgan export --format html --num 64 --out exports
 	$(BIN)/voxgan evaluate --data $(SHARDS) --split test
-	@echo "demo done: shards in $(SHARDS)/, the run (samples/, loss.png, stats.jsonl, metrics.jsonl) in" \
-		"$$(ls -d runs/[0-9]* | tail -1)/, meshes and the image grid in exports/"
+	@run=$$(ls -d runs/[0-9]* | tail -1); \
+	echo "demo done: shards in $(SHARDS)/, the run (samples/, loss.png, stats.jsonl, metrics.jsonl) in $$run/," \
+		"meshes, the image grid and a page of 64 samples in 3D in exports/"; \
+	echo "report: $$run/report.html (open it in a browser: metrics, curves, samples beside their nearest data)"
 
 bench: $(STAMP) ## run the speed benchmarks behind BENCHMARKS.md
 	$(BIN)/python benchmarks/run.py

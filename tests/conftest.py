@@ -44,3 +44,15 @@ def grow(folder, megabytes: float) -> None:
     import subprocess
 
     subprocess.run(["mount", "-o", f"remount,size={int(megabytes * 1024)}k", str(folder)], check=True)
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """One headless Chromium for the page tests (skipped, saying why, where Debian's chromium is missing)."""
+    from tests.browser import SKIP_REASON, Browser, find_chromium
+
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip(SKIP_REASON)
+    with Browser(executable, tmp_path_factory.mktemp("chromium-profile")) as chromium:
+        yield chromium

@@ -173,17 +173,26 @@ def info(
     preview: Annotated[
         Path | None, typer.Option(help="Also write a PNG grid of a few samples per class to this file.")
     ] = None,
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html", help="Also write SHARD_DIR/info.html: samples across classes in 3D, counts and errors."
+        ),
+    ] = False,
 ) -> None:
     """Summarise a shard folder and verify each shard's sha256; exit 1 naming any missing or corrupt shard.
 
-    Example: voxgan info shards --preview shards-preview.png
+    Example: voxgan info shards --preview shards-preview.png   |   voxgan info shards --html
     """
-    from voxgan.ingest.info import run_info
+    from voxgan.ingest.info import INFO_PAGE, run_info
 
-    summary, problems = run_info(shard_dir, preview)
+    page = shard_dir / INFO_PAGE if html else None
+    summary, problems = run_info(shard_dir, preview, page)
     typer.echo(summary)
     if preview is not None and not problems:
         typer.echo(f"preview: {preview}")
+    if page is not None:
+        typer.echo(f"page: {page} (open it in a browser: the samples in 3D)")
     if problems:
         raise VoxganError(f"{shard_dir}: {len(problems)} problem(s): {'; '.join(problems)}")
 
@@ -413,7 +422,7 @@ def train(
 @app.command()
 def export(
     format: Annotated[
-        str, typer.Option("--format", help="obj | stl | ply | glb | off | binvox | npy | png | gif.")
+        str, typer.Option("--format", help="obj | stl | ply | glb | off | binvox | npy | png | gif | html.")
     ],
     run: Annotated[
         Path | None, typer.Option(help="Run folder (its latest checkpoint) [newest under ./runs].")
@@ -440,12 +449,13 @@ def export(
         float, typer.Option(help="Units per voxel of meshes and binvox (glb: metres, e.g. 0.05).")
     ] = 1.0,
 ) -> None:
-    """Write generated (or dataset) volumes as meshes, voxel files, an image grid or an animation.
+    """Write generated (or dataset) volumes as meshes, voxel files, an image grid, an animation or a page.
 
     Meshes are grid coordinates (voxel (i, j, k) spans [i, i+1)^3) times --scale, turned from +z up to
     the format's up axis: glb +y (glTF), the others --up-axis [z]; watertight, with outward normals.
     voxgan voxelize --grid-coords with the same --up-axis and --scale reads them back unchanged.
-    gif: a loop through latent space (a model) or a turntable (--data).
+    gif: a loop through latent space (a model) or a turntable (--data). html: one self-contained page with
+    every volume in 3D, turnable with the mouse; it opens from disk with no network.
 
     Example: voxgan export --format glb --num 16 --mesh blocks --scale 0.05 --out exports
     """
@@ -501,7 +511,9 @@ def evaluate(
     """MMD, COV and 1-NNA (1 - IoU and Chamfer distances) and a voxel FID of a model against a split.
 
     Prints a markdown table with context rows (train split: the ceiling; noise: the floor), appends
-    a line to the run's metrics.jsonl and writes the table to the run folder.
+    a line to the run's metrics.jsonl, writes the table to the run folder and report.html beside it: the
+    table, the metrics over the run, and each generated sample in 3D beside its nearest training and test
+    volumes (one self-contained page).
 
     Example: voxgan evaluate --data shards --split test --num 1000
     """
@@ -527,6 +539,9 @@ def evaluate(
     typer.echo(record["table"])
     folder = Path(record["table_path"]).parent
     typer.echo(f"\nappended to {folder / 'metrics.jsonl'}; table: {record['table_path']}")
+    typer.echo(
+        f"report: {record['report_path']} (open it in a browser: the samples in 3D beside their nearest data)"
+    )
 
 
 def _grid_sizes(text: str, hint: str, allowed: list[int]) -> tuple[int, ...]:

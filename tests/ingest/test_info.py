@@ -41,3 +41,33 @@ def test_a_run_names_its_up_axes_and_writes_a_preview_that_info_mentions(tmp_pat
     assert "up axis: +y assumed for .obj, .off (--up-axis or the recipe); +y for .glb" in again.stderr
     info = run_cli("info", tmp_path / "out")
     assert info.returncode == 0 and f"preview: {preview}" in info.stdout and "up axis: +y" in info.stdout
+
+
+def test_info_html_shows_samples_across_classes_with_the_errors_and_then_the_problems(browser, tmp_path):
+    from tests.browser import captions, check_page, page_volumes
+    from tests.ingest.test_pipeline import voxelize, write_modelnet_tree
+    from voxgan import shards
+
+    write_modelnet_tree(tmp_path / "in", train=3, test=1)
+    (tmp_path / "in" / "chair" / "train" / "broken.off").write_text("OFF\n3 1 0\n0 0 0\n")
+    voxelize(tmp_path / "in", tmp_path / "out", shard_size=2)
+    done = run_cli("info", tmp_path / "out", "--html")
+    page_path = tmp_path / "out" / "info.html"
+    assert done.returncode == 0, done.stderr
+    assert f"page: {page_path}" in done.stdout
+    text = page_path.read_text(encoding="utf-8")
+    assert "chair/train/broken.off" in text and "<h2>Errors (1)</h2>" in text and "Problems" not in text
+    volumes = page_volumes(page_path)
+    assert len(volumes) == 8  # every sample of the two classes (4 each)
+    stored = np.concatenate([shards.read_split(tmp_path / "out", split)[0] for split in ("train", "test")])
+    assert all(any(np.array_equal(v, s) for s in stored) for v in volumes)  # the folder's own samples
+    page = check_page(browser, page_path, len(volumes))
+    names = ["chair"] * 4 + ["table"] * 4  # samples across classes, in class order
+    assert captions(page) == [f"{n}\n{int(v.sum())} voxels" for n, v in zip(names, volumes, strict=True)]
+    page.close()
+
+    (tmp_path / "out" / "test-00000.h5").unlink()
+    done = run_cli("info", tmp_path / "out", "--html")
+    assert done.returncode == 1 and "test-00000.h5: missing" in done.stderr
+    text = page_path.read_text(encoding="utf-8")
+    assert '<ul id="problems"><li>test-00000.h5: missing</li>' in text and page_volumes(page_path) == []

@@ -1,17 +1,29 @@
 """voxgan.results.evaluate: a run's record with its context rows and classes, the table, metrics.jsonl,
-and the command line."""
+report.html (opened in Chromium), and the command line."""
 
 import json
+import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from tests.results.sources import CLASSES, make_run
 from voxgan.results.evaluate import evaluate_run
+from voxgan.results.metrics import iou_distances
+from voxgan.shards import read_split
 
 
-def test_evaluate_run_records_metrics_with_context_and_classes(evaluation_shards, tmp_path):
-    run_dir = make_run(tmp_path / "runs", conditional=True, step=7)
-    record = evaluate_run(run_dir, evaluation_shards, split="test")
+@pytest.fixture(scope="module")
+def conditional_evaluation(evaluation_shards, tmp_path_factory):
+    """A conditional run evaluated once against the test split: (run folder, record)."""
+    run_dir = make_run(tmp_path_factory.mktemp("evaluated") / "runs", conditional=True, step=7)
+    return run_dir, evaluate_run(run_dir, evaluation_shards, split="test")
+
+
+def test_evaluate_run_records_metrics_with_context_and_classes(conditional_evaluation):
+    run_dir, record = conditional_evaluation
     for key in ("step", "split", "num", "mmd_iou", "cov_iou", "nna_iou", "mmd_cd", "cov_cd", "nna_cd", "fid"):
         assert key in record
     assert record["step"] == 7 and record["num"] == 40 and record["split"] == "test"
@@ -25,6 +37,55 @@ def test_evaluate_run_records_metrics_with_context_and_classes(evaluation_shards
     assert len(lines) == 1 and json.loads(lines[0])["nna_iou"] == record["nna_iou"]
     table = (run_dir / "eval-step-0000007.md").read_text()
     assert "train split (ceiling)" in table and "synthetic:noise (floor)" in table and "class torus" in table
+
+
+def report_groups(path):
+    """(volumes, captions) of report.html's gallery, in threes: sample, nearest train, nearest test."""
+    from tests.browser import page_volumes
+
+    text = path.read_text(encoding="utf-8")
+    captions = re.findall(r'<div class="caption">(.*?)</div>', text)
+    return page_volumes(path), [re.sub("<[^>]+>", "\n", c) for c in captions]
+
+
+def test_the_report_shows_each_sample_beside_its_nearest_train_and_test_volume(
+    conditional_evaluation, evaluation_shards
+):
+    run_dir, record = conditional_evaluation
+    assert record["report_path"] == str(run_dir / "report.html")
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    for row in ("model", "train split (ceiling)", "synthetic:noise (floor)", "class torus"):
+        assert f"<td>{row}" in text
+    assert text.count('<svg class="chart"') == 5  # 1-NNA, COV, MMD-IoU, MMD-CD, FID over the run's steps
+    assert 'href="metrics.jsonl"' in text and 'href="eval-step-0000007.md"' in text
+    assert "voxgan evaluate --run" in text
+    volumes, captions = report_groups(run_dir / "report.html")
+    assert len(volumes) == len(captions) and len(volumes) % 3 == 0 and len(volumes) >= 3 * len(CLASSES)
+    references = {split: read_split(evaluation_shards, split) for split in ("train", "test")}
+    seen_classes = set()
+    for start in range(0, len(volumes), 3):
+        sample = volumes[start]
+        title = captions[start].split("\n")[0]
+        seen_classes.add(title.split(": ")[1])
+        for offset, split in ((1, "train"), (2, "test")):
+            neighbour, caption = volumes[start + offset], captions[start + offset]
+            assert caption.startswith(f"nearest {split}: ")
+            printed = float(re.search(r"1 − IoU = ([0-9.]+)", caption).group(1))
+            distances = iou_distances(sample[None], references[split][0])[0]
+            assert printed == pytest.approx(distances.min(), abs=5e-4)  # the nearest of the whole split
+            chosen = [i for i, v in enumerate(references[split][0]) if np.array_equal(v, neighbour)]
+            assert chosen and distances[chosen[0]] == pytest.approx(distances.min())
+    assert seen_classes == set(CLASSES)  # a conditional run's gallery has every class
+
+
+def test_the_report_renders_every_volume_offline_in_chromium(conditional_evaluation, browser):
+    from tests.browser import check_page, page_volumes
+
+    run_dir, _ = conditional_evaluation
+    volumes = page_volumes(run_dir / "report.html")
+    empty = {i for i, volume in enumerate(volumes) if not volume.any()}
+    assert len(empty) < len(volumes) / 3
+    check_page(browser, run_dir / "report.html", len(volumes), empty=empty).close()
 
 
 def test_evaluate_cli_prints_table_and_appends(evaluation_shards, tmp_path):

@@ -394,3 +394,41 @@ def test_the_khronos_gltf_validator_finds_nothing_wrong_with_exported_glb(shard_
     for path, issues in json.loads(done.stdout).items():
         counts = {key: issues[key] for key in ("numErrors", "numWarnings", "numInfos")}
         assert counts == {"numErrors": 0, "numWarnings": 0, "numInfos": 0}, (path, issues["messages"])
+
+
+def test_html_export_of_64_shard_volumes_renders_every_one_offline(browser, tmp_path):
+    from tests.browser import captions, check_page, page_volumes
+    from voxgan.cli import main
+    from voxgan.results.export import dataset_volumes
+
+    folder = make_shards(tmp_path / "shards", {"train": 8, "test": 72})
+    out = tmp_path / "out"
+    args = ["export", "--data", str(folder), "--split", "test", "--format", "html", "--num", "64"]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--out", str(out)])
+    assert done.value.code == 0
+    page_path = out / "shards-test.html"
+    assert page_path.stat().st_size < 2_000_000
+    expected = dataset_volumes(folder, "test", 64)
+    held = page_volumes(page_path)
+    assert len(held) == 64 and all(np.array_equal(a, b) for a, b in zip(held, expected.volumes, strict=True))
+    page = check_page(browser, page_path, 64)
+    assert [c.split("\n")[0] for c in captions(page)] == [CLASSES[label] for label in expected.labels]
+    page.close()
+
+
+def test_html_export_of_a_conditional_run_names_each_class(browser, tmp_path):
+    from tests.browser import captions, check_page, page_volumes
+
+    run_dir = make_run(tmp_path / "runs", conditional=True)
+    result = export_volumes(ExportConfig(format="html", run=run_dir, num=5, out=tmp_path / "out"))
+    assert [p.name for p in result.files] == ["00000-test.html"]
+    empty = {i for i, volume in enumerate(page_volumes(result.files[0])) if not volume.any()}
+    assert len(empty) < 5
+    page = check_page(browser, result.files[0], 5, empty=empty)
+    assert [c.split("\n")[0] for c in captions(page)] == [CLASSES[i % len(CLASSES)] for i in range(5)]
+    page.close()
+    from voxgan.errors import VoxganError
+
+    with pytest.raises(VoxganError, match="html holds the grid itself"):
+        check_export_config(ExportConfig(format="html", up_axis="y"))

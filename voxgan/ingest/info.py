@@ -1,5 +1,6 @@
 """``voxgan info``: a shard folder's summary (samples per class and split, errors, skipped files), its
-shards' sha256 checked, and an optional picture of a few samples per class."""
+shards' sha256 checked, and an optional picture of a few samples per class (PNG) or page (HTML: the
+samples in 3D with the counts and the errors, :mod:`voxgan.pages`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from voxgan.errors import VoxganError
 from voxgan.ingest.frame import up_axis_line
 
 PREVIEW = "preview.png"  # written by voxgan voxelize next to the manifest
+INFO_PAGE = "info.html"  # written by voxgan info --html next to the manifest
 
 
 def class_counts(folder: Path, manifest: dict) -> dict[str, Counter]:
@@ -132,8 +134,43 @@ def write_preview(folder: Path, manifest: dict, path: Path | None = None) -> Pat
     return path
 
 
-def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]:
-    """Summarise a shard folder and verify each shard's sha256; optionally write a preview PNG.
+def write_info_page(folder: Path, manifest: dict, problems: list[str], path: Path | None = None) -> Path:
+    """The folder as a page (``folder/info.html`` by default): its summary, the problems found, every
+    error of the manifest, and samples across classes in 3D (left out while a shard is missing or
+    corrupt). Returns the path written."""
+    from voxgan.pages import Cell, Gallery, escape, html_table, write_page
+
+    folder = Path(folder)
+    path = folder / INFO_PAGE if path is None else Path(path)
+    sections = [f"<pre>{escape(format_summary(folder, manifest))}</pre>"]
+    if problems:
+        items = "".join(f"<li>{escape(problem)}</li>" for problem in problems)
+        sections.append(f'<h2>Problems</h2><ul id="problems">{items}</ul>')
+    if not shard_problems(problems):
+        volumes, titles = preview_volumes(folder, manifest, per_class=6, limit=64)
+        cells = [
+            Cell(volume, title, f"{int(volume.sum())} voxels")
+            for volume, title in zip(volumes, titles, strict=True)
+        ]
+        note = "A few samples of each class, +z up: check that they stand upright and nothing is clipped."
+        sections.append(Gallery("Samples across classes", cells, note=note))
+    errors = manifest.get("errors", [])
+    sections.append(f"<h2>Errors ({len(errors)})</h2>")
+    if errors:
+        sections.append(html_table(["source", "reason"], [[e["source"], e["reason"]] for e in errors]))
+    r = manifest["resolution"]
+    subtitle = f"{folder.resolve()}: {r}³ {manifest['mode']}, layout {manifest['layout']}"
+    return write_page(path, f"{folder.resolve().name}: shard folder", sections, subtitle=subtitle)
+
+
+def shard_problems(problems: list[str]) -> bool:
+    """True when ``problems`` name a missing or corrupt shard (then no sample is read)."""
+    return any(p.endswith("missing") or "corrupt" in p for p in problems)
+
+
+def run_info(folder: Path, preview: Path | None = None, page: Path | None = None) -> tuple[str, list[str]]:
+    """Summarise a shard folder and verify each shard's sha256; optionally write a preview PNG and a page
+    (:func:`write_info_page`, written even when shards are missing or corrupt, naming them).
 
     Returns (summary text, problems): one problem line per missing or corrupt shard, and one when the
     run that made the folder did not finish.
@@ -146,6 +183,8 @@ def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]
     if not manifest.get("complete", True):
         problems.append("the voxelize run did not finish (re-run the same voxgan voxelize command to resume)")
     summary = format_summary(folder, manifest)
-    if preview is not None and not any(p.endswith("missing") or "corrupt" in p for p in problems):
+    if preview is not None and not shard_problems(problems):
         write_preview(folder, manifest, preview)
+    if page is not None:
+        write_info_page(folder, manifest, problems, page)
     return summary, problems

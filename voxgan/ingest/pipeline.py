@@ -33,7 +33,7 @@ from voxgan.ingest import layouts
 from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS, volume_sources
 from voxgan.ingest.formats.volumes import split_source
 from voxgan.ingest.frame import assumed_up_axes, up_axis_line
-from voxgan.ingest.info import PREVIEW, write_preview
+from voxgan.ingest.info import INFO_PAGE, PREVIEW, write_preview
 from voxgan.ingest.plan import PLAN, Unit, claim, difference, make_plan, parse_part, units_of, units_of_part
 from voxgan.ingest.recipes import Recipe, count_mismatches, shapenet_class_map
 from voxgan.ingest.sample import Outcome, Settings, voxelize_source
@@ -426,10 +426,10 @@ def up_axes_of(config: VoxelizeConfig, found: Plan) -> dict[str, str]:
 
 
 def is_run_file(name: str) -> bool:
-    """True for the files a run writes: the manifest, the plan, shards, the preview and their
-    temporaries."""
+    """True for the files a run writes: the manifest, the plan, shards, the preview, ``voxgan info``'s page
+    (it would describe the old run) and their temporaries."""
     return (
-        name in (shards.MANIFEST, PLAN, PREVIEW)
+        name in (shards.MANIFEST, PLAN, PREVIEW, INFO_PAGE)
         or shards.SHARD_PATTERN.match(name) is not None
         or (name.startswith(".") and name.endswith(".tmp"))
     )

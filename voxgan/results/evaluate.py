@@ -4,15 +4,17 @@
 computed the same way: the train split against the chosen split (what a perfect generator would
 score) and ``synthetic:noise`` volumes (what a useless one scores). The numbers are those of
 :mod:`voxgan.results.metrics`. :func:`evaluate_during_training` is what ``voxgan train --eval-every``
-calls after each checkpoint.
+calls after each checkpoint. Each evaluation also writes the run's ``report.html``
+(:mod:`voxgan.results.report`): the table, the curves over the run and each sample beside its nearest
+training and test volumes.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,8 @@ from voxgan.results.metrics import (
     frechet_distance,
     shard_classifier,
 )
-from voxgan.shards import read_split
+from voxgan.results.report import markdown_table, write_report
+from voxgan.shards import read_manifest, read_shard, read_split
 
 
 def reference_volumes(
@@ -201,15 +204,22 @@ def evaluate_run(
     data = data if data is not None else config.get("data")
     if not data:
         raise VoxganError(f"{run_dir}: the run does not say which data it was trained on; pass --data")
+    source, made = generator_source(generator, device=device), []
+
+    def generate(count: int, labels: np.ndarray | None) -> np.ndarray:
+        made.append((source(count, labels), labels))  # the first call makes the set the metrics score
+        return made[-1][0]
+
     record = {"kind": "evaluate", "step": step}
+    class_names = tuple(config.get("class_names") or ())
     record.update(
         evaluate_volumes(
-            generator_source(generator, device=device),
+            generate,
             data,
             split=split,
             num=num,
             resolution=generator.resolution,
-            class_names=tuple(config.get("class_names") or ()),
+            class_names=class_names,
             conditional=generator.num_classes > 0,
             context=context,
             device=device,
@@ -220,7 +230,23 @@ def evaluate_run(
     table = markdown_table(record)
     table_path = folder / f"eval-step-{step:07d}.md"
     write_text_atomic(table_path, table + "\n")
-    return {**record, "table": table, "table_path": str(table_path)}
+    samples, labels = made[0]
+    chunks_of = partial(split_chunks, data, resolution=generator.resolution)  # chunks_of(split)
+    report = write_report(folder, record, samples, labels, class_names, chunks_of, device)
+    return {**record, "table": table, "table_path": str(table_path), "report_path": str(report)}
+
+
+def split_chunks(data: str | Path, split: str, resolution: int):
+    """The volumes of ``split`` a shard at a time: (volumes (n, R, R, R) bool, labels (n,), sources (n,))
+    tuples; a synthetic source gives 1000 volumes in one; nothing where the split does not exist."""
+    if str(data).startswith("synthetic:"):
+        volumes, labels, _ = synthetic_volumes(str(data), split, 1000, resolution)
+        yield volumes, labels, [f"{data} {split} #{i}" for i in range(len(volumes))]
+        return
+    manifest = read_manifest(Path(data))
+    for entry in manifest["splits"].get(split, {}).get("shards", []):
+        shard = read_shard(Path(data) / entry["file"])
+        yield shard.occupancy, shard.labels, shard.sources
 
 
 def evaluate_during_training(run_dir: Path, device) -> dict | None:
@@ -253,57 +279,3 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` through a temporary file in the same folder and a rename."""
     with atomic_open(path, "w") as handle:
         handle.write(text)
-
-
-def number(value, percent: bool = False, digits: int = 4) -> str:
-    """A table cell: '-' for None or NaN, a percentage, or a number with ``digits`` significant digits."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{100 * value:.1f}%" if percent else f"{value:.{digits}g}"
-
-
-def table_row(name: str, values: dict) -> str:
-    """One markdown row of the metrics table."""
-    cells = [
-        number(values.get("mmd_iou")),
-        number(values.get("cov_iou"), percent=True),
-        number(values.get("nna_iou"), percent=True),
-        number(values.get("mmd_cd")),
-        number(values.get("cov_cd"), percent=True),
-        number(values.get("nna_cd"), percent=True),
-        number(values.get("fid")),
-    ]
-    return f"| {name} | " + " | ".join(cells) + " |"
-
-
-def markdown_table(record: dict) -> str:
-    """The metrics of a record as a markdown table: the model, the context rows, then each class."""
-    header = (
-        "| set | MMD-IoU ↓ | COV-IoU ↑ | 1-NNA-IoU (50% best) | MMD-CD ↓ | COV-CD ↑ | 1-NNA-CD (50% best) "
-        "| voxel FID ↓ |"
-    )
-    lines = [
-        f"Evaluation at step {record.get('step', '?')}: {record['num']} generated vs {record['num']} "
-        f"volumes of split '{record['split']}' of {record.get('data', '?')}",
-        "",
-        header,
-        "|" + " --- |" * 8,
-        table_row("model", record),
-    ]
-    context = record.get("context", {})
-    if "train" in context:
-        lines.append(table_row("train split (ceiling)", context["train"]))
-    if "noise" in context:
-        lines.append(table_row("synthetic:noise (floor)", context["noise"]))
-    for name, values in record.get("per_class", {}).items():
-        lines.append(table_row(f"class {name} ({values['num']})", values))
-    accuracy = record.get("fid_classifier_accuracy")
-    if accuracy is not None:
-        lines += [
-            "",
-            f"voxel FID features: a 3D classifier trained on the train split "
-            f"({100 * accuracy:.1f}% test accuracy).",
-        ]
-    else:
-        lines += ["", "voxel FID: not available (needs a shard folder with at least two classes)."]
-    return "\n".join(lines)

@@ -1,14 +1,15 @@
 """``voxgan export``: volumes of a trained generator or of a shard folder, written as files.
 
 Meshes (OBJ, STL, PLY, GLB, OFF; made by :mod:`voxgan.results.meshing`, in the grid frame), voxel files
-(binvox, npy) and pictures (a PNG grid, a GIF walk through latent space or turntable). Volumes come from
+(binvox, npy), pictures (a PNG grid, a GIF walk through latent space or turntable) and a page (HTML: the
+volumes in 3D, each turnable with the mouse, one self-contained file; :mod:`voxgan.pages`). Volumes come from
 a trained generator (a run folder or a checkpoint) or from a shard folder.
 
 Meshes and binvox files are written in the file's frame (:func:`export_transform`): the grid's +z turned
 to the format's up axis (GLB: +y, by the glTF specification; the others: ``--up-axis``, +z unless told)
 by a rotation about the origin, and ``--scale`` units per voxel (glTF's unit is the metre). ``voxgan
-voxelize --grid-coords`` with the same ``--up-axis`` and ``--scale`` undoes exactly that. npy, PNG and
-GIF are the grid itself, +z up.
+voxelize --grid-coords`` with the same ``--up-axis`` and ``--scale`` undoes exactly that. npy, PNG,
+GIF and HTML are the grid itself, +z up.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from voxgan.atomic import atomic_open
 from voxgan.axes import FORMAT_UP_AXES, UP_AXES, signed, z_to_up
 from voxgan.errors import VoxganError
 from voxgan.model.runs import find_latest_run, latent_batch, load_checkpoint, load_generator, run_generator
+from voxgan.pages import Cell, Gallery, escape, write_page
 from voxgan.render import render_volume, render_volumes
 from voxgan.results.meshing import MESH_KINDS, mesh_warning, occupancy_of, volume_mesh
 from voxgan.shards import read_split
 
 MESH_FORMATS = ("obj", "stl", "ply", "glb", "off")
-FORMATS = (*MESH_FORMATS, "binvox", "npy", "png", "gif")
+FORMATS = (*MESH_FORMATS, "binvox", "npy", "png", "gif", "html")
 TURNED_FORMATS = (*MESH_FORMATS, "binvox")  # written in a frame that --up-axis and --scale choose
 
 
@@ -349,6 +351,51 @@ def tile_titles(volume_set: VolumeSet) -> list[str] | None:
     return [volume_set.class_names[label] if label >= 0 else "" for label in volume_set.labels]
 
 
+def export_command(config: ExportConfig) -> str:
+    """The ``voxgan export`` command line that makes this export again (the options that were given)."""
+    words = ["voxgan export", f"--format {config.format}"]
+    for option, value, default in (
+        ("--run", config.run, None),
+        ("--checkpoint", config.checkpoint, None),
+        ("--data", config.data, None),
+        ("--split", config.split if config.data is not None else "test", "test"),
+        ("--class", config.class_name, None),
+        ("--num", config.num, 16),
+        ("--seed", config.seed, 0),
+        ("--threshold", config.threshold, 0.5),
+        ("--out", config.out, Path("exports")),
+    ):
+        if value != default:
+            words.append(f"{option} {value}")
+    return " ".join(words)
+
+
+def write_html(volume_set: VolumeSet, occupancy: np.ndarray, config: ExportConfig, path: Path) -> list[str]:
+    """The page of an export: every volume of ``occupancy`` (N, R, R, R) bool in 3D, titled with its class
+    where there are classes. Returns a warning for each empty volume (its cell shows the floor only)."""
+    titles = tile_titles(volume_set) or [""] * len(occupancy)
+    cells, warnings = [], []
+    for index, (volume, title) in enumerate(zip(occupancy, titles, strict=True)):
+        count = int(volume.sum())
+        cells.append(
+            Cell(volume, title or f"#{index}", f"#{index} · {count} voxels" if title else f"{count} voxels")
+        )
+        if count == 0:
+            warnings.append(f"{path.name}: volume #{index} is empty at --threshold {config.threshold}")
+    resolution = occupancy.shape[1]
+    intro = (
+        f'<p class="note">Made by <code>{escape(export_command(config))}</code>. '
+        f"{len(occupancy)} volumes at {resolution}³, +z up.</p>"
+    )
+    write_page(
+        path,
+        f"{volume_set.name}: {len(occupancy)} volumes",
+        [intro, Gallery("Volumes", cells)],
+        subtitle=volume_set.description,
+    )
+    return warnings
+
+
 def animation_frames(volume_set: VolumeSet, threshold: float, device: str) -> tuple[str, list[np.ndarray]]:
     """("walk", frames) through the generator's latent space, or ("turntable", frames) of the first volume."""
     if volume_set.generator is not None:
@@ -371,7 +418,7 @@ def export_volumes(config: ExportConfig) -> ExportResult:
     :func:`export_transform` (GLB +y up, the others ``config.up_axis``; ``config.scale`` units per
     voxel); npy: one ``{name}.npy`` holding (N, R, R, R) bool; png: one image grid ``{name}.png``; gif:
     ``{name}-walk.gif`` (a loop through latent space) or ``{name}-turntable.gif`` (a shard volume
-    turning about z).
+    turning about z); html: one page ``{name}.html`` showing every volume in 3D.
     """
     from tqdm import tqdm
 
@@ -389,6 +436,9 @@ def export_volumes(config: ExportConfig) -> ExportResult:
         kind, frames = animation_frames(volume_set, config.threshold, config.device)
         files.append(out / f"{name}-{kind}.gif")
         write_bytes_atomic(files[-1], gif_bytes(frames))
+    elif config.format == "html":
+        files.append(out / f"{name}.html")
+        warnings += write_html(volume_set, occupancy, config, files[-1])
     elif config.format == "npy":
         files.append(out / f"{name}.npy")
         write_bytes_atomic(files[-1], npy_bytes(occupancy))
