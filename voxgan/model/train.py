@@ -54,6 +54,7 @@ from voxgan.model.networks import Critic, Generator
 from voxgan.model.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    TENSORBOARD_MISSING,
     append_stats,
     list_runs,
     load_checkpoint,
@@ -232,6 +233,8 @@ def run_training(
         state = f"resuming at step {progress.step}" if progress.step else "new run"
         print(f"voxgan train: {run_dir} ({state}, {describe_target(config, total_steps)}, {device}, "
               f"{world_size} process(es))", file=sys.stderr)  # fmt: skip
+        if writer is None:
+            print(f"voxgan train: {TENSORBOARD_MISSING}", file=sys.stderr)
     sample_z, sample_labels = fixed_latents(config, device)
 
     # Train.
