@@ -21,6 +21,7 @@ BENCHMARKS = {
     "data": [],
     "train": ["--threads", "2"],
     "metrics": [],
+    "first_run": [],
 }
 
 
