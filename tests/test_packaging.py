@@ -222,5 +222,5 @@ def test_a_read_only_install_caches_in_the_user_folder_or_compiles_in_memory(ins
     env = installed["env"] | {"XDG_CACHE_HOME": str(nowhere), "HOME": str(nowhere)}
     prefix = read_only(installed["package"], nowhere)
     done = ok(voxgan_in(installed, "voxelize", data, tmp_path / "two", "--workers=1", env=env, prefix=prefix))
-    assert "not cached: no writable folder for numba's cache" in done.stderr
+    assert "on every run (about 5-10 s): no writable folder for numba's cache" in done.stderr
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["splits"]["train"]["count"] == 1

@@ -24,7 +24,7 @@ import types
 
 import numpy as np
 
-COMPILE_NOTE = "compiling the voxelizer's numba kernels for this machine, once (about 5-10 s)"
+COMPILE_NOTE = "compiling the voxelizer's numba kernels for this machine"
 
 
 @functools.cache
@@ -54,11 +54,11 @@ def compiled_kernels():
     }
     try:
         compiled = {name: numba.njit(cache=True, nogil=True)(loop) for name, loop in loops.items()}
-        where = "cached in " + cache_folder(compiled["overlap"])
+        when = f"once (about 5-10 s; cached in {cache_folder(compiled['overlap'])})"
     except RuntimeError:  # numba found no writable cache folder: the package's, NUMBA_CACHE_DIR, ~/.cache
         compiled = {name: numba.njit(nogil=True)(loop) for name, loop in loops.items()}
-        where = "not cached: no writable folder for numba's cache, set NUMBA_CACHE_DIR to one"
-    compile_announced(compiled, kernel_signatures(numba.types), where)
+        when = "on every run (about 5-10 s): no writable folder for numba's cache; set NUMBA_CACHE_DIR to one"
+    compile_announced(compiled, kernel_signatures(numba.types), when)
     return types.SimpleNamespace(**compiled)
 
 
@@ -76,23 +76,24 @@ def kernel_signatures(nb) -> dict[str, tuple]:
     }
 
 
-def compile_announced(dispatchers: dict, signatures: dict[str, tuple], where: str) -> None:
+def compile_announced(dispatchers: dict, signatures: dict[str, tuple], when: str) -> None:
     """Compile each dispatcher for its signature, loading it from numba's cache where it is there.
 
     The first loop that numba really compiles (its ``numba:compile`` event, sent on a cache miss only)
-    starts one line on stderr, which ends with the seconds taken once all are compiled.
+    starts one line on stderr (``when``: once and cached where, or on every run), which ends with the
+    seconds taken once all are compiled.
     """
     from numba.core import event
 
     started: list[float] = []
 
     class Announce(event.Listener):
-        def on_start(self, event):
+        def on_start(self, _):
             if not started:
                 started.append(time.perf_counter())
-                print(f"voxgan: {COMPILE_NOTE}, {where} ...", end="", file=sys.stderr, flush=True)
+                print(f"voxgan: {COMPILE_NOTE}, {when} ...", end="", file=sys.stderr, flush=True)
 
-        def on_end(self, event):
+        def on_end(self, _):
             pass
 
     with event.install_listener("numba:compile", Announce()):
