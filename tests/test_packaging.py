@@ -17,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -120,18 +121,32 @@ def recipe_input(name: str, folder: Path) -> Path:
     return folder
 
 
+def run_time_files(files: list[str]) -> dict[str, str]:
+    """The checkout's files a command reads at run time -> their paths in the wheel: every module, and the
+    files ``[tool.setuptools.package-data]`` of pyproject.toml names (the recipes, for one)."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = setuptools.get("package-dir", {})
+    shipped = {name: name for name in files if name.startswith("voxgan/") and name.endswith(".py")}
+    for package, patterns in setuptools.get("package-data", {}).items():
+        folder = REPO / folders.get(package, package.replace(".", "/"))
+        for path in (path for pattern in patterns for path in folder.glob(pattern)):
+            name = path.relative_to(REPO).as_posix()
+            if name in files:
+                shipped[name] = f"{package.replace('.', '/')}/{path.relative_to(folder).as_posix()}"
+    return shipped
+
+
 def test_sdist_and_wheel_hold_what_runs_and_nothing_test_only(built):
     """Every module and recipe of the checkout is in both; the wheel holds nothing else; no build warning."""
     files = built["files"]
-    modules = {name for name in files if name.startswith("voxgan/") and name.endswith(".py")}
+    shipped = run_time_files(files)
     recipes = {name for name in files if name.startswith("pipelines/") and name.endswith(".toml")}
-    assert modules and len(recipes) >= 7
+    assert len(recipes) >= 7 and {shipped.get(name) for name in recipes} == {"voxgan/" + n for n in recipes}
     wheel = set(zipfile.ZipFile(built["wheel"]).namelist())
-    shipped = modules | {"voxgan/" + name for name in recipes}
-    missing = shipped - wheel
+    missing = set(shipped.values()) - wheel
     assert not missing, f"not in the wheel (add a package to [tool.setuptools] packages?): {sorted(missing)}"
     info = f"voxgan-{voxgan.__version__}.dist-info/"
-    others = {name for name in wheel - shipped if not name.startswith(info)}
+    others = {name for name in wheel - set(shipped.values()) if not name.startswith(info)}
     assert not others, f"the wheel holds files voxgan does not run: {sorted(others)}"
     assert info + "licenses/LICENSE" in wheel
     metadata = zipfile.ZipFile(built["wheel"]).read(info + "METADATA").decode()
@@ -141,7 +156,7 @@ def test_sdist_and_wheel_hold_what_runs_and_nothing_test_only(built):
     top = f"voxgan-{voxgan.__version__}/"
     with tarfile.open(built["sdist"]) as sdist:
         held = {name.removeprefix(top) for name in sdist.getnames()}
-    needed = modules | recipes | {"pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md"}
+    needed = set(shipped) | {"pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md"}
     assert not needed - held, sorted(needed - held)
     assert not {name for name in held if name.startswith(("tests/", "benchmarks/"))}
     warned = [line for line in built["log"].splitlines() if "Deprecat" in line or "BackendWarning" in line]
