@@ -22,6 +22,7 @@ BENCHMARKS = {
     "train": ["--threads", "2"],
     "bookkeeping": [],
     "metrics": [],
+    "first_run": [],
 }
 
 

@@ -19,3 +19,29 @@ def test_compiled_sums_with_every_group_near_equal_the_exact_numpy_sum():
     np.testing.assert_allclose(one_level, exact, atol=1e-9)
     two_level = open_winding_function(triangles, cell=2.0)(points)  # dipoles far away: close, not equal
     assert np.abs(two_level - exact).max() < 0.05
+
+
+def test_each_loop_runs_on_its_one_declared_signature():
+    """Closed, open and soup meshes and a text file reach the loops only with the declared argument types,
+    so nothing compiles file by file after the announced compile."""
+    kernels = compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed: only the numpy path exists")
+    from voxgan.ingest.formats.text import parse_numbers
+    from voxgan.ingest.voxelize import voxelize
+
+    box = trimesh.creation.box(extents=(8, 8, 8))
+    torus = trimesh.creation.torus(5.0, 2.0, major_sections=24, minor_sections=12)
+    rng = np.random.default_rng(0)
+    soup = rng.uniform(2, 14, (60, 3, 3))
+    for vertices, faces in [
+        (box.vertices + 8.0, box.faces),  # closed
+        (box.vertices + 8.0, box.faces[:-2]),  # open: caps over the hole
+        (torus.vertices + 8.0, torus.faces[::2]),  # open, many holes
+        (soup.reshape(-1, 3), np.arange(180).reshape(-1, 3)),  # a soup: its own winding field
+    ]:
+        for resolution in (16, 32):
+            voxelize(vertices, faces, resolution)
+    assert parse_numbers(b"1.5 -2 3e2\n4 5 6\n").tolist() == [1.5, -2.0, 300.0, 4.0, 5.0, 6.0]
+    for name, dispatcher in vars(kernels).items():
+        assert len(dispatcher.signatures) == 1, (name, dispatcher.signatures)

@@ -5,6 +5,12 @@
 10-20 times slower. The solid angle of one triangle, the heart of the winding-number sum, is written once
 (:func:`half_solid_angle`, which the numpy path calls on arrays too) and compiled into each loop that
 sums it; so is the dipole term of a far group of triangles (:func:`group_dipole`).
+
+Each loop is compiled for the one signature its callers give it (:func:`kernel_signatures`), all at once
+on the first call, so a run compiles at one moment it announces on stderr, not file by file in its
+workers. numba caches the machine code in the installed package's ``__pycache__``, else (a read-only
+install) in ``~/.cache/numba``, or in ``NUMBA_CACHE_DIR`` when set; with no writable folder at all the
+loops are compiled in memory on every run.
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
+import time
 import types
 
 import numpy as np
+
+COMPILE_NOTE = "compiling the voxelizer's numba kernels for this machine"
 
 
 @functools.cache
@@ -22,7 +32,8 @@ def compiled_kernels():
     """The numba-compiled loops (compiled once, cached on disk), or None without numba.
 
     The loops below are plain Python until then, so numba stays optional; ``VOXGAN_NO_NUMBA=1`` turns them
-    off (the numpy paths give the same occupancy, 10-20 times slower).
+    off (the numpy paths give the same occupancy, 10-20 times slower). When a loop is not in numba's
+    cache yet, one line on stderr says that they compile, where they are cached and how long it took.
     """
     if os.environ.get("VOXGAN_NO_NUMBA") == "1":
         return None
@@ -33,15 +44,68 @@ def compiled_kernels():
         return None
     for helper in (half_solid_angle, triangle_solid_angle, group_dipole, edge_side, sign):
         register_jitable(helper)  # callable from the loops below, compiled into them
-    jit = numba.njit(cache=True, nogil=True)
-    return types.SimpleNamespace(
-        overlap=jit(overlap_loop),
-        columns=jit(column_crossing_loop),
-        two_level=jit(two_level_winding_loop),
-        moments=jit(group_moments_loop),
-        parts=jit(vertex_parts_loop),
-        decimals=jit(decimal_loop),
-    )
+    loops = {
+        "overlap": overlap_loop,
+        "columns": column_crossing_loop,
+        "two_level": two_level_winding_loop,
+        "moments": group_moments_loop,
+        "parts": vertex_parts_loop,
+        "decimals": decimal_loop,
+    }
+    try:
+        compiled = {name: numba.njit(cache=True, nogil=True)(loop) for name, loop in loops.items()}
+        when = f"once (about 5-10 s; cached in {cache_folder(compiled['overlap'])})"
+    except RuntimeError:  # numba found no writable cache folder: the package's, NUMBA_CACHE_DIR, ~/.cache
+        compiled = {name: numba.njit(nogil=True)(loop) for name, loop in loops.items()}
+        when = "on every run (about 5-10 s): no writable folder for numba's cache; set NUMBA_CACHE_DIR to one"
+    compile_announced(compiled, kernel_signatures(numba.types), when)
+    return types.SimpleNamespace(**compiled)
+
+
+def kernel_signatures(nb) -> dict[str, tuple]:
+    """The argument types each loop is called with (``nb``: ``numba.types``), one signature per loop."""
+    f8_1, f8_2, f8_3 = nb.float64[::1], nb.float64[:, ::1], nb.float64[:, :, ::1]
+    i8_1 = nb.int64[::1]
+    return {
+        "overlap": (f8_3, nb.int64, nb.boolean[:, :, ::1], nb.boolean[:, :, ::1]),
+        "columns": (f8_3, nb.int64, nb.int32[:, :, ::1]),
+        "two_level": (f8_2, f8_3, i8_1, i8_1, f8_2, f8_2, f8_1, i8_1, i8_1, f8_2, f8_2, f8_1, f8_1),
+        "moments": (f8_3, i8_1, i8_1, f8_2, f8_2, f8_1),
+        "parts": (nb.int64[:, ::1], i8_1),
+        "decimals": (nb.Array(nb.uint8, 1, "C", readonly=True), f8_1),
+    }
+
+
+def compile_announced(dispatchers: dict, signatures: dict[str, tuple], when: str) -> None:
+    """Compile each dispatcher for its signature, loading it from numba's cache where it is there.
+
+    The first loop that numba really compiles (its ``numba:compile`` event, sent on a cache miss only)
+    starts one line on stderr (``when``: once and cached where, or on every run), which ends with the
+    seconds taken once all are compiled.
+    """
+    from numba.core import event
+
+    started: list[float] = []
+
+    class Announce(event.Listener):
+        def on_start(self, _):
+            if not started:
+                started.append(time.perf_counter())
+                print(f"voxgan: {COMPILE_NOTE}, {when} ...", end="", file=sys.stderr, flush=True)
+
+        def on_end(self, _):
+            pass
+
+    with event.install_listener("numba:compile", Announce()):
+        for name, dispatcher in dispatchers.items():
+            dispatcher.compile(signatures[name])
+    if started:
+        print(f" done in {time.perf_counter() - started[0]:.1f} s", file=sys.stderr, flush=True)
+
+
+def cache_folder(dispatcher) -> str:
+    """The folder numba caches ``dispatcher``'s machine code in (its cache's own record of it)."""
+    return str(getattr(getattr(dispatcher, "_cache", None), "_cache_path", "numba's cache folder"))
 
 
 def half_solid_angle(ax, ay, az, bx, by, bz, cx, cy, cz):

@@ -34,6 +34,7 @@ from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS, volume_sour
 from voxgan.ingest.formats.volumes import split_source
 from voxgan.ingest.frame import assumed_up_axes, up_axis_line
 from voxgan.ingest.info import INFO_PAGE, PREVIEW, write_preview
+from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest.plan import PLAN, Unit, claim, difference, make_plan, parse_part, units_of, units_of_part
 from voxgan.ingest.recipes import Recipe, count_mismatches, shapenet_class_map
 from voxgan.ingest.sample import Outcome, Settings, voxelize_source
@@ -582,6 +583,8 @@ def run_voxelize(
     }
     from tqdm import tqdm
 
+    if todo:  # compile (or load) the numba loops once, here: workers inherit them, the bar is not cut
+        compiled_kernels()
     files = sum(len(unit.sources) for unit in todo)
     bar = tqdm(total=files, unit="mesh", file=sys.stderr, disable=not progress or not todo, mininterval=0.5)
     errors = 0

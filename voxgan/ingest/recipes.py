@@ -16,20 +16,17 @@ axis, default voxelization options and the counts a complete copy gives. Keys (a
                                    # mat_key
 
 Command-line options override every value. ``voxgan voxelize --recipe NAME_OR_PATH``: a NAME is a file
-``pipelines/NAME.toml`` next to the package, a PATH any TOML file of this form.
+``NAME.toml`` of :func:`pipelines_dir` (the repository's ``pipelines/``, shipped in the wheel as
+``voxgan/pipelines/``), a PATH any TOML file of this form.
 """
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from voxgan.errors import VoxganError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 RECIPE_KEYS = frozenset(
     {
@@ -50,10 +47,17 @@ LAYOUT_CHOICES = ("auto", "modelnet", "shapenet", "folder", "flat")
 
 
 def pipelines_dir() -> Path:
-    """The ``pipelines/`` folder shipped next to the package."""
+    """The folder of the shipped recipes, the one place voxgan looks for them.
+
+    An installed wheel or sdist holds them in ``voxgan/pipelines/`` (pyproject.toml maps the repository's
+    ``pipelines/`` there); a checkout, or an editable install of one, reads ``pipelines/`` beside the
+    package itself.
+    """
     import voxgan
 
-    return Path(voxgan.__file__).resolve().parent.parent / "pipelines"
+    package = Path(voxgan.__file__).resolve().parent
+    shipped = package / "pipelines"
+    return shipped if shipped.is_dir() else package.parent / "pipelines"
 
 
 def recipe_names() -> list[str]:

@@ -310,6 +310,9 @@ def nan_if_none(value: float | None) -> float:
     return float("nan") if value is None else value
 
 
+TENSORBOARD_MISSING = "no TensorBoard events without tensorboard (pip install 'voxgan[tensorboard]')"
+
+
 def tensorboard_writer(run_dir: Path):
     """A TensorBoard SummaryWriter on the run folder, or None when tensorboard is not installed."""
     try:

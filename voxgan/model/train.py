@@ -65,6 +65,7 @@ from voxgan.model.networks import Critic, Generator
 from voxgan.model.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    TENSORBOARD_MISSING,
     append_stats,
     best_so_far,
     checkpoint_bytes,
@@ -306,6 +307,8 @@ def run_training(
               f"{world_size} process(es))", file=sys.stderr)  # fmt: skip
         if changed:
             print(f"voxgan train: changed on resume: {', '.join(changed)}", file=sys.stderr)
+        if writer is None:
+            print(f"voxgan train: {TENSORBOARD_MISSING}", file=sys.stderr)
     sample_z, sample_labels = fixed_latents(config, device)
     books = Bookkeeping.start(config, progress)
     if is_main and run_dir is not None and config.eval_every:
