@@ -278,7 +278,10 @@ def train(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Volumes per batch, per process.")] = 32,
-    resolution: Annotated[int, typer.Option(help="Grid size: 16, 32 or 64 (must match shards).")] = 16,
+    resolution: Annotated[
+        int | None,
+        typer.Option(help="Grid size 16, 32 or 64 of a synthetic source [16]; shards say their own."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, data order, latents: same seed, same run.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
@@ -353,7 +356,6 @@ def train(
     import dataclasses
 
     from voxgan.model.config import TrainConfig, check_config
-    from voxgan.model.networks import resolution_steps
     from voxgan.model.runs import find_latest_run
     from voxgan.model.train import TrainingStopped
     from voxgan.model.train import train as run_training
@@ -393,12 +395,10 @@ def train(
         check_config(config)
     except ConfigError as error:
         raise typer.BadParameter(str(error), param_hint=error.option) from None
-    generator_sizes = [4, *resolution_steps(resolution)]  # the base map and where blocks end: [4, 8, 16]
-    critic_sizes = [size // 2 for size in generator_sizes[1:]]  # where critic blocks end, e.g. [4, 8]
     config = dataclasses.replace(
         config,
-        generator_attention=_grid_sizes(generator_attention, "--generator-attention", generator_sizes),
-        critic_attention=_grid_sizes(critic_attention, "--critic-attention", critic_sizes),
+        generator_attention=_grid_sizes(generator_attention, "--generator-attention"),
+        critic_attention=_grid_sizes(critic_attention, "--critic-attention"),
     )
     given = {name for name in ctx.params if _typed(ctx, name)}
     if "lr" in given:
@@ -544,8 +544,9 @@ def evaluate(
     )
 
 
-def _grid_sizes(text: str, hint: str, allowed: list[int]) -> tuple[int, ...]:
-    """Parse '8,16' or 'none' into attention grid sizes, each one of ``allowed``."""
+def _grid_sizes(text: str, hint: str) -> tuple[int, ...]:
+    """Parse '8,16' or 'none' into attention grid sizes (whether the networks have them is checked with
+    the config, once the grid size is known)."""
     if text.strip().lower() in ("none", ""):
         return ()
     try:
@@ -553,8 +554,6 @@ def _grid_sizes(text: str, hint: str, allowed: list[int]) -> tuple[int, ...]:
     except ValueError:
         message = f"expected sizes like 8 or 4,8 or none, got {text!r}"
         raise typer.BadParameter(message, param_hint=hint) from None
-    if not set(sizes) <= set(allowed):
-        raise typer.BadParameter(f"sizes must be among {allowed} or none, got {text!r}", param_hint=hint)
     return sizes
 
 

@@ -91,3 +91,13 @@ def test_a_config_saved_with_a_checkpoint_interval_in_steps_loads_as_that_interv
     config = TrainConfig.from_dict({"checkpoint_every": 100, "log_every": 5})
     assert config.checkpoint_every == "100" and parse_interval(config.checkpoint_every) == Interval(count=100)
     assert config.samples_every == TrainConfig().samples_every and config.keep == TrainConfig().keep
+
+
+def test_attention_sizes_the_networks_do_not_have_are_refused_naming_the_option():
+    check_config(TrainConfig(resolution=32, generator_attention=(4, 32), critic_attention=(16,)))
+    with pytest.raises(VoxganError, match=r"generator_attention sizes must be among \[4, 8, 16\]") as error:
+        check_config(TrainConfig(resolution=16, generator_attention=(5,)))
+    assert error.value.option == "--generator-attention"
+    with pytest.raises(VoxganError, match="critic_attention") as error:
+        check_config(TrainConfig(resolution=16, critic_attention=(16,)))
+    assert error.value.option == "--critic-attention"

@@ -355,3 +355,20 @@ def test_a_default_run_grows_by_at_most_100_mb_an_hour_whatever_its_speed(tmp_pa
         assert hour["samples"] <= 61 and hour["log"] <= 361 and hour["checkpoint"] <= 7
         grown = hour["samples"] * picture + hour["log"] * line  # checkpoints beyond keep are removed
         assert grown < 100 * 2**20, (steps_per_second, grown)
+
+
+def test_training_on_shards_takes_their_resolution_and_a_different_one_is_named(tmp_path):
+    from tests.results.sources import make_shards
+
+    make_shards(tmp_path / "shards32", {"train": 8, "test": 4}, resolution=32)
+    done = voxgan_train("--data", "shards32", "--steps", "1", "--batch-size", "4", "--n-critic", "1",
+                        "--out", "runs", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run = find_latest_run(tmp_path / "runs")
+    assert (
+        run.name == "00000-shards32-32" and json.loads((run / "config.json").read_text())["resolution"] == 32
+    )
+    wrong = voxgan_train("--data", "shards32", "--resolution", "16", "--steps", "1", cwd=tmp_path)
+    assert wrong.returncode == 2
+    (line,) = wrong.stderr.strip().splitlines()
+    assert "--resolution" in line and "holds 32³ volumes, not 16³" in line

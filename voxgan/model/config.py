@@ -8,9 +8,10 @@ import re
 from dataclasses import dataclass
 
 from voxgan.errors import ConfigError
-from voxgan.model.networks import Critic, Generator
+from voxgan.model.networks import Critic, Generator, resolution_steps
 
 DEFAULT_EPOCHS = 50  # when neither --steps, --epochs nor --time-limit is given
+DEFAULT_RESOLUTION = 16  # of a config that does not say, before the data has said
 # What a run stops at; given on resume, they replace the run's own target, otherwise it is kept.
 TARGET_FIELDS = ("steps", "epochs", "time_limit")
 # Options that shape the networks: a resumed run cannot change them (its weights would not fit).
@@ -54,7 +55,7 @@ class TrainConfig:
     steps: int | None = None
     time_limit: float | None = None  # minutes
     batch_size: int = 32
-    resolution: int = 16
+    resolution: int | None = None  # None: the data's (shards say theirs; synthetic sources make 16³)
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -173,7 +174,7 @@ def check_config(config: TrainConfig) -> None:
         except ValueError as error:
             raise ConfigError(option_name(name), f"{name} {error}") from None
     checks = [
-        ("resolution", config.resolution in (16, 32, 64), "must be 16, 32 or 64"),
+        ("resolution", config.resolution in (None, 16, 32, 64), "must be 16, 32 or 64"),
         ("device", config.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
         ("batch_size", config.batch_size >= 1, "must be at least 1"),
         ("workers", config.workers >= 0, "must be 0 or more"),
@@ -196,6 +197,21 @@ def check_config(config: TrainConfig) -> None:
     for name, ok, message in checks:
         if not ok:
             raise ConfigError(option_name(name), f"{name} {message}, got {getattr(config, name)}")
+    if config.resolution is not None:
+        for name, allowed in attention_sizes(config.resolution).items():
+            wanted = tuple(getattr(config, name))
+            if not set(wanted) <= set(allowed):
+                raise ConfigError(
+                    option_name(name),
+                    f"{name} sizes must be among {allowed} at {config.resolution}³, got {wanted}",
+                )
+
+
+def attention_sizes(resolution: int) -> dict[str, list[int]]:
+    """The grid sizes where each network can hold self-attention: the generator's base map and the ends of
+    its blocks (16 -> [4, 8, 16]), the ends of the critic's blocks (16 -> [4, 8])."""
+    generator = [4, *resolution_steps(resolution)]
+    return {"generator_attention": generator, "critic_attention": [size // 2 for size in generator[1:]]}
 
 
 def option_name(field: str) -> str:
@@ -206,8 +222,9 @@ def option_name(field: str) -> str:
 def build_networks(config: TrainConfig) -> tuple[Generator, Critic]:
     """The generator and critic a config describes (both on the CPU, freshly initialised)."""
     num_classes = len(config.class_names) if config.conditional else 0
+    resolution = config.resolution or DEFAULT_RESOLUTION
     generator = Generator(
-        config.resolution,
+        resolution,
         config.latent_dim,
         config.generator_width,
         tuple(config.generator_attention),
@@ -217,7 +234,7 @@ def build_networks(config: TrainConfig) -> tuple[Generator, Critic]:
         config.full_resolution_features,
     )
     critic = Critic(
-        config.resolution,
+        resolution,
         config.critic_width,
         tuple(config.critic_attention),
         num_classes,

@@ -289,6 +289,8 @@ def run_training(
     # Load data.
     loader = open_loader(config, cuda)
     config = with_loader_classes(config, loader, resuming=checkpoint is not None)
+    config = dataclasses.replace(config, resolution=loader.resolution)  # the data's, when not given
+    check_config(config)  # the attention sizes, now that the grid is known
     total_steps = target_steps(config, loader.num_batches)  # None: until the time limit
 
     # Construct networks.
@@ -554,7 +556,8 @@ def open_loader(config: TrainConfig, cuda: bool) -> VoxelLoader:
         shuffle=True,
         seed=config.seed,
         num_workers=config.workers,
-        resolution=config.resolution,
+        # a synthetic source makes volumes of the asked size; shards have theirs, compared below
+        resolution=config.resolution if config.data.startswith("synthetic:") else None,
         epoch_size=config.epoch_size,
         drop_last=True,
         pin_memory=cuda,
@@ -565,9 +568,11 @@ def open_loader(config: TrainConfig, cuda: bool) -> VoxelLoader:
             f"{config.data}: fewer than {config.batch_size} training volumes per process; "
             "lower --batch-size or add data"
         )
-    if loader.resolution != config.resolution:
-        raise VoxganError(
-            f"{config.data} holds {loader.resolution}³ volumes; pass --resolution {loader.resolution}"
+    if config.resolution is not None and loader.resolution != config.resolution:
+        raise ConfigError(
+            "--resolution",
+            f"{config.data} holds {loader.resolution}³ volumes, not {config.resolution}³; leave --resolution "
+            f"out (the data says its own) or pass --resolution {loader.resolution}",
         )
     return loader
 
