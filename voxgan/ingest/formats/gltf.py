@@ -55,7 +55,7 @@ def parse_gltf(
         raise MeshError(f"cannot parse {fmt}: malformed document: {error_line(error)}") from None
     try:
         buffers = _gltf_buffers(tree, data if binary else None, folder, root)
-        return _flatten_scene(tree, buffers)
+        return _flatten_scene(tree, buffers, max_faces)
     except MeshError:
         raise
     except (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as error:
@@ -145,7 +145,8 @@ _COMPONENTS = {5120: "i1", 5121: "u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 51
 _WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 _GLB_BIN = 0x004E4942
 _MAX_DEPTH = 64  # node nesting deeper than this is refused (a hostile file may nest without end)
-_MAX_VISITS = 1_000_000  # node instances in a scene (a hostile file may share children exponentially)
+_MAX_VISITS = 100_000  # node instances in a scene (a hostile file may share children exponentially)
+_MAX_INSTANCED_FACES = 50_000_000  # triangles of all instances together when --max-faces does not say
 
 
 def _gltf_buffers(tree: dict, glb: bytes | None, folder: Path, root: Path) -> list[bytes]:
@@ -252,32 +253,55 @@ def _node_matrix(node: dict) -> np.ndarray:
     return matrix
 
 
-def _flatten_scene(tree: dict, buffers: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Every triangle of the default scene's mesh instances, in world coordinates, as one mesh."""
+def _flatten_scene(
+    tree: dict, buffers: list[bytes], max_faces: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every triangle of the default scene's mesh instances, in world coordinates, as one mesh.
+
+    Each mesh is decoded once however many nodes instance it; the instances' triangles are counted as
+    they are met, so a tree that shares children exponentially fails at ``max_faces`` (or at
+    ``_MAX_INSTANCED_FACES``) before its copies are made.
+    """
     nodes, meshes = tree.get("nodes", []), tree.get("meshes", [])
     if tree.get("scenes"):
         roots = tree["scenes"][tree.get("scene", 0)].get("nodes", [])
     else:  # no scene: every node no other node names as a child
         children = {child for node in nodes for child in node.get("children", [])}
         roots = [n for n in range(len(nodes)) if n not in children]
-    all_vertices, all_faces, offset = [], [], 0
+    decoded: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    all_vertices, all_faces, offset, faces_so_far = [], [], 0, 0
     stack, visits = [(root, np.eye(4), 0) for root in roots], 0
     while stack:
         index, parent, depth = stack.pop()
         visits += 1
         if depth > _MAX_DEPTH or visits > _MAX_VISITS:
             raise MeshError("cannot parse glTF: the node tree is too deep or too large (a cycle?)")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(nodes):
+            raise MeshError(f"cannot parse glTF: a node index is not a node: {str(index)[:40]}")
         node = nodes[index]
-        matrix = parent @ _node_matrix(node)
+        moved = any(key in node for key in ("matrix", "rotation", "scale", "translation"))
+        matrix = parent @ _node_matrix(node) if moved else parent
         stack.extend((child, matrix, depth + 1) for child in node.get("children", []))
         if "mesh" not in node:
             continue
-        for primitive in meshes[node["mesh"]]["primitives"]:
-            vertices, faces = _primitive_triangles(tree, buffers, primitive)
-            if len(faces):
-                all_vertices.append(apply_transform(vertices, matrix))
-                all_faces.append(faces + offset)
-                offset += len(vertices)
+        mesh_index = node["mesh"]
+        if mesh_index not in decoded:
+            decoded[mesh_index] = [
+                _primitive_triangles(tree, buffers, primitive)
+                for primitive in meshes[mesh_index]["primitives"]
+            ]
+        for vertices, faces in decoded[mesh_index]:
+            if not len(faces):
+                continue
+            faces_so_far += len(faces)
+            check_face_limit(faces_so_far, max_faces)
+            if faces_so_far > _MAX_INSTANCED_FACES:
+                raise MeshError(
+                    f"too many faces: the scene instances over {_MAX_INSTANCED_FACES:,} triangles"
+                )
+            all_vertices.append(apply_transform(vertices, matrix))
+            all_faces.append(faces + offset)
+            offset += len(vertices)
     if not all_faces:
         raise MeshError("no faces (the scene holds no triangle mesh)")
     return np.concatenate(all_vertices), np.concatenate(all_faces)

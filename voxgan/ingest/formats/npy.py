@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def _members(archive: zipfile.ZipFile) -> dict[str, tuple[int, ...]]:
         try:
             with archive.open(info) as stream:
                 shape, _, dtype = _read_header(stream)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as error:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, zlib.error) as error:
             raise MeshError(f"cannot read .npz member {info.filename}: {error_line(error)}") from None
         if dtype.hasobject:
             raise MeshError(f"{info.filename} holds Python objects (pickles), which voxgan never loads")
@@ -77,11 +78,19 @@ def _members(archive: zipfile.ZipFile) -> dict[str, tuple[int, ...]]:
 
 
 def _read_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) of a .npy stream, leaving it at the first data byte."""
-    major, _ = np.lib.format.read_magic(stream)
-    if major == 1:
-        return np.lib.format.read_array_header_1_0(stream)
-    return np.lib.format.read_array_header_2_0(stream)
+    """(shape, fortran_order, dtype) of a .npy stream, leaving it at the first data byte.
+
+    ValueError for any header numpy cannot parse (it evaluates the header's text as a Python literal and
+    raises SyntaxError, tokenize's TokenError, MemoryError and more on a hostile one)."""
+    try:
+        major, _ = np.lib.format.read_magic(stream)
+        if major == 1:
+            return np.lib.format.read_array_header_1_0(stream)
+        return np.lib.format.read_array_header_2_0(stream)
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile):
+        raise
+    except Exception as error:  # numpy's literal evaluation raises many kinds on a broken header
+        raise ValueError(f"bad .npy header: {error_line(error)}") from None
 
 
 def _mapped(path: Path, start: int, name: str) -> np.memmap:
@@ -101,7 +110,7 @@ def _mapped(path: Path, start: int, name: str) -> np.memmap:
     order = "F" if fortran else "C"
     try:
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, OverflowError) as error:
         raise MeshError(
             f"{name} claims more data than the file holds (truncated?): {error_line(error)}"
         ) from None
@@ -123,5 +132,5 @@ def _load_member(path: str, name: str) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return archive[name]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as error:
         raise MeshError(f"cannot read .npz member {name}.npy: {error_line(error)}") from None
