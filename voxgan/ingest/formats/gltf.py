@@ -258,9 +258,9 @@ def _flatten_scene(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every triangle of the default scene's mesh instances, in world coordinates, as one mesh.
 
-    Each mesh is decoded once however many nodes instance it; the instances' triangles are counted as
-    they are met, so a tree that shares children exponentially fails at ``max_faces`` (or at
-    ``_MAX_INSTANCED_FACES``) before its copies are made.
+    The node tree is walked first (each mesh decoded once, the instances' triangles counted as they
+    are met), so a tree that shares its children exponentially fails at ``_MAX_VISITS``, ``max_faces``
+    or ``_MAX_INSTANCED_FACES`` before a single copy is made.
     """
     nodes, meshes = tree.get("nodes", []), tree.get("meshes", [])
     if tree.get("scenes"):
@@ -269,7 +269,7 @@ def _flatten_scene(
         children = {child for node in nodes for child in node.get("children", [])}
         roots = [n for n in range(len(nodes)) if n not in children]
     decoded: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-    all_vertices, all_faces, offset, faces_so_far = [], [], 0, 0
+    instances, faces_so_far = [], 0  # (mesh index, world matrix (4, 4))
     stack, visits = [(root, np.eye(4), 0) for root in roots], 0
     while stack:
         index, parent, depth = stack.pop()
@@ -286,22 +286,20 @@ def _flatten_scene(
             continue
         mesh_index = node["mesh"]
         if mesh_index not in decoded:
-            decoded[mesh_index] = [
-                _primitive_triangles(tree, buffers, primitive)
-                for primitive in meshes[mesh_index]["primitives"]
-            ]
+            primitives = meshes[mesh_index]["primitives"]
+            decoded[mesh_index] = [_primitive_triangles(tree, buffers, primitive) for primitive in primitives]
+        faces_so_far += sum(len(faces) for _, faces in decoded[mesh_index])
+        check_face_limit(faces_so_far, max_faces)
+        if faces_so_far > _MAX_INSTANCED_FACES:
+            raise MeshError(f"too many faces: the scene instances over {_MAX_INSTANCED_FACES:,} triangles")
+        instances.append((mesh_index, matrix))
+    all_vertices, all_faces, offset = [], [], 0
+    for mesh_index, matrix in instances:
         for vertices, faces in decoded[mesh_index]:
-            if not len(faces):
-                continue
-            faces_so_far += len(faces)
-            check_face_limit(faces_so_far, max_faces)
-            if faces_so_far > _MAX_INSTANCED_FACES:
-                raise MeshError(
-                    f"too many faces: the scene instances over {_MAX_INSTANCED_FACES:,} triangles"
-                )
-            all_vertices.append(apply_transform(vertices, matrix))
-            all_faces.append(faces + offset)
-            offset += len(vertices)
+            if len(faces):
+                all_vertices.append(apply_transform(vertices, matrix))
+                all_faces.append(faces + offset)
+                offset += len(vertices)
     if not all_faces:
         raise MeshError("no faces (the scene holds no triangle mesh)")
     return np.concatenate(all_vertices), np.concatenate(all_faces)
