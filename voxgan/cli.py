@@ -173,12 +173,25 @@ def info(
     preview: Annotated[
         Path | None, typer.Option(help="Also write a PNG grid of a few samples per class to this file.")
     ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Only check the folder: every listed shard present, its sha256 and header as the manifest "
+            "says. Prints 'verified N shards, M samples', or exits 1 naming the first bad file.",
+        ),
+    ] = False,
 ) -> None:
-    """Summarise a shard folder and verify each shard's sha256; exit 1 naming any missing or corrupt shard.
+    """Summarise a shard folder and check each shard against the manifest (sha256, header); exit 1
+    naming any missing, corrupt or disagreeing shard.
 
     Example: voxgan info shards --preview shards-preview.png
     """
-    from voxgan.ingest.info import run_info
+    from voxgan.ingest.info import run_info, run_verify
+
+    if verify:
+        typer.echo(run_verify(shard_dir))
+        return
 
     summary, problems = run_info(shard_dir, preview)
     typer.echo(summary)

@@ -1,5 +1,6 @@
 """``voxgan info``: a shard folder's summary (samples per class and split, errors, skipped files), its
-shards' sha256 checked, and an optional picture of a few samples per class."""
+shards checked against the manifest (sha256 and headers), and an optional picture of a few samples per
+class; ``voxgan info --verify``: the checks alone, one line."""
 
 from __future__ import annotations
 
@@ -135,8 +136,9 @@ def write_preview(folder: Path, manifest: dict, path: Path | None = None) -> Pat
 def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]:
     """Summarise a shard folder and verify each shard's sha256; optionally write a preview PNG.
 
-    Returns (summary text, problems): one problem line per missing or corrupt shard, and one when the
-    run that made the folder did not finish.
+    Returns (summary text, problems): one problem line per missing or corrupt shard or per shard whose
+    header disagrees with the manifest (:func:`voxgan.shards.shard_problem`), and one when the run that
+    made the folder did not finish.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -149,3 +151,18 @@ def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]
     if preview is not None and not any(p.endswith("missing") or "corrupt" in p for p in problems):
         write_preview(folder, manifest, preview)
     return summary, problems
+
+
+def run_verify(folder: Path) -> str:
+    """``voxgan info --verify``: every listed shard exists, has the manifest's sha256 and a header that
+    agrees with it (:func:`voxgan.shards.shard_problem`). Returns ``"verified N shards, M samples"``;
+    VoxganError naming the first bad file otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VoxganError(f"{folder}: no such folder")
+    problems = shards.verify(folder, first=True)
+    if problems:
+        raise VoxganError(f"{folder}/{problems[0]}; re-run voxgan voxelize")
+    splits = shards.read_manifest(folder)["splits"].values()
+    count = sum(len(info["shards"]) for info in splits)
+    return f"verified {count} shards, {sum(info['count'] for info in splits)} samples"
