@@ -252,8 +252,21 @@ def check_manifest(manifest: dict, path: Path) -> None:
     if "mode" in manifest and manifest["mode"] not in ("solid", "surface"):
         raise bad(f"mode {str(manifest.get('mode'))[:20]} is not solid or surface")
     classes = manifest.get("classes", [])
-    if not isinstance(classes, list | dict):
-        raise bad("classes is not a list")
+    if not isinstance(classes, list | dict) or not all(isinstance(c, str | dict) for c in classes):
+        raise bad("classes is not a list of names")
+    for field, kind in (("errors", list), ("skipped", dict), ("up_axes", dict), ("recipe", dict | str)):
+        if manifest.get(field) is not None and not isinstance(manifest[field], kind):
+            raise bad(
+                f"{field} is not a {'list' if kind is list else 'mapping' if kind is dict else 'recipe'}"
+            )
+    errors = manifest.get("errors") or []
+    if not all(isinstance(e, dict) and isinstance(e.get("source"), str) and isinstance(e.get("reason"), str)
+               for e in errors):  # fmt: skip
+        raise bad("errors holds an entry without a source and a reason")
+    if not all(_count(n) for n in (manifest.get("skipped") or {}).values()):
+        raise bad("skipped holds a count that is not a count")
+    if "seconds" in manifest and not isinstance(manifest["seconds"], int | float):
+        raise bad("seconds is not a number")
     splits = manifest.get("splits")
     if not isinstance(splits, dict):
         raise bad("splits is not an object")

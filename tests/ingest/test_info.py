@@ -41,3 +41,25 @@ def test_a_run_names_its_up_axes_and_writes_a_preview_that_info_mentions(tmp_pat
     assert "up axis: +y assumed for .obj, .off (--up-axis or the recipe); +y for .glb" in again.stderr
     info = run_cli("info", tmp_path / "out")
     assert info.returncode == 0 and f"preview: {preview}" in info.stdout and "up axis: +y" in info.stdout
+
+
+def test_info_verify_names_the_first_bad_file_and_info_refuses_a_disagreeing_manifest(tmp_path: Path):
+    """`voxgan info --verify`: one line, exit 0 on a good folder; exit 1 and one line naming the first bad
+    file. Without --verify, info refuses a manifest claiming another resolution than its shards."""
+    from tests.data.shard_folders import write_folder
+
+    folder = tmp_path / "shards"
+    write_folder(folder, [5, 6], resolution=16)
+    good = run_cli("info", folder, "--verify")
+    assert good.returncode == 0 and good.stdout.splitlines() == ["verified 2 shards, 11 samples"], good.stderr
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["resolution"] = 32
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for args in (("--verify",), ()):
+        done = run_cli("info", folder, *args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert (
+            "train-00000.h5: resolution 16, the manifest says 32" in lines[0]
+            and "Traceback" not in done.stderr
+        )

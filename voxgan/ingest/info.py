@@ -48,7 +48,8 @@ def format_summary(folder: Path, manifest: dict, *, max_errors: int = 5) -> str:
         rows.append("(no class)")
     width = max([len("class"), *map(len, rows)])
     column = max([6, *map(len, splits)])
-    recipe = (manifest.get("recipe") or {}).get("name") or "none"
+    recipe = manifest.get("recipe")
+    recipe = (recipe.get("name") if isinstance(recipe, dict) else recipe) or "none"
     r = manifest["resolution"]
     lines = [
         f"{folder}: {r}x{r}x{r} {manifest['mode']}, layout {manifest['layout']}, recipe {recipe}, "
