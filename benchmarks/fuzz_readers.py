@@ -15,7 +15,9 @@ Every input must end as a sample or a one-line ``VoxganError``. The campaign cou
 
 - crashes: any other exception (an ``IndexError`` is a reader bug even though ``voxelize_source``
   would turn it into a reason), a reason that is not one line, or the worker dying (a signal);
-- hangs: an input that takes longer than ``--time-limit`` seconds (the worker is killed);
+- hangs: an input that takes more than ``--time-limit`` seconds of the worker's CPU time (SIGPROF ends
+  the worker: under ``nice -n 19`` on a shared machine wall time measures the neighbours), or that
+  waits 30 times as long in wall time without an answer;
 - memory overruns: a ``MemoryError`` under the worker's address-space cap (``RLIMIT_AS`` at its size
   after start-up plus ``--memory-cap-mib``), or the worker killed for memory;
 - escapes: any file opened outside the input folder while reading (an audit hook watches ``open``;
@@ -39,6 +41,7 @@ import random
 import re
 import resource
 import shutil
+import signal
 import struct
 import sys
 import tempfile
@@ -531,7 +534,7 @@ STRUCTURED = {"gltf": _mutate_gltf, "glb": _mutate_glb, "npy": _npy_header_lie, 
 # --- the worker ------------------------------------------------------------------------------------
 
 
-def _worker(connection, root: str, memory_cap_mib: int, resolution: int) -> None:
+def _worker(connection, root: str, memory_cap_mib: int, resolution: int, cpu_limit: float) -> None:
     """Read each input file named on ``connection`` as a pipeline worker does; answer (kind, detail)."""
     from voxgan.errors import VoxganError
     from voxgan.ingest import formats
@@ -563,6 +566,7 @@ def _worker(connection, root: str, memory_cap_mib: int, resolution: int) -> None
         if name is None:
             return
         outside.clear()
+        signal.setitimer(signal.ITIMER_PROF, cpu_limit)  # SIGPROF ends the worker past the limit
         try:
             answer = ("sample", "")
             for source in formats.volume_sources(Path(root), [name])[:3]:
@@ -576,6 +580,7 @@ def _worker(connection, root: str, memory_cap_mib: int, resolution: int) -> None
             answer = ("memory", traceback.format_exc())
         except BaseException:  # every other kind is a reader bug: the finding's traceback
             answer = ("crash", traceback.format_exc())
+        signal.setitimer(signal.ITIMER_PROF, 0)
         if outside:
             answer = ("escape", f"opened {outside[:3]}")
         connection.send(answer)
@@ -603,8 +608,8 @@ def _address_space() -> int:
 class Worker:
     """One reading process; restarted after it dies or hangs."""
 
-    def __init__(self, root: Path, memory_cap_mib: int, resolution: int):
-        self.args = (str(root), memory_cap_mib, resolution)
+    def __init__(self, root: Path, memory_cap_mib: int, resolution: int, time_limit: float):
+        self.args = (str(root), memory_cap_mib, resolution, time_limit)
         self.start()
 
     def start(self) -> None:
@@ -616,20 +621,28 @@ class Worker:
         kind, self.size = self.connection.recv()
         assert kind == "ready"
 
-    def read(self, name: str, time_limit: float) -> tuple[str, str]:
-        """(kind, detail) of one input: sample, error, crash, memory, escape or hang."""
+    def read(self, name: str) -> tuple[str, str]:
+        """(kind, detail) of one input: sample, error, crash, memory, escape or hang.
+
+        A hang is an input that takes more than the time limit of the worker's CPU time (SIGPROF ends
+        it: on a shared machine the wall clock says more about the neighbours than about the reader),
+        or that waits without using the CPU for 30 times the limit of wall time.
+        """
+        cpu_limit = self.args[-1]
         try:
             self.connection.send(name)
-            if self.connection.poll(time_limit):
+            if self.connection.poll(max(30 * cpu_limit, 60.0)):
                 return self.connection.recv()
             self.stop()
             self.start()
-            return "hang", f"no answer after {time_limit} s"
+            return "hang", f"no answer after {max(30 * cpu_limit, 60.0)} s of wall time"
         except (EOFError, OSError):  # the worker died
             self.process.join()
         code = self.process.exitcode
         self.start()
-        return ("memory" if code == -9 else "crash"), f"worker died with exit code {code}"
+        if code == -signal.SIGPROF:
+            return "hang", f"over {cpu_limit} s of CPU time"
+        return ("memory" if code == -signal.SIGKILL else "crash"), f"worker died with exit code {code}"
 
     def stop(self) -> None:
         self.process.kill()
@@ -659,7 +672,7 @@ def campaign(
         seeds = {fmt: [(root / name).read_bytes() for name in seed_names[fmt]] for fmt in formats_}
         kinds = ("inputs", "sample", "error", "crash", "hang", "memory", "escape", "seconds")
         counts = {fmt: dict.fromkeys(kinds, 0) for fmt in formats_}
-        worker = Worker(root, memory_cap_mib, resolution)
+        worker = Worker(root, memory_cap_mib, resolution, time_limit)
         rng = random.Random(seed)
         done = False
         try:
@@ -674,7 +687,7 @@ def campaign(
                         name = f"{folder}/in-{counts[fmt]['inputs']}.{fmt}"
                         (root / name).write_bytes(data)
                         began = time.monotonic()
-                        kind, detail = worker.read(name, time_limit)
+                        kind, detail = worker.read(name)
                         counts[fmt]["seconds"] += time.monotonic() - began
                         counts[fmt]["inputs"] += 1
                         counts[fmt][kind] += 1
@@ -710,7 +723,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=100_000, help="mutated inputs per format")
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-limit", type=float, default=10.0, help="seconds per input before a hang")
+    parser.add_argument("--time-limit", type=float, default=10.0, help="CPU seconds per input before a hang")
     parser.add_argument("--memory-cap-mib", type=int, default=1024,
                         help="address space a worker may add to its start-up size")  # fmt: skip
     parser.add_argument("--minutes", type=float, default=None, help="stop after this long (whole rounds)")
