@@ -11,6 +11,7 @@ place only when complete.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import h5py
 import numpy as np
 
 from voxgan import __version__
-from voxgan.atomic import atomic_open, atomic_path
+from voxgan.atomic import atomic_open
 from voxgan.errors import VoxganError
 
 SCHEMA_VERSION = 2  # 2: shards are fixed work units recorded in plan.json (see voxgan.ingest.plan)
@@ -105,7 +106,11 @@ def write_shard(
     assert voxels.shape == (count, r**3 // 8) and voxels.dtype == np.uint8, voxels.shape
     assert len(labels) == len(sources) == len(mesh_to_grid) == count
     rows = chunk_rows(r, max(count, 1))
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+    # built in memory, then written by one plain atomic write: a full disk then fails a Python write
+    # (an OSError, the temporary removed) instead of HDF5's own writes, which leave its objects broken
+    # (errors at exit, a crash when the interpreter ends)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", track_order=True) as f:
         f.attrs.update(
             schema_version=SCHEMA_VERSION,
             resolution=r,
@@ -129,7 +134,9 @@ def write_shard(
             chunks=(rows, 4, 4),
             **opts,
         )
-    return {"file": path.name, "count": count, "sha256": file_sha256(path)}
+    with atomic_open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+    return {"file": path.name, "count": count, "sha256": hashlib.sha256(buffer.getbuffer()).hexdigest()}
 
 
 def read_header(f: h5py.File, name: str = "") -> ShardHeader:

@@ -9,6 +9,7 @@ calls after each checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -20,7 +21,7 @@ import numpy as np
 
 from voxgan.atomic import atomic_open
 from voxgan.data import make_loader
-from voxgan.errors import VoxganError
+from voxgan.errors import VoxganError, out_of_space
 from voxgan.model.runs import latent_batch, load_checkpoint, load_generator, run_folder_of, run_generator
 from voxgan.results.metrics import (
     FeatureNet,
@@ -217,10 +218,13 @@ def evaluate_run(
         )
     )
     folder = run_folder_of(run_dir)
-    append_json_line(folder / "metrics.jsonl", record)
     table = markdown_table(record)
     table_path = folder / f"eval-step-{step:07d}.md"
-    write_text_atomic(table_path, table + "\n")
+    # the table first, the record last: a full disk between them leaves no record, so the same command
+    # run again writes the same table and appends the record once
+    with out_of_space(folder, "run the same command again"):
+        write_text_atomic(table_path, table + "\n")
+        append_json_line(folder / "metrics.jsonl", record)
     return {**record, "table": table, "table_path": str(table_path)}
 
 
@@ -244,12 +248,22 @@ def evaluate_during_training(run_dir: Path, device) -> None:
 
 
 def append_json_line(path: Path, record: dict) -> None:
-    """Append ``record`` as one JSON line with a single write (whole lines even with concurrent writers)."""
+    """Append ``record`` as one JSON line with a single write (whole lines even with concurrent writers).
+
+    A write cut short (a full disk) is taken back: the file is truncated to its size before, and the
+    OSError raised, so the file never ends in half a line."""
     line = (json.dumps(record, default=float) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, f"only {written} of {len(line)} bytes written", str(path))
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
 
