@@ -19,8 +19,9 @@ class TinyDisk:
     ``"fsize"`` (where mounting is not permitted: ``path`` is an ordinary folder, and ``preexec_fn``, given
     to ``subprocess.run``, caps each file the child writes at ``size`` bytes with RLIMIT_FSIZE, so its
     writes fail with EFBIG as a full disk fails them with ENOSPC). grow(size) frees space: the tmpfs is
-    remounted larger (its files stay), or the cap is raised. Run the code under test in a subprocess with
-    ``preexec_fn=disk.preexec_fn`` so that both kinds hold.
+    remounted larger (its files stay), or the cap is raised; fill() takes every free byte and empty()
+    gives them back. Run the code under test in a subprocess with ``preexec_fn=disk.preexec_fn`` so that
+    both kinds hold.
     """
 
     def __init__(self, path, size: int):
@@ -51,6 +52,29 @@ class TinyDisk:
         self.size = size
         if self.kind == "tmpfs":
             subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+    def fill(self) -> None:
+        """Leave no free space: a file ``.filler`` in ``path`` takes what is left of the tmpfs (or,
+        under RLIMIT_FSIZE, the cap drops to 0 bytes a file). :meth:`grow` or :meth:`empty` frees it."""
+        if self.kind == "fsize":
+            self.size = 0
+            return
+        import os
+
+        fd = os.open(self.path / ".filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:  # full
+            pass
+        finally:
+            os.close(fd)
+
+    def empty(self) -> None:
+        """Free the space :meth:`fill` took."""
+        (self.path / ".filler").unlink(missing_ok=True)
+        if self.kind == "fsize":
+            self.size = 1 << 40
 
     def unmount(self) -> None:
         import subprocess
