@@ -4,8 +4,9 @@ short seeded run of the campaign itself finds nothing.
 ``fuzz_regressions/`` holds the files the campaign found, each a one-line reason today. Before the fixes
 they raised ``tokenize.TokenError``, ``OverflowError``, ``zlib.error``, ``NotImplementedError`` or h5py's
 ``RuntimeError`` out of the readers, gave a reason of two lines (a newline in an .npz member's name),
-crashed the process inside scipy's MATLAB v5 reader (a segmentation fault), or held a worker for
-minutes walking a glTF node tree that shares its children 2⁴⁰ times.
+crashed the process inside scipy's MATLAB v5 reader (a segmentation fault), failed an assertion (glTF
+positions of one number each, ``"POSITION": true`` naming accessor 1), or held a worker for minutes
+walking a glTF node tree that shares its children 2⁴⁰ times.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ FINDINGS = {
     "mat5_scipy_segfault_stack.mat": "cannot read .mat",
     "gltf_exponential_tree.gltf": "node tree is too deep or too large",
     "glb_exponential_tree.glb": "node tree is too deep or too large",
+    "gltf_scalar_positions.gltf": "POSITION accessor holds 1 numbers a vertex",
 }
 
 

@@ -214,7 +214,11 @@ def _primitive_triangles(tree: dict, buffers: list[bytes], primitive: dict) -> t
     """One primitive's vertices (V, 3) and triangles (F, 3); points and lines give no triangles."""
     if "KHR_draco_mesh_compression" in (primitive.get("extensions") or {}):
         raise MeshError("cannot parse glTF: Draco-compressed meshes are not supported; decompress them first")
-    vertices = _accessor(tree, buffers, primitive["attributes"]["POSITION"])[:, :3]
+    vertices = _accessor(tree, buffers, primitive["attributes"]["POSITION"])
+    if vertices.shape[1] != 3:
+        raise MeshError(
+            f"cannot parse glTF: a POSITION accessor holds {vertices.shape[1]} numbers a vertex, not 3"
+        )
     mode = primitive.get("mode", 4)
     if "indices" in primitive:
         corners = _accessor(tree, buffers, primitive["indices"])[:, 0].astype(np.int64)
