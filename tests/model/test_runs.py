@@ -81,3 +81,39 @@ def test_a_checkpoint_written_by_voxgan_0_1_0_loads_and_samples_the_same_volumes
     assert volumes.min() >= 0 and volumes.max() <= 1
     expected = np.load(FIXTURES / "expected-samples.npy").astype(np.float32)  # (4, 16, 16, 16)
     np.testing.assert_allclose(volumes[:, 0].numpy(), expected, atol=2e-3)
+
+
+def test_damaged_checkpoints_are_refused_in_one_line_or_load_whole(tmp_path):
+    """A seeded run of the campaign's damage over a checkpoint: its bytes (flips, truncation, words) and
+    its contents (the saved config and state mutated, then saved again). Each load ends as a generator
+    that makes volumes of its resolution or as one VoxganError line, never another exception."""
+    import random
+
+    from tests.hostile import mutated_bytes, mutated_json
+    from tests.results.sources import make_run
+
+    run_dir = make_run(tmp_path / "runs")
+    latest = run_dir / "checkpoints" / "latest.pt"
+    good = latest.read_bytes()
+    state = torch.load(latest, weights_only=True)
+    rng = random.Random(7)
+    outcomes = {"loaded": 0, "refused": 0}
+    for attempt in range(80):
+        if attempt % 2:
+            latest.write_bytes(mutated_bytes(good, rng))
+        else:
+            damaged = dict(state, config=mutated_json(state["config"], rng))
+            if rng.random() < 0.3:
+                damaged = mutated_json({k: v for k, v in damaged.items() if not torch.is_tensor(v)}, rng)
+                damaged.update({k: state[k] for k in ("generator", "critic", "ema") if rng.random() < 0.7})
+            torch.save(damaged, latest)
+        try:
+            generator, _ = load_generator(run_dir)
+            volumes = generator(torch.zeros(2, generator.latent_dim), None if not generator.num_classes else
+                                torch.zeros(2, dtype=torch.int64))  # fmt: skip
+            assert volumes.shape == (2, 1, *(generator.resolution,) * 3)
+            outcomes["loaded"] += 1
+        except VoxganError as error:
+            assert "\n" not in str(error) and str(error)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 20 and outcomes["loaded"] > 0, outcomes
