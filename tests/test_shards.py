@@ -244,3 +244,83 @@ def re_escape(text):
     import re
 
     return re.escape(text)
+
+
+def _consume(folder):
+    """What each reader of a shard folder makes of it: ("ok", sorted sample ids, labels by id) or
+    ("refused", the one line); any other exception escapes (a failure)."""
+    from tests.data.shard_folders import sample_ids
+    from voxgan.data import make_loader
+    from voxgan.ingest.info import run_info, run_verify
+
+    try:
+        run_info(folder)
+        run_verify(folder)
+        ids, labels = [], []
+        for voxels, batch_labels in make_loader(folder, batch_size=4, shuffle=False):
+            ids += sample_ids(voxels).tolist()
+            labels += batch_labels.tolist()
+        volumes, split_labels, _ = shards.read_split(folder, "train")
+    except VoxganError as error:
+        assert str(error) and "\n" not in str(error), str(error)
+        return ("refused", str(error))
+    assert len(volumes) == len(ids) and sorted(split_labels.tolist()) == sorted(labels)
+    return ("ok", sorted(ids), sorted(zip(ids, labels, strict=True)))
+
+
+def test_damaged_manifests_are_refused_in_one_line_or_read_right(tmp_path):
+    """A seeded run of the campaign's damage over manifest.json (values replaced by hostile ones, keys
+    dropped, lists wrapped): info, info --verify, make_loader and read_split each refuse it in one line or
+    read exactly the samples and labels of the undamaged folder, never a wrong batch."""
+    import random
+
+    from tests.hostile import mutated_json
+
+    folder = _folder(tmp_path)
+    good = json.loads((folder / "manifest.json").read_text())
+    expected = _consume(folder)
+    assert expected[0] == "ok" and expected[1] == list(range(11))
+    rng, outcomes = random.Random(3), []
+    for _ in range(60):
+        (folder / "manifest.json").write_text(json.dumps(mutated_json(good, rng)))
+        outcome = _consume(folder)
+        assert outcome[0] == "refused" or outcome == expected, outcome
+        outcomes.append(outcome[0])
+    assert outcomes.count("refused") > 10 and "ok" in outcomes
+
+
+def _damaged_shard_rounds(folder, seed, rounds, report):
+    """In a child process (HDF5 on damaged bytes may crash a process, which the parent then reports):
+    damage train-00001.h5 (its sha256 updated in the manifest, so the damage itself must be found)."""
+    import random
+
+    from tests.hostile import mutated_bytes
+
+    path = folder / "train-00001.h5"
+    good, manifest = path.read_bytes(), json.loads((folder / "manifest.json").read_text())
+    expected = _consume(folder)
+    rng, outcomes = random.Random(seed), []
+    for _ in range(rounds):
+        path.write_bytes(mutated_bytes(good, rng))
+        manifest["splits"]["train"]["shards"][1]["sha256"] = shards.file_sha256(path)
+        shards.write_json_atomic(folder / "manifest.json", manifest)
+        outcome = _consume(folder)
+        outcomes.append("wrong" if outcome[0] == "ok" and outcome != expected else outcome[0])
+    report.write_text(json.dumps(outcomes))
+
+
+def test_damaged_shards_are_refused_in_one_line_or_read_right(tmp_path):
+    """Bytes of a shard damaged (flips, truncation, words) with the manifest's sha256 kept right: each
+    reader refuses in one line or reads the undamaged samples; never a crash, never a wrong batch."""
+    import multiprocessing
+
+    folder = _folder(tmp_path)
+    report = tmp_path / "outcomes.json"
+    child = multiprocessing.get_context("fork").Process(
+        target=_damaged_shard_rounds, args=(folder, 5, 40, report)
+    )
+    child.start()
+    child.join(600)
+    assert child.exitcode == 0, f"the reading process ended with {child.exitcode}"
+    outcomes = json.loads(report.read_text())
+    assert "wrong" not in outcomes and outcomes.count("refused") > 10, outcomes

@@ -259,13 +259,13 @@ def check_manifest(manifest: dict, path: Path) -> None:
     if "mode" in manifest and manifest["mode"] not in ("solid", "surface"):
         raise bad(f"mode {str(manifest.get('mode'))[:20]} is not solid or surface")
     classes = manifest.get("classes", [])
-    if not isinstance(classes, list | dict) or not all(isinstance(c, str | dict) for c in classes):
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise bad("classes is not a list of names")
-    for field, kind in (("errors", list), ("skipped", dict), ("up_axes", dict), ("recipe", dict | str)):
-        if manifest.get(field) is not None and not isinstance(manifest[field], kind):
-            raise bad(
-                f"{field} is not a {'list' if kind is list else 'mapping' if kind is dict else 'recipe'}"
-            )
+    kinds = {"errors": (list, "a list"), "skipped": (dict, "a mapping"), "up_axes": (dict, "a mapping"),
+             "recipe": (dict | str | None, "a recipe"), "layout": (str, "a name")}  # fmt: skip
+    for field, (kind, called) in kinds.items():
+        if field in manifest and not isinstance(manifest[field], kind):
+            raise bad(f"{field} is not {called}")
     errors = manifest.get("errors") or []
     if not all(isinstance(e, dict) and isinstance(e.get("source"), str) and isinstance(e.get("reason"), str)
                for e in errors):  # fmt: skip

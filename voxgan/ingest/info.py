@@ -52,7 +52,8 @@ def format_summary(folder: Path, manifest: dict, *, max_errors: int = 5) -> str:
     recipe = (recipe.get("name") if isinstance(recipe, dict) else recipe) or "none"
     r = manifest["resolution"]
     lines = [
-        f"{folder}: {r}x{r}x{r} {manifest['mode']}, layout {manifest['layout']}, recipe {recipe}, "
+        f"{folder}: {r}x{r}x{r} {manifest.get('mode', 'solid')}, layout {manifest.get('layout', '?')}, "
+        f"recipe {recipe}, "
         f"{len(manifest.get('classes', []))} classes",
         "class".ljust(width) + "".join(s.rjust(column + 2) for s in splits) + "total".rjust(column + 2),
     ]
