@@ -117,3 +117,23 @@ def test_damaged_checkpoints_are_refused_in_one_line_or_load_whole(tmp_path):
             assert "\n" not in str(error) and str(error)
             outcomes["refused"] += 1
     assert outcomes["refused"] > 20 and outcomes["loaded"] > 0, outcomes
+
+
+def test_a_checkpoint_claiming_vast_networks_is_refused_by_export_without_building_them(tmp_path):
+    """A config claiming networks 2¹⁸ channels wide (terabytes of weights) beside the small weights the
+    file holds: `voxgan export` refuses it in one line, having allocated nothing of the sort."""
+    import subprocess
+    import sys
+
+    from tests.results.sources import make_run
+
+    run_dir = make_run(tmp_path / "runs")
+    latest = run_dir / "checkpoints" / "latest.pt"
+    state = torch.load(latest, weights_only=True)
+    state["config"] = {**state["config"], "generator_width": 2**18, "critic_width": 2**18}
+    torch.save(state, latest)
+    done = subprocess.run([sys.executable, "-m", "voxgan", "export", "--run", str(run_dir), "--format", "npy",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "latest.pt: refused: not a voxgan generator checkpoint" in done.stderr
+    assert "weights are not those of the networks its config describes" in done.stderr
