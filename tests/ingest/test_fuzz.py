@@ -5,7 +5,8 @@ short seeded run of the campaign itself finds nothing.
 they raised ``tokenize.TokenError``, ``OverflowError``, ``zlib.error``, ``NotImplementedError`` or h5py's
 ``RuntimeError`` out of the readers, gave a reason of two lines (a newline in an .npz member's name),
 crashed the process inside scipy's MATLAB v5 reader (a segmentation fault), failed an assertion (glTF
-positions of one number each, ``"POSITION": true`` naming accessor 1), or held a worker for minutes
+positions of one number each, ``"POSITION": true`` naming accessor 1), ran out of memory naming the
+537 million volumes a MATLAB header claimed, or held a worker for minutes
 walking a glTF node tree that shares its children 2⁴⁰ times.
 """
 
@@ -40,6 +41,7 @@ FINDINGS = {
     "gltf_exponential_tree.gltf": "node tree is too deep or too large",
     "glb_exponential_tree.glb": "node tree is too deep or too large",
     "gltf_scalar_positions.gltf": "POSITION accessor holds 1 numbers a vertex",
+    "mat5_stack_claims_billions.mat": "need 34,359,738,496 values, the file holds 128",
 }
 
 
@@ -136,6 +138,16 @@ def test_mat_v73_data_in_another_file_is_never_read(tmp_path):
         read_all(root, "external.mat")
     with pytest.raises(MeshError, match="links to another file"):
         read_all(root, "link.mat")
+
+
+def test_a_stack_claiming_more_volumes_than_bytes_is_one_error_not_a_billion_sources(tmp_path):
+    """An HDF5 dataset may declare any shape and store nothing (chunks never written): a v7.3 .mat claiming
+    2⁴⁰ volumes stays one source, whose read names the lie (its sources alone would fill the memory)."""
+    with h5py.File(tmp_path / "vast.mat", "w") as f:
+        f.create_dataset("instance", shape=(4, 4, 4, 2**40), dtype=np.uint8, chunks=(4, 4, 4, 1))
+    assert formats.volume_sources(tmp_path, ["vast.mat"]) == ["vast.mat"]
+    with pytest.raises(MeshError, match="claims a stack of 1,099,511,627,776 volumes"):
+        formats.read_source(tmp_path, "vast.mat")
 
 
 def test_short_seeded_campaign_finds_nothing(tmp_path):

@@ -19,6 +19,8 @@ read.
 
 from __future__ import annotations
 
+import functools
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -104,11 +106,19 @@ def _hdf5_shapes(f) -> dict[str, tuple[int, ...]]:
 
 
 def _v5_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """{name: dimensions} of the numeric and logical arrays of a v5 file (v4: through scipy)."""
-    data = _v5_bytes(path)
+    """{name: dimensions} of the numeric and logical arrays of a v5 file (v4: through scipy), each checked
+    against the values it holds; kept for the next call on the same unchanged file (a stack's volumes
+    are read one by one)."""
+    status = os.stat(path)
+    return dict(_cached_v5_shapes(str(path), (status.st_mtime_ns, status.st_size)))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_v5_shapes(path: str, stamp: tuple[int, int]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    data = _v5_bytes(Path(path))
     if data is None:
-        return _v4_shapes(path)
-    return {name: dims for name, dims, _ in _v5_matrices(data, None)}
+        return tuple(_v4_shapes(Path(path)).items())
+    return tuple((name, dims) for name, dims, _ in _v5_matrices(data, None))
 
 
 def _load_v5(path: str, name: str) -> np.ndarray:
@@ -156,10 +166,8 @@ def _v5_matrices(data: bytes, want: str | None):
         name = parts[2][1].decode("latin-1")
         if len(dims) < 2 or min(dims) < 0:
             raise MeshError(f"cannot read .mat: array {name[:40]} has dimensions {dims[:8]}")
-        array = None
-        if name == want:
-            array = _real_part(parts[3], dims, order, bool(flags & 0x200), name)
-        yield name, dims, array
+        array = _real_part(parts[3], dims, order, bool(flags & 0x200), name)  # a view: nothing copied
+        yield name, dims, array if name == want else None
 
 
 def _real_part(part: tuple[int, bytes], dims: tuple[int, ...], order: str, logical: bool, name: str):
