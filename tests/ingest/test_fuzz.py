@@ -42,6 +42,7 @@ FINDINGS = {
     "glb_exponential_tree.glb": "node tree is too deep or too large",
     "gltf_scalar_positions.gltf": "POSITION accessor holds 1 numbers a vertex",
     "mat5_stack_claims_billions.mat": "need 34,359,738,496 values, the file holds 128",
+    "mat5_ragged_dimensions.mat": "a damaged element (buffer size must be a multiple",
 }
 
 

@@ -144,6 +144,13 @@ def _v5_bytes(path: Path) -> bytes | None:
 def _v5_matrices(data: bytes, want: str | None):
     """Yield (name, dims, array or None) for each numeric or logical matrix of a v5 file's bytes;
     the array (in MATLAB's order) only for the matrix named ``want``. MeshError for a damaged file."""
+    try:
+        yield from _v5_walk(data, want)
+    except (ValueError, struct.error, IndexError, TypeError, OverflowError) as error:
+        raise MeshError(f"cannot read .mat: a damaged element ({error_line(error)})") from None
+
+
+def _v5_walk(data: bytes, want: str | None):
     order = "<" if data[126:128] == b"IM" else ">"
     for kind, payload in _elements(data, _HEADER_BYTES, order):
         if kind == _MI_COMPRESSED:
