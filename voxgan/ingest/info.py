@@ -147,10 +147,11 @@ def run_info(folder: Path, preview: Path | None = None) -> tuple[str, list[str]]
         raise VoxganError(f"{folder}: no such folder")
     manifest = shards.read_manifest(folder)
     problems = shards.verify(folder)
+    shards_whole = not problems
     if not manifest.get("complete", True):
         problems.append("the voxelize run did not finish (re-run the same voxgan voxelize command to resume)")
     summary = format_summary(folder, manifest)
-    if preview is not None and not any(p.endswith("missing") or "corrupt" in p for p in problems):
+    if preview is not None and shards_whole:
         write_preview(folder, manifest, preview)
     return summary, problems
 
