@@ -20,8 +20,10 @@ Every input must end as a sample or a one-line ``VoxganError``. The campaign cou
   waits 30 times as long in wall time without an answer;
 - memory overruns: a ``MemoryError`` under the worker's address-space cap (``RLIMIT_AS`` at its size
   after start-up plus ``--memory-cap-mib``), or the worker killed for memory;
-- escapes: any file opened outside the input folder while reading (an audit hook watches ``open``;
-  a glTF buffer pointing at a secret file beside the input folder is among the seeds).
+- escapes: a file opened while reading beside the input folder, at ``/`` or in ``/etc``, where hostile
+  references land (an audit hook watches Python's ``open``; a glTF buffer pointing at a secret file
+  beside the input folder is among the seeds; HDF5's own reads are not seen by the hook, which is why
+  the readers refuse HDF5 data stored in other files).
 
 Every finding is written to ``--findings`` with its traceback. The formats take turns in rounds, so a
 campaign stopped early (``--minutes``) has tried every format about equally. Results: one JSON file.
