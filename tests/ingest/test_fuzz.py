@@ -2,7 +2,8 @@
 short seeded run of the campaign itself finds nothing.
 
 ``fuzz_regressions/`` holds the files the campaign found, each a one-line reason today. Before the fixes
-they raised ``tokenize.TokenError``, ``OverflowError``, ``zlib.error``, ``NotImplementedError`` or h5py's
+they raised ``ValueError`` (a PLY count written '¹', a digit to ``str.isdigit`` but not to ``int``),
+``tokenize.TokenError``, ``OverflowError``, ``zlib.error``, ``NotImplementedError`` or h5py's
 ``RuntimeError`` out of the readers, gave a reason of two lines (a newline in an .npz member's name),
 crashed the process inside scipy's MATLAB v5 reader (a segmentation fault), failed an assertion (glTF
 positions of one number each, ``"POSITION": true`` naming accessor 1), ran out of memory naming the
@@ -43,6 +44,7 @@ FINDINGS = {
     "gltf_scalar_positions.gltf": "POSITION accessor holds 1 numbers a vertex",
     "mat5_stack_claims_billions.mat": "need 34,359,738,496 values, the file holds 128",
     "mat5_ragged_dimensions.mat": "a damaged element (buffer size must be a multiple",
+    "ply_superscript_count.ply": "cannot parse PLY: bad header line: element",
 }
 
 
