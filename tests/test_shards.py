@@ -48,7 +48,7 @@ def test_shard_round_trip_with_plain_h5py(tmp_path):
 
 def test_verify_names_missing_and_corrupt_shards(tmp_path):
     _, entry = _write(tmp_path)
-    manifest = {"schema_version": 1, "splits": {"train": {"count": 5, "shards": [entry]}}}
+    manifest = {"schema_version": 1, "resolution": 16, "splits": {"train": {"count": 5, "shards": [entry]}}}
     shards.write_json_atomic(tmp_path / "manifest.json", manifest)
     assert shards.verify(tmp_path) == []
     data = bytearray((tmp_path / "train-00000.h5").read_bytes())
@@ -105,3 +105,222 @@ def test_a_schema_1_folder_still_reads_and_is_not_resumed_by_mistake(tmp_path):
     config = pipeline.make_config(tmp_path / "in", tmp_path / "old", workers=1)
     with pytest.raises(VoxganError, match="without plan.json.*--overwrite"):
         pipeline.run_voxelize(config, progress=False)
+
+
+# --- a shard folder checked against its manifest (voxgan info --verify, make_loader, read_split) --------
+
+
+def _folder(tmp_path):
+    from tests.data.shard_folders import write_folder
+
+    folder = tmp_path / "shards"
+    write_folder(folder, [5, 6], resolution=16)
+    return folder
+
+
+def _rewrite(folder, name="train-00001.h5", manifest_edit=None, **attrs):
+    """Change a shard's attributes (or the manifest) and keep the manifest's sha256 right, so only the
+    disagreement itself is left to find."""
+    path = folder / name
+    with h5py.File(path, "r+") as f:
+        for key, value in attrs.items():
+            f.attrs[key] = value
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["splits"]["train"]["shards"]:
+        if entry["file"] == name:
+            entry["sha256"] = shards.file_sha256(path)
+    if manifest_edit is not None:
+        manifest_edit(manifest)
+    shards.write_json_atomic(folder / "manifest.json", manifest)
+
+
+def _relabel(folder):
+    path = folder / "train-00001.h5"
+    with h5py.File(path, "r+") as f:
+        f["labels"][0] = 7
+    _rewrite(folder)
+
+
+def _recount(manifest):
+    manifest["splits"]["train"]["shards"][1]["count"] = 5
+    manifest["splits"]["train"]["count"] = 10
+
+
+def _not_hdf5(folder):
+    (folder / "train-00001.h5").write_bytes(b"not an HDF5 file" * 64)
+    _rewrite_sha_only(folder)
+
+
+def _rewrite_sha_only(folder):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][1]["sha256"] = shards.file_sha256(folder / "train-00001.h5")
+    shards.write_json_atomic(folder / "manifest.json", manifest)
+
+
+def _edit_manifest(change):
+    def edit(folder):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        change(manifest)
+        shards.write_json_atomic(folder / "manifest.json", manifest)
+
+    return edit
+
+
+# damage -> (spoil the folder, a piece of the one line that names it)
+SHARD_DAMAGE = {
+    "missing": (lambda f: (f / "train-00001.h5").unlink(), "train-00001.h5: missing"),
+    "corrupt": (lambda f: _flip_last_bytes(f / "train-00001.h5"), "train-00001.h5: corrupt (sha256"),
+    "resolution": (
+        lambda f: _rewrite(f, resolution=32),
+        "train-00001.h5: resolution 32, the manifest says 16",
+    ),
+    "mode": (lambda f: _rewrite(f, mode="surface"), "train-00001.h5: mode surface, the manifest says solid"),
+    "split": (lambda f: _rewrite(f, split="test"), "train-00001.h5: split test, the manifest says train"),
+    "classes": (lambda f: _rewrite(f, class_names='["x"]'), "train-00001.h5: class names ['x'] differ"),
+    "packing": (lambda f: _rewrite(f, packing="bytes"), "train-00001.h5: unknown packing"),
+    "schema": (lambda f: _rewrite(f, schema_version=3), "train-00001.h5: schema version 3"),
+    "count": (lambda f: _rewrite(f, manifest_edit=_recount), "train-00001.h5: voxels of shape (6, 512)"),
+    "labels": (_relabel, "train-00001.h5: labels outside -1..2"),
+    "not hdf5": (_not_hdf5, "train-00001.h5: not a readable shard"),
+    "manifest resolution": (
+        _edit_manifest(lambda m: m.update(resolution=32)),
+        "train-00000.h5: resolution 16, the manifest says 32",
+    ),
+}
+MANIFEST_DAMAGE = {
+    "path outside": (
+        _edit_manifest(lambda m: m["splits"]["train"]["shards"][0].update(file="../../etc/passwd")),
+        "lists '../../etc/passwd', not a shard file name",
+    ),
+    "split count": (_edit_manifest(lambda m: m["splits"]["train"].update(count=99)), "counts 99 samples"),
+    "sha256": (_edit_manifest(lambda m: m["splits"]["train"]["shards"][0].update(sha256=1)), "not a sha256"),
+    "not an object": (lambda f: (f / "manifest.json").write_text("[1, 2]"), "not a manifest"),
+    "invalid json": (lambda f: (f / "manifest.json").write_text('{"splits": '), "unreadable manifest"),
+    "resolution": (_edit_manifest(lambda m: m.update(resolution="16")), "resolution 16 is not a positive"),
+}
+
+
+def _flip_last_bytes(path):
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_good_folder_verifies(tmp_path):
+    folder = _folder(tmp_path)
+    assert shards.verify(folder) == []
+    assert shards.read_split(folder, "train")[0].shape == (11, 16, 16, 16)
+
+
+@pytest.mark.parametrize("damage", sorted(SHARD_DAMAGE))
+def test_each_kind_of_shard_damage_is_named_before_any_sample_is_read(tmp_path, damage):
+    """verify names the damaged file; read_split (evaluate, export) and make_loader (train) refuse the
+    folder with that one line before a sample is read."""
+    from voxgan.data import make_loader
+
+    folder = _folder(tmp_path)
+    spoil, message = SHARD_DAMAGE[damage]
+    spoil(folder)
+    problems = shards.verify(folder, first=True)
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+    for refuse in (lambda: shards.read_split(folder, "train"), lambda: make_loader(folder, batch_size=4)):
+        with pytest.raises(VoxganError) as raised:
+            refuse()
+        text = str(raised.value)
+        assert message.split(":")[0] in text and "\n" not in text
+
+
+@pytest.mark.parametrize("damage", sorted(MANIFEST_DAMAGE))
+def test_each_kind_of_manifest_damage_is_one_line(tmp_path, damage):
+    folder = _folder(tmp_path)
+    spoil, message = MANIFEST_DAMAGE[damage]
+    spoil(folder)
+    with pytest.raises(VoxganError, match=re_escape(message)) as raised:
+        shards.verify(folder)
+    assert "\n" not in str(raised.value) and "manifest.json" in str(raised.value)
+
+
+def re_escape(text):
+    import re
+
+    return re.escape(text)
+
+
+def _consume(folder):
+    """What each reader of a shard folder makes of it: ("ok", sorted sample ids, labels by id) or
+    ("refused", the one line); any other exception escapes (a failure)."""
+    from tests.data.shard_folders import sample_ids
+    from voxgan.data import make_loader
+    from voxgan.ingest.info import run_info, run_verify
+
+    try:
+        run_info(folder)
+        run_verify(folder)
+        ids, labels = [], []
+        for voxels, batch_labels in make_loader(folder, batch_size=4, shuffle=False):
+            ids += sample_ids(voxels).tolist()
+            labels += batch_labels.tolist()
+        volumes, split_labels, _ = shards.read_split(folder, "train")
+    except VoxganError as error:
+        assert str(error) and "\n" not in str(error), str(error)
+        return ("refused", str(error))
+    assert len(volumes) == len(ids) and sorted(split_labels.tolist()) == sorted(labels)
+    return ("ok", sorted(ids), sorted(zip(ids, labels, strict=True)))
+
+
+def test_damaged_manifests_are_refused_in_one_line_or_read_right(tmp_path):
+    """A seeded run of the campaign's damage over manifest.json (values replaced by hostile ones, keys
+    dropped, lists wrapped): info, info --verify, make_loader and read_split each refuse it in one line or
+    read exactly the samples and labels of the undamaged folder, never a wrong batch."""
+    import random
+
+    from tests.hostile import mutated_json
+
+    folder = _folder(tmp_path)
+    good = json.loads((folder / "manifest.json").read_text())
+    expected = _consume(folder)
+    assert expected[0] == "ok" and expected[1] == list(range(11))
+    rng, outcomes = random.Random(3), []
+    for _ in range(60):
+        (folder / "manifest.json").write_text(json.dumps(mutated_json(good, rng)))
+        outcome = _consume(folder)
+        assert outcome[0] == "refused" or outcome == expected, outcome
+        outcomes.append(outcome[0])
+    assert outcomes.count("refused") > 10 and "ok" in outcomes
+
+
+def _damaged_shard_rounds(folder, seed, rounds, report):
+    """In a child process (HDF5 on damaged bytes may crash a process, which the parent then reports):
+    damage train-00001.h5 (its sha256 updated in the manifest, so the damage itself must be found)."""
+    import random
+
+    from tests.hostile import mutated_bytes
+
+    path = folder / "train-00001.h5"
+    good, manifest = path.read_bytes(), json.loads((folder / "manifest.json").read_text())
+    expected = _consume(folder)
+    rng, outcomes = random.Random(seed), []
+    for _ in range(rounds):
+        path.write_bytes(mutated_bytes(good, rng))
+        manifest["splits"]["train"]["shards"][1]["sha256"] = shards.file_sha256(path)
+        shards.write_json_atomic(folder / "manifest.json", manifest)
+        outcome = _consume(folder)
+        outcomes.append("wrong" if outcome[0] == "ok" and outcome != expected else outcome[0])
+    report.write_text(json.dumps(outcomes))
+
+
+def test_damaged_shards_are_refused_in_one_line_or_read_right(tmp_path):
+    """Bytes of a shard damaged (flips, truncation, words) with the manifest's sha256 kept right: each
+    reader refuses in one line or reads the undamaged samples; never a crash, never a wrong batch."""
+    import multiprocessing
+
+    folder = _folder(tmp_path)
+    report = tmp_path / "outcomes.json"
+    child = multiprocessing.get_context("fork").Process(
+        target=_damaged_shard_rounds, args=(folder, 5, 40, report)
+    )
+    child.start()
+    child.join(600)
+    assert child.exitcode == 0, f"the reading process ended with {child.exitcode}"
+    outcomes = json.loads(report.read_text())
+    assert "wrong" not in outcomes and outcomes.count("refused") > 10, outcomes

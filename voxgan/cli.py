@@ -179,12 +179,25 @@ def info(
             "--html", help="Also write SHARD_DIR/info.html: samples across classes in 3D, counts and errors."
         ),
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Only check the folder: every listed shard present, its sha256 and header as the manifest "
+            "says. Prints 'verified N shards, M samples', or exits 1 naming the first bad file.",
+        ),
+    ] = False,
 ) -> None:
-    """Summarise a shard folder and verify each shard's sha256; exit 1 naming any missing or corrupt shard.
+    """Summarise a shard folder and check each shard against the manifest (sha256, header); exit 1
+    naming any missing, corrupt or disagreeing shard.
 
     Example: voxgan info shards --preview shards-preview.png   |   voxgan info shards --html
     """
-    from voxgan.ingest.info import INFO_PAGE, run_info
+    from voxgan.ingest.info import INFO_PAGE, run_info, run_verify
+
+    if verify:
+        typer.echo(run_verify(shard_dir))
+        return
 
     page = shard_dir / INFO_PAGE if html else None
     summary, problems = run_info(shard_dir, preview, page)

@@ -183,9 +183,9 @@ def test_damaged_shards_are_refused_with_a_message_naming_them(tmp_path, damage,
     write_folder(folder, [300, 300, 300])
     spoil, message = DAMAGE[damage]
     spoil(folder)
-    loader = make_loader(folder, batch_size=32, num_workers=workers)
-    with pytest.raises(VoxganError) as raised:
-        list(loader)
+    with pytest.raises(VoxganError) as raised:  # before the first batch: make_loader checks the whole split
+        list(make_loader(folder, batch_size=32, num_workers=workers))
+    assert "make_loader" in "".join(str(entry.name) for entry in raised.traceback)
     text = str(raised.value)
     assert "train-00001.h5" in text and message in text
     assert "\n" not in text and "Traceback" not in text

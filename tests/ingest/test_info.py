@@ -71,3 +71,25 @@ def test_info_html_shows_samples_across_classes_with_the_errors_and_then_the_pro
     assert done.returncode == 1 and "test-00000.h5: missing" in done.stderr
     text = page_path.read_text(encoding="utf-8")
     assert '<ul id="problems"><li>test-00000.h5: missing</li>' in text and page_volumes(page_path) == []
+
+
+def test_info_verify_names_the_first_bad_file_and_info_refuses_a_disagreeing_manifest(tmp_path: Path):
+    """`voxgan info --verify`: one line, exit 0 on a good folder; exit 1 and one line naming the first bad
+    file. Without --verify, info refuses a manifest claiming another resolution than its shards."""
+    from tests.data.shard_folders import write_folder
+
+    folder = tmp_path / "shards"
+    write_folder(folder, [5, 6], resolution=16)
+    good = run_cli("info", folder, "--verify")
+    assert good.returncode == 0 and good.stdout.splitlines() == ["verified 2 shards, 11 samples"], good.stderr
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["resolution"] = 32
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for args in (("--verify",), ()):
+        done = run_cli("info", folder, *args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert (
+            "train-00000.h5: resolution 16, the manifest says 32" in lines[0]
+            and "Traceback" not in done.stderr
+        )

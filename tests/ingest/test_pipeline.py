@@ -341,3 +341,48 @@ def test_triangle_soups_are_welded_without_changing_a_triangle():
     assert np.array_equal(welded[welded_faces], vertices[faces])
     untouched = weld_triangle_soup(vertices, faces)
     assert untouched[0] is vertices and untouched[1] is faces
+
+
+def test_a_full_disk_ends_in_one_line_loses_nothing_and_resumes_to_the_same_shards(tmp_path, full_disk_dir):
+    """voxelize onto a real tiny filesystem: exit 1 and one line naming the folder; what bears a final name
+    is whole (each shard the very bytes of an uninterrupted run, each JSON readable), no temporary is
+    left; after space is freed the same command resumes and ends with the uninterrupted run's shards."""
+    write_modelnet_tree(tmp_path / "in", train=8, test=4)
+    options = dict(resolution=16, shard_size=2, workers=1)
+    expected = voxelize(tmp_path / "in", tmp_path / "whole", **options)
+    whole = shard_bytes(tmp_path / "whole")
+    disk = full_disk_dir(96 * 1024)  # room for a few 20 KB shards of the dozen
+    out = disk.path / "out"
+    args = [
+        "voxelize",
+        tmp_path / "in",
+        out,
+        "--resolution",
+        16,
+        "--shard-size",
+        2,
+        "--workers",
+        1,
+        "--quiet",
+    ]
+    full = run_cli(*args, preexec_fn=disk.preexec_fn)
+    lines = full.stderr.strip().splitlines()
+    assert full.returncode == 1, full.stderr
+    assert lines[-1] == (
+        f"voxgan: error: {out}: no space left on the device; free some and run the same command again: "
+        "it keeps the finished units and resumes"
+    )
+    assert "Traceback" not in full.stderr
+    written = shard_bytes(out)
+    assert 0 < len(written) < len(whole)
+    assert all(whole[name] == digest for name, digest in written.items())  # whole shards, nothing else
+    for path in [out / "manifest.json", out / "plan.json", *(out / "units").glob("*.json")]:
+        json.loads(path.read_text())
+    assert not [p for p in out.rglob(".*")]  # no temporary left behind
+    disk.grow(8 * 1024 * 1024)
+    done = run_cli(*args, preexec_fn=disk.preexec_fn)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr
+    resumed = json.loads((out / "manifest.json").read_text())
+    assert resumed["splits"] == expected["splits"] and resumed["errors"] == expected["errors"]
+    assert shard_bytes(out) == whole

@@ -81,3 +81,45 @@ def test_write_once_lets_the_first_writer_win_and_leaves_no_temporary(tmp_path):
     assert write_once(tmp_path / "plan.json", b"second") is False
     assert (tmp_path / "plan.json").read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+
+
+def test_damaged_plans_and_unit_records_are_refused_or_redone(tmp_path):
+    """A seeded run of the campaign's damage over plan.json and units/*.json of a finished folder, then
+    the same voxelize again: a damaged plan is refused in one line (--overwrite starts afresh), a damaged
+    unit record is done again; whatever ends well ends with the undamaged run's shards."""
+    import json
+    import random
+
+    from tests.hostile import mutated_bytes, mutated_json
+    from tests.meshfiles import box_triangles, box_vertices, write_off
+    from voxgan import shards
+    from voxgan.errors import VoxganError
+    from voxgan.ingest import pipeline
+
+    for i in range(6):
+        write_off(tmp_path / "in" / f"box{i}.off", box_vertices(high=(1 + i, 1, 2)), box_triangles())
+    config = pipeline.make_config(tmp_path / "in", tmp_path / "out", resolution=8, shard_size=2, workers=1)
+    expected = pipeline.run_voxelize(config, progress=False)
+    folder = tmp_path / "out"
+    plan, records = (folder / "plan.json").read_bytes(), sorted((folder / "units").glob("*.json"))
+    rng, outcomes = random.Random(4), []
+    for attempt in range(24):
+        target = folder / "plan.json" if attempt % 2 else rng.choice(records)
+        good = target.read_bytes()
+        damaged = (
+            mutated_bytes(good, rng)
+            if rng.random() < 0.3
+            else json.dumps(mutated_json(json.loads(good), rng))
+        )
+        target.write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
+        try:
+            manifest = pipeline.run_voxelize(config, progress=False)
+        except VoxganError as error:
+            assert target.name == "plan.json" and "\n" not in str(error), str(error)
+            outcomes.append("refused")
+        else:
+            assert manifest["splits"] == expected["splits"] and manifest["errors"] == expected["errors"]
+            assert all(shards.verify(folder) == [] for _ in [0])
+            outcomes.append("done")
+        target.write_bytes(good if target.name != "plan.json" else plan)
+    assert "refused" in outcomes and "done" in outcomes, outcomes

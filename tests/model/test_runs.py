@@ -130,9 +130,11 @@ def test_stats_with_a_line_cut_short_by_a_crash_keep_the_whole_lines(tmp_path):
     assert [r["step"] for r in read_stats(path, 1)] == [1]
 
 
-def test_a_line_appended_to_a_full_disk_leaves_the_file_ending_in_a_whole_line(small_filesystem):
-    disk = small_filesystem(0.1)  # 100 KiB
-    path = disk / "stats.jsonl"
+def test_a_line_appended_to_a_full_disk_leaves_the_file_ending_in_a_whole_line(full_disk_dir):
+    disk = full_disk_dir(100 * 1024)
+    if disk.kind != "tmpfs":
+        pytest.skip("needs a small tmpfs (root): the write runs in this process")
+    path = disk.path / "stats.jsonl"
     line = '{"step": 1, "padding": "' + "x" * 3000 + '"}\n'
     with pytest.raises(OSError) as error:
         for _ in range(1000):
@@ -140,3 +142,59 @@ def test_a_line_appended_to_a_full_disk_leaves_the_file_ending_in_a_whole_line(s
     assert error.value.errno == 28  # ENOSPC
     text = path.read_text()
     assert text and text.endswith("\n") and len(text) % len(line) == 0
+
+
+def test_damaged_checkpoints_are_refused_in_one_line_or_load_whole(tmp_path):
+    """A seeded run of the campaign's damage over a checkpoint: its bytes (flips, truncation, words) and
+    its contents (the saved config and state mutated, then saved again). Each load ends as a generator
+    that makes volumes of its resolution or as one VoxganError line, never another exception."""
+    import random
+
+    from tests.hostile import mutated_bytes, mutated_json
+    from tests.results.sources import make_run
+
+    run_dir = make_run(tmp_path / "runs")
+    latest = run_dir / "checkpoints" / "latest.pt"
+    good = latest.read_bytes()
+    state = torch.load(latest, weights_only=True)
+    rng = random.Random(7)
+    outcomes = {"loaded": 0, "refused": 0}
+    for attempt in range(80):
+        if attempt % 2:
+            latest.write_bytes(mutated_bytes(good, rng))
+        else:
+            damaged = dict(state, config=mutated_json(state["config"], rng))
+            if rng.random() < 0.3:
+                damaged = mutated_json({k: v for k, v in damaged.items() if not torch.is_tensor(v)}, rng)
+                damaged.update({k: state[k] for k in ("generator", "critic", "ema") if rng.random() < 0.7})
+            torch.save(damaged, latest)
+        try:
+            generator, _ = load_generator(run_dir)
+            volumes = generator(torch.zeros(2, generator.latent_dim), None if not generator.num_classes else
+                                torch.zeros(2, dtype=torch.int64))  # fmt: skip
+            assert volumes.shape == (2, 1, *(generator.resolution,) * 3)
+            outcomes["loaded"] += 1
+        except VoxganError as error:
+            assert "\n" not in str(error) and str(error)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 20 and outcomes["loaded"] > 0, outcomes
+
+
+def test_a_checkpoint_claiming_vast_networks_is_refused_by_export_without_building_them(tmp_path):
+    """A config claiming networks 2¹⁸ channels wide (terabytes of weights) beside the small weights the
+    file holds: `voxgan export` refuses it in one line, having allocated nothing of the sort."""
+    import subprocess
+    import sys
+
+    from tests.results.sources import make_run
+
+    run_dir = make_run(tmp_path / "runs")
+    latest = run_dir / "checkpoints" / "latest.pt"
+    state = torch.load(latest, weights_only=True)
+    state["config"] = {**state["config"], "generator_width": 2**18, "critic_width": 2**18}
+    torch.save(state, latest)
+    done = subprocess.run([sys.executable, "-m", "voxgan", "export", "--run", str(run_dir), "--format", "npy",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "latest.pt: refused: not a voxgan generator checkpoint" in done.stderr
+    assert "weights are not those of the networks its config describes" in done.stderr

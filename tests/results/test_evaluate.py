@@ -105,3 +105,40 @@ def test_evaluate_cli_prints_table_and_appends(evaluation_shards, tmp_path):
         cwd=tmp_path,
     )
     assert done.returncode == 1 and "nope" in done.stderr and len(done.stderr.strip().splitlines()) == 2
+
+
+def test_a_full_disk_ends_in_one_line_and_a_rerun_records_once(evaluation_shards, tmp_path, full_disk_dir):
+    """evaluate with a run folder on a full filesystem: exit 1 and one line naming the run folder, the
+    checkpoint untouched, no table, no record and no temporary; after space is freed the same command
+    writes the table and one record, as a run on a roomy disk does."""
+    import shutil
+
+    run_dir = make_run(tmp_path / "runs", step=3)
+    disk = full_disk_dir(16 * 1024 * 1024)
+    on_disk = shutil.copytree(run_dir, disk.path / "runs" / run_dir.name)
+    before = {p.relative_to(on_disk): p.read_bytes() for p in on_disk.rglob("*") if p.is_file()}
+    args = ["evaluate", "--data", str(evaluation_shards), "--num", "8", "--device", "cpu", "--no-context"]
+
+    def evaluate(run):
+        return subprocess.run([sys.executable, "-m", "voxgan", *args, "--run", str(run)], capture_output=True,
+                              text=True, cwd=tmp_path, preexec_fn=disk.preexec_fn)  # fmt: skip
+
+    evaluate_run(run_dir, evaluation_shards, num=8, context=False)  # on a roomy disk: what to end with
+    disk.fill()
+    full = evaluate(on_disk)
+    assert full.returncode == 1, full.stderr
+    assert full.stderr.strip().splitlines()[-1] == (
+        f"voxgan: error: {on_disk}: no space left on the device; free some and run the same command again"
+    )
+    after = {p.relative_to(on_disk): p.read_bytes() for p in on_disk.rglob("*") if p.is_file()}
+    assert after == before  # nothing added, nothing damaged
+    disk.empty()
+    assert evaluate(on_disk).returncode == 0
+    assert (on_disk / "eval-step-0000003.md").read_text() == (run_dir / "eval-step-0000003.md").read_text()
+    records = [
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (on_disk, run_dir)
+    ]
+    for record in records[0] + records[1]:
+        record.pop("seconds")  # the time it took, the one thing that differs
+    assert records[0] == records[1] and len(records[0]) == 1

@@ -432,3 +432,31 @@ def test_html_export_of_a_conditional_run_names_each_class(browser, tmp_path):
 
     with pytest.raises(VoxganError, match="html holds the grid itself"):
         check_export_config(ExportConfig(format="html", up_axis="y"))
+
+
+def test_a_full_disk_ends_in_one_line_keeps_whole_files_and_a_rerun_ends_the_same(tmp_path, full_disk_dir):
+    """export onto a real tiny filesystem: exit 1 and one line naming the folder, each file under a final
+    name whole (the bytes of an uninterrupted export), no temporary left; run again after space is freed,
+    the folder ends as the uninterrupted export."""
+    run_dir = make_run(tmp_path / "runs")
+    args = ["export", "--run", str(run_dir), "--format", "obj", "--num", "6", "--mesh", "blocks"]
+    whole = run_cli(*args, "--out", str(tmp_path / "whole"), cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    expected = {p.name: p.read_bytes() for p in (tmp_path / "whole").iterdir()}
+    disk = full_disk_dir(max(len(b) for b in expected.values()) * 2 + 8192)
+    out = disk.path / "out"
+    full = subprocess.run([sys.executable, "-m", "voxgan", *args, "--out", str(out)], capture_output=True,
+                          text=True, cwd=tmp_path, preexec_fn=disk.preexec_fn)  # fmt: skip
+    assert full.returncode == 1, full.stderr
+    assert full.stderr.strip().splitlines()[-1] == (
+        f"voxgan: error: {out}: no space left on the device; free some and run the same command again "
+        "(it writes every file anew)"
+    )
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert 0 < len(written) < len(expected)
+    assert all(expected[name] == data for name, data in written.items())  # whole files only, no temporary
+    disk.grow(64 * 1024 * 1024)
+    done = subprocess.run([sys.executable, "-m", "voxgan", *args, "--out", str(out)], capture_output=True,
+                          text=True, cwd=tmp_path, preexec_fn=disk.preexec_fn)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == expected

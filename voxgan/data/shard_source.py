@@ -137,14 +137,16 @@ class ShardDataset(StreamPosition, IterableDataset):
         self.split, self.batch_size, self.seed = split, int(batch_size), int(seed)
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.entries = [e for e in splits[split]["shards"] if int(e["count"]) > 0]
-        for entry in self.entries:  # a cheap early message; the sha256 is checked by the reading process
-            if not (self.folder / entry["file"]).is_file():
-                check_shard_file(self.folder / entry["file"], entry["sha256"])
         self._files: dict[int, object] = {}  # open HDF5 files of this process, by shard
         self._labels: dict[int, np.ndarray] = {}  # each shard's labels (N,) int64, read once per process
         self._datasets: dict[tuple[int, str], object] = {}  # open h5py datasets, by (shard, name)
         self._files_pid = os.getpid()
         self._verified = torch.zeros((len(self.entries), 2), dtype=torch.int64).share_memory_()
+        # the whole split is checked before the first batch: each file's sha256 (recorded for the
+        # workers, which hash it again only if it changes), then every header against the manifest
+        for i, entry in enumerate(self.entries):
+            check_shard_file(self.folder / entry["file"], entry["sha256"], self._verified[i])
+        shards.check_split(self.folder, manifest, split, hashes=False)
         all_names = manifest_class_names(manifest)
         if all_names is None:
             all_names = self._header(0).class_names if self.entries else ()

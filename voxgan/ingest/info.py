@@ -1,6 +1,7 @@
 """``voxgan info``: a shard folder's summary (samples per class and split, errors, skipped files), its
-shards' sha256 checked, and an optional picture of a few samples per class (PNG) or page (HTML: the
-samples in 3D with the counts and the errors, :mod:`voxgan.pages`)."""
+shards checked against the manifest (sha256 and headers), and an optional picture of a few samples per
+class (PNG) or page (HTML: the samples in 3D with the counts and the errors, :mod:`voxgan.pages`);
+``voxgan info --verify``: the checks alone, one line."""
 
 from __future__ import annotations
 
@@ -49,10 +50,12 @@ def format_summary(folder: Path, manifest: dict, *, max_errors: int = 5) -> str:
         rows.append("(no class)")
     width = max([len("class"), *map(len, rows)])
     column = max([6, *map(len, splits)])
-    recipe = (manifest.get("recipe") or {}).get("name") or "none"
+    recipe = manifest.get("recipe")
+    recipe = (recipe.get("name") if isinstance(recipe, dict) else recipe) or "none"
     r = manifest["resolution"]
     lines = [
-        f"{folder}: {r}x{r}x{r} {manifest['mode']}, layout {manifest['layout']}, recipe {recipe}, "
+        f"{folder}: {r}x{r}x{r} {manifest.get('mode', 'solid')}, layout {manifest.get('layout', '?')}, "
+        f"recipe {recipe}, "
         f"{len(manifest.get('classes', []))} classes",
         "class".ljust(width) + "".join(s.rjust(column + 2) for s in splits) + "total".rjust(column + 2),
     ]
@@ -134,10 +137,12 @@ def write_preview(folder: Path, manifest: dict, path: Path | None = None) -> Pat
     return path
 
 
-def write_info_page(folder: Path, manifest: dict, problems: list[str], path: Path | None = None) -> Path:
+def write_info_page(
+    folder: Path, manifest: dict, problems: list[str], path: Path | None = None, shards_whole: bool = True
+) -> Path:
     """The folder as a page (``folder/info.html`` by default): its summary, the problems found, every
-    error of the manifest, and samples across classes in 3D (left out while a shard is missing or
-    corrupt). Returns the path written."""
+    error of the manifest, and samples across classes in 3D (left out unless ``shards_whole``: every
+    shard present and as the manifest says). Returns the path written."""
     from voxgan.pages import Cell, Gallery, escape, html_table, write_page
 
     folder = Path(folder)
@@ -146,7 +151,7 @@ def write_info_page(folder: Path, manifest: dict, problems: list[str], path: Pat
     if problems:
         items = "".join(f"<li>{escape(problem)}</li>" for problem in problems)
         sections.append(f'<h2>Problems</h2><ul id="problems">{items}</ul>')
-    if not shard_problems(problems):
+    if shards_whole:
         volumes, titles = preview_volumes(folder, manifest, per_class=6, limit=64)
         cells = [
             Cell(volume, title, f"{int(volume.sum())} voxels")
@@ -163,28 +168,40 @@ def write_info_page(folder: Path, manifest: dict, problems: list[str], path: Pat
     return write_page(path, f"{folder.resolve().name}: shard folder", sections, subtitle=subtitle)
 
 
-def shard_problems(problems: list[str]) -> bool:
-    """True when ``problems`` name a missing or corrupt shard (then no sample is read)."""
-    return any(p.endswith("missing") or "corrupt" in p for p in problems)
-
-
 def run_info(folder: Path, preview: Path | None = None, page: Path | None = None) -> tuple[str, list[str]]:
     """Summarise a shard folder and verify each shard's sha256; optionally write a preview PNG and a page
     (:func:`write_info_page`, written even when shards are missing or corrupt, naming them).
 
-    Returns (summary text, problems): one problem line per missing or corrupt shard, and one when the
-    run that made the folder did not finish.
+    Returns (summary text, problems): one problem line per missing or corrupt shard or per shard whose
+    header disagrees with the manifest (:func:`voxgan.shards.shard_problem`), and one when the run that
+    made the folder did not finish.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise VoxganError(f"{folder}: no such folder")
     manifest = shards.read_manifest(folder)
     problems = shards.verify(folder)
+    shards_whole = not problems
     if not manifest.get("complete", True):
         problems.append("the voxelize run did not finish (re-run the same voxgan voxelize command to resume)")
     summary = format_summary(folder, manifest)
-    if preview is not None and not shard_problems(problems):
+    if preview is not None and shards_whole:
         write_preview(folder, manifest, preview)
     if page is not None:
-        write_info_page(folder, manifest, problems, page)
+        write_info_page(folder, manifest, problems, page, shards_whole)
     return summary, problems
+
+
+def run_verify(folder: Path) -> str:
+    """``voxgan info --verify``: every listed shard exists, has the manifest's sha256 and a header that
+    agrees with it (:func:`voxgan.shards.shard_problem`). Returns ``"verified N shards, M samples"``;
+    VoxganError naming the first bad file otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VoxganError(f"{folder}: no such folder")
+    problems = shards.verify(folder, first=True)
+    if problems:
+        raise VoxganError(f"{folder}/{problems[0]}; re-run voxgan voxelize")
+    splits = shards.read_manifest(folder)["splits"].values()
+    count = sum(len(info["shards"]) for info in splits)
+    return f"verified {count} shards, {sum(info['count'] for info in splits)} samples"

@@ -15,7 +15,11 @@ from voxgan.errors import VoxganError
 
 
 class MeshError(VoxganError):
-    """A mesh file that cannot become a shape; str(error) is the one-line reason for the manifest."""
+    """A mesh file that cannot become a shape; str(error) is the one-line reason for the manifest (white
+    space in it, a newline in a name the file holds included, is folded to single spaces)."""
+
+    def __init__(self, reason: str):
+        super().__init__(" ".join(str(reason).split()))
 
 
 class Mesh(NamedTuple):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from voxgan import __version__, shards
 from voxgan.axes import UP_AXES
-from voxgan.errors import ConfigError, VoxganError
+from voxgan.errors import ConfigError, VoxganError, out_of_space
 from voxgan.ingest import layouts
 from voxgan.ingest.formats import MESH_EXTENSIONS, VOXEL_EXTENSIONS, volume_sources
 from voxgan.ingest.formats.volumes import split_source
@@ -514,7 +514,19 @@ def run_voxelize(
     Example
     -------
     >>> run_voxelize(make_config("data/meshes/shapes", "shards", resolution=16))  # doctest: +SKIP
+
+    A full disk ends the run with one VoxganError naming the output folder; every file written before is
+    whole (each is written atomically, a shard before its unit's record), so the same command run again
+    after space is freed resumes and ends as an uninterrupted run would.
     """
+    then = "run the same command again: it keeps the finished units and resumes"
+    with out_of_space(config.output_dir, then):
+        return _run_voxelize(config, report, progress)
+
+
+def _run_voxelize(
+    config: VoxelizeConfig, report: Callable[[str], None] | None, progress: bool
+) -> dict | None:
     started = time.perf_counter()
     report = report or (lambda line: None)
     check_config(config)

@@ -104,9 +104,20 @@ def read_plan(folder: Path) -> dict:
     """Read ``folder/plan.json``; VoxganError when it cannot be read."""
     path = Path(folder) / PLAN
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise VoxganError(f"{path}: unreadable plan ({error}); use --overwrite to start afresh") from None
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as error:
+        text = " ".join(str(error).split())[:200]
+        raise VoxganError(f"{path}: unreadable plan ({text}); use --overwrite to start afresh") from None
+    files = plan.get("files") if isinstance(plan, dict) else None
+    if (
+        not isinstance(files, list)
+        or not isinstance(plan.get("options"), dict)
+        or not all(isinstance(row, list) and len(row) >= 2 and isinstance(row[0], str) for row in files)
+    ):
+        raise VoxganError(
+            f"{path}: a damaged plan (no options or files list); use --overwrite to start afresh"
+        )
+    return plan
 
 
 def claim(folder: Path, plan: dict) -> dict:

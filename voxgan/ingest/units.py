@@ -86,6 +86,26 @@ def commit(folder: Path, header: shards.ShardHeader, result: UnitResult, plan_sh
     return record
 
 
+def record_fits(record: dict, unit: Unit) -> bool:
+    """True when a unit record has the form :func:`commit` writes for ``unit``: its own shard's name and a
+    count that, with its errors (each ``[source, reason]`` of the unit's sources), covers the unit."""
+    errors, entry = record.get("errors"), record.get("shard")
+    if not isinstance(errors, list) or not all(
+        isinstance(e, list) and len(e) == 2 and e[0] in unit.sources and isinstance(e[1], str) for e in errors
+    ):
+        return False
+    if entry is None:
+        return len(errors) == len(unit.sources) or not unit.sources
+    return (
+        isinstance(entry, dict)
+        and entry.get("file") == shards.shard_name(unit.split, unit.index)
+        and isinstance(entry.get("count"), int)
+        and not isinstance(entry.get("count"), bool)
+        and isinstance(entry.get("sha256"), str)
+        and entry["count"] + len(errors) == len(unit.sources)
+    )
+
+
 def done_records(folder: Path, units: list[Unit], plan_sha256: str) -> dict[str, dict]:
     """The records of the units already done for this plan (their shard whole), by unit name."""
     done = {}
@@ -94,8 +114,8 @@ def done_records(folder: Path, units: list[Unit], plan_sha256: str) -> dict[str,
             record = json.loads(record_path(folder, unit).read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(record, dict) or record.get("plan") != plan_sha256:
-            continue
+        if not isinstance(record, dict) or record.get("plan") != plan_sha256 or not record_fits(record, unit):
+            continue  # a damaged record: the unit is done again
         entry = record.get("shard")
         if entry is not None:
             shard = Path(folder) / entry["file"]

@@ -25,7 +25,7 @@ import torch
 
 from voxgan.atomic import append_line, atomic_open
 from voxgan.errors import VoxganError
-from voxgan.model.config import TrainConfig, build_networks
+from voxgan.model.config import TrainConfig, build_networks, check_config
 from voxgan.model.networks import Generator
 
 CHECKPOINT_FORMAT = "voxgan-checkpoint"
@@ -206,8 +206,10 @@ def checkpoint_path(path: Path) -> Path:
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``: plain tensors and numbers only.
 
-    A truncated or corrupt file, one carrying a pickled object (never executed), or a dict that is not a
-    voxgan checkpoint raises VoxganError. ``path``: a checkpoint file or a run folder (its latest.pt).
+    A truncated or corrupt file, one carrying a pickled object (never executed), a dict that is not a
+    voxgan checkpoint, or one whose config is out of range or does not describe the networks whose
+    weights it holds (:func:`checkpoint_config`) raises VoxganError.
+    ``path``: a checkpoint file or a run folder (its latest.pt).
     """
     path = checkpoint_path(path)
     try:
@@ -224,8 +226,12 @@ def load_checkpoint(path: Path) -> dict:
     missing = [key for key in ("config", "step", "generator", "critic", "ema") if key not in state]
     if missing:
         raise VoxganError(f"{path}: refused: an incomplete voxgan checkpoint (no {', '.join(missing)})")
-    if state.get("format_version", 0) > CHECKPOINT_VERSION:
+    version = state.get("format_version", 0)
+    if not isinstance(version, int) or not isinstance(state["step"], int) or state["step"] < 0:
+        raise VoxganError(f"{path}: refused: a damaged voxgan checkpoint (its step or format version)")
+    if version > CHECKPOINT_VERSION:
         raise VoxganError(f"{path}: checkpoint format {state['format_version']} is newer than this voxgan's")
+    checkpoint_config(state, path)
     return state
 
 
@@ -237,11 +243,45 @@ def load_generator(path: Path, *, device: str | torch.device = "cpu") -> tuple[G
     config dict (with ``class_names``).
     """
     state = load_checkpoint(path)
-    config = TrainConfig.from_dict(state["config"])
+    config = TrainConfig.from_dict(state["config"])  # checked by load_checkpoint
     generator, _ = build_networks(config)
     generator.load_state_dict(state["ema"])
     generator.to(device).eval().requires_grad_(False)
     return generator, config.to_dict()
+
+
+def checkpoint_config(state: dict, path: Path) -> TrainConfig:
+    """The checked config of a loaded checkpoint; VoxganError when it is not a valid config or when the
+    networks it describes are not the ones whose weights the checkpoint holds (compared on torch's
+    ``meta`` device, so a config claiming vast networks allocates nothing)."""
+    try:
+        config = TrainConfig.from_dict(state["config"])
+        check_config(config)
+        with torch.device("meta"):
+            described = build_networks(config)
+        for network, key in zip(described, ("ema", "critic"), strict=True):
+            shapes = {name: tuple(value.shape) for name, value in network.state_dict().items()}
+            held = state[key]
+            if (
+                not isinstance(held, dict)
+                or {name: tuple(value.shape) for name, value in held.items()} != shapes
+            ):
+                raise VoxganError(f"its {key} weights are not those of the networks its config describes")
+    except (
+        VoxganError,
+        TypeError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+        RuntimeError,
+    ) as error:
+        text = " ".join(str(error).split())[:200] or type(error).__name__
+        raise VoxganError(
+            f"{path}: refused: not a voxgan generator checkpoint ({text}); "
+            f"use another checkpoint from {path.parent}"
+        ) from None
+    return config
 
 
 # --- logs -----------------------------------------------------------------------------------------------

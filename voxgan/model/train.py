@@ -47,7 +47,7 @@ from torch import nn
 
 from voxgan import __version__
 from voxgan.data import VoxelLoader, make_loader
-from voxgan.errors import ConfigError, VoxganError
+from voxgan.errors import ConfigError, VoxganError, is_disk_full
 from voxgan.model.config import (
     DEFAULT_EPOCHS,
     NETWORK_FIELDS,
@@ -87,8 +87,7 @@ from voxgan.shards import write_json_atomic
 
 SAMPLE_GRID = 16  # volumes in samples/step-NNNNNNN.png, from latents fixed by the seed
 BEST_METRIC = "nna_iou"  # best.pt: the checkpoint of the lowest 1-NNA (IoU) the evaluation measured
-# A write that fails with one of these stops the run with one line (the disk, the quota, the device).
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)
+
 # The sums of a log interval, in the order of Progress.sums (and of a checkpoint's stats_sums).
 STAT_NAMES = ("loss_critic", "wasserstein", "gradient_penalty", "grad_norm_critic", "loss_generator",
               "grad_norm_generator", "critic_updates", "penalty_updates", "generator_updates",
@@ -884,8 +883,8 @@ def keep_if_best(
 
 
 class stop_when_disk_full:
-    """``with``: an OSError of a full disk (:data:`DISK_ERRORS`) in rank 0's writes becomes one line
-    naming the run folder, the space a checkpoint needs and how to continue; anything else passes."""
+    """``with``: a full disk, quota or file-size cap, or an I/O error, met by rank 0's writes becomes one
+    line naming the run folder, the space a checkpoint needs and how to continue; anything else passes."""
 
     def __init__(self, run_dir: Path | None, config: TrainConfig, networks: Networks, progress: Progress):
         self.run_dir, self.config, self.networks, self.progress = run_dir, config, networks, progress
@@ -894,7 +893,8 @@ class stop_when_disk_full:
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
-        if not isinstance(error, OSError) or error.errno not in DISK_ERRORS or self.run_dir is None:
+        lost = is_disk_full(error) or (isinstance(error, OSError) and error.errno == errno.EIO)
+        if not lost or self.run_dir is None:
             return False
         needed = len(checkpoint_bytes(checkpoint_state(self.config, self.networks, self.progress)))
         latest = self.run_dir / "checkpoints" / "latest.pt"

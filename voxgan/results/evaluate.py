@@ -21,7 +21,7 @@ import numpy as np
 
 from voxgan.atomic import append_line, atomic_open
 from voxgan.data import make_loader
-from voxgan.errors import VoxganError
+from voxgan.errors import VoxganError, out_of_space
 from voxgan.model.runs import latent_batch, load_checkpoint, load_generator, run_folder_of, run_generator
 from voxgan.results.metrics import (
     FeatureNet,
@@ -226,13 +226,17 @@ def evaluate_run(
         )
     )
     folder = run_folder_of(run_dir)
-    append_json_line(folder / "metrics.jsonl", record)
     table = markdown_table(record)
     table_path = folder / f"eval-step-{step:07d}.md"
-    write_text_atomic(table_path, table + "\n")
+    # the table first, the record last: a full disk between them leaves no record, so the same command
+    # run again writes the same table and appends the record once
+    with out_of_space(folder, "run the same command again"):
+        write_text_atomic(table_path, table + "\n")
+        append_json_line(folder / "metrics.jsonl", record)
     samples, labels = made[0]
     chunks_of = partial(split_chunks, data, resolution=generator.resolution)  # chunks_of(split)
-    report = write_report(folder, record, samples, labels, class_names, chunks_of, device)
+    with out_of_space(folder, "run the same command again"):
+        report = write_report(folder, record, samples, labels, class_names, chunks_of, device)
     return {**record, "table": table, "table_path": str(table_path), "report_path": str(report)}
 
 

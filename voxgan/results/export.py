@@ -21,7 +21,7 @@ import numpy as np
 
 from voxgan.atomic import atomic_open
 from voxgan.axes import FORMAT_UP_AXES, UP_AXES, signed, z_to_up
-from voxgan.errors import VoxganError
+from voxgan.errors import VoxganError, out_of_space
 from voxgan.model.runs import find_latest_run, latent_batch, load_checkpoint, load_generator, run_generator
 from voxgan.pages import Cell, Gallery, escape, write_page
 from voxgan.render import render_volume, render_volumes
@@ -420,10 +420,16 @@ def export_volumes(config: ExportConfig) -> ExportResult:
     ``{name}-walk.gif`` (a loop through latent space) or ``{name}-turntable.gif`` (a shard volume
     turning about z); html: one page ``{name}.html`` showing every volume in 3D.
     """
-    from tqdm import tqdm
-
     check_export_config(config)
     volume_set = load_volumes(config)
+    with out_of_space(config.out, "run the same command again (it writes every file anew)"):
+        return _write_exports(config, volume_set)
+
+
+def _write_exports(config: ExportConfig, volume_set: VolumeSet) -> ExportResult:
+    """Write the files of :func:`export_volumes`, each atomically."""
+    from tqdm import tqdm
+
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     warnings, files = list(volume_set.notes), []

@@ -20,6 +20,7 @@ allocated, so a header that claims 10⁹ faces fails at once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
@@ -145,15 +146,21 @@ def read_source(root: Path, source: str, *, max_faces: int | None = None, key: s
     array_format = ARRAY_FORMATS.get(extension_of(file))
     if array_format is None:
         return read(root / source, root, max_faces=max_faces)
+    _array_shape(root / file, root, key)  # refuses a stack the file cannot hold
     real = inside_root(root / file, root)
-    check_regular(real)
     return Volume(volumes.occupancy_of(array_format.volume(real, key, index)), np.eye(4))
 
 
 def _array_shape(path: Path, root: Path, key: str | None) -> tuple[int, ...]:
+    """The chosen array's shape; MeshError for a stack claiming more volumes than the file has bytes (an
+    HDF5 dataset may declare any shape and store nothing: its sources alone would fill the memory)."""
     real = inside_root(path, root)
     check_regular(real)
-    return ARRAY_FORMATS[path.suffix.lower()].shape(real, key)
+    shape = ARRAY_FORMATS[path.suffix.lower()].shape(real, key)
+    count = volumes.stack_length(shape)
+    if count is not None and count > os.path.getsize(real):
+        raise MeshError(f"the array claims a stack of {count:,} volumes, more than the file's bytes can hold")
+    return shape
 
 
 def _read(path: Path, root: Path, readers: dict[str, Reader], kind: str, max_faces: int | None):

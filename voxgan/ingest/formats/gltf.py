@@ -55,7 +55,7 @@ def parse_gltf(
         raise MeshError(f"cannot parse {fmt}: malformed document: {error_line(error)}") from None
     try:
         buffers = _gltf_buffers(tree, data if binary else None, folder, root)
-        return _flatten_scene(tree, buffers)
+        return _flatten_scene(tree, buffers, max_faces)
     except MeshError:
         raise
     except (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as error:
@@ -145,7 +145,8 @@ _COMPONENTS = {5120: "i1", 5121: "u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 51
 _WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 _GLB_BIN = 0x004E4942
 _MAX_DEPTH = 64  # node nesting deeper than this is refused (a hostile file may nest without end)
-_MAX_VISITS = 1_000_000  # node instances in a scene (a hostile file may share children exponentially)
+_MAX_VISITS = 100_000  # node instances in a scene (a hostile file may share children exponentially)
+_MAX_INSTANCED_FACES = 50_000_000  # triangles of all instances together when --max-faces does not say
 
 
 def _gltf_buffers(tree: dict, glb: bytes | None, folder: Path, root: Path) -> list[bytes]:
@@ -213,7 +214,11 @@ def _primitive_triangles(tree: dict, buffers: list[bytes], primitive: dict) -> t
     """One primitive's vertices (V, 3) and triangles (F, 3); points and lines give no triangles."""
     if "KHR_draco_mesh_compression" in (primitive.get("extensions") or {}):
         raise MeshError("cannot parse glTF: Draco-compressed meshes are not supported; decompress them first")
-    vertices = _accessor(tree, buffers, primitive["attributes"]["POSITION"])[:, :3]
+    vertices = _accessor(tree, buffers, primitive["attributes"]["POSITION"])
+    if vertices.shape[1] != 3:
+        raise MeshError(
+            f"cannot parse glTF: a POSITION accessor holds {vertices.shape[1]} numbers a vertex, not 3"
+        )
     mode = primitive.get("mode", 4)
     if "indices" in primitive:
         corners = _accessor(tree, buffers, primitive["indices"])[:, 0].astype(np.int64)
@@ -252,28 +257,49 @@ def _node_matrix(node: dict) -> np.ndarray:
     return matrix
 
 
-def _flatten_scene(tree: dict, buffers: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Every triangle of the default scene's mesh instances, in world coordinates, as one mesh."""
+def _flatten_scene(
+    tree: dict, buffers: list[bytes], max_faces: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every triangle of the default scene's mesh instances, in world coordinates, as one mesh.
+
+    The node tree is walked first (each mesh decoded once, the instances' triangles counted as they
+    are met), so a tree that shares its children exponentially fails at ``_MAX_VISITS``, ``max_faces``
+    or ``_MAX_INSTANCED_FACES`` before a single copy is made.
+    """
     nodes, meshes = tree.get("nodes", []), tree.get("meshes", [])
     if tree.get("scenes"):
         roots = tree["scenes"][tree.get("scene", 0)].get("nodes", [])
     else:  # no scene: every node no other node names as a child
         children = {child for node in nodes for child in node.get("children", [])}
         roots = [n for n in range(len(nodes)) if n not in children]
-    all_vertices, all_faces, offset = [], [], 0
+    decoded: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    instances, faces_so_far = [], 0  # (mesh index, world matrix (4, 4))
     stack, visits = [(root, np.eye(4), 0) for root in roots], 0
     while stack:
         index, parent, depth = stack.pop()
         visits += 1
         if depth > _MAX_DEPTH or visits > _MAX_VISITS:
             raise MeshError("cannot parse glTF: the node tree is too deep or too large (a cycle?)")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(nodes):
+            raise MeshError(f"cannot parse glTF: a node index is not a node: {str(index)[:40]}")
         node = nodes[index]
-        matrix = parent @ _node_matrix(node)
+        moved = any(key in node for key in ("matrix", "rotation", "scale", "translation"))
+        matrix = parent @ _node_matrix(node) if moved else parent
         stack.extend((child, matrix, depth + 1) for child in node.get("children", []))
         if "mesh" not in node:
             continue
-        for primitive in meshes[node["mesh"]]["primitives"]:
-            vertices, faces = _primitive_triangles(tree, buffers, primitive)
+        mesh_index = node["mesh"]
+        if mesh_index not in decoded:
+            primitives = meshes[mesh_index]["primitives"]
+            decoded[mesh_index] = [_primitive_triangles(tree, buffers, primitive) for primitive in primitives]
+        faces_so_far += sum(len(faces) for _, faces in decoded[mesh_index])
+        check_face_limit(faces_so_far, max_faces)
+        if faces_so_far > _MAX_INSTANCED_FACES:
+            raise MeshError(f"too many faces: the scene instances over {_MAX_INSTANCED_FACES:,} triangles")
+        instances.append((mesh_index, matrix))
+    all_vertices, all_faces, offset = [], [], 0
+    for mesh_index, matrix in instances:
+        for vertices, faces in decoded[mesh_index]:
             if len(faces):
                 all_vertices.append(apply_transform(vertices, matrix))
                 all_faces.append(faces + offset)

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from voxgan.ingest.formats.volumes import choose_key, volume_index, whole_array
+from voxgan.ingest.formats.volumes import MAX_WHOLE_BYTES, choose_key, volume_index, whole_array
 from voxgan.ingest.mesh import MeshError, error_line
 
 _LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
+# what zipfile and zlib raise on a damaged archive (NotImplementedError: a zip version or method it lacks;
+# RuntimeError: an encrypted member)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    ValueError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+)
 
 
 def npy_shape(path: Path, key: str | None = None) -> tuple[int, ...]:
@@ -53,7 +65,7 @@ def npz_volume(path: Path, key: str | None, index: int | None) -> np.ndarray:
 def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
+    except _ZIP_ERRORS as error:
         raise MeshError(f"cannot read .npz: {error_line(error)}") from None
 
 
@@ -66,22 +78,34 @@ def _members(archive: zipfile.ZipFile) -> dict[str, tuple[int, ...]]:
         try:
             with archive.open(info) as stream:
                 shape, _, dtype = _read_header(stream)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as error:
+        except _ZIP_ERRORS as error:
             raise MeshError(f"cannot read .npz member {info.filename}: {error_line(error)}") from None
         if dtype.hasobject:
             raise MeshError(f"{info.filename} holds Python objects (pickles), which voxgan never loads")
-        if dtype.itemsize * int(np.prod(shape)) > info.file_size:
+        if dtype.itemsize * int(np.prod(shape, dtype=object)) > info.file_size:
             raise MeshError(f".npz member {info.filename} claims more data than it holds (truncated?)")
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_WHOLE_BYTES:
+            raise MeshError(
+                f".npz member {info.filename} inflates to {info.file_size:,} bytes "
+                f"(over {MAX_WHOLE_BYTES:,}): save it with np.savez (read in part)"
+            )
         shapes[info.filename[: -len(".npy")]] = shape
     return shapes
 
 
 def _read_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) of a .npy stream, leaving it at the first data byte."""
-    major, _ = np.lib.format.read_magic(stream)
-    if major == 1:
-        return np.lib.format.read_array_header_1_0(stream)
-    return np.lib.format.read_array_header_2_0(stream)
+    """(shape, fortran_order, dtype) of a .npy stream, leaving it at the first data byte.
+
+    ValueError for any header that cannot be read (numpy evaluates the header's text as a Python literal
+    and raises SyntaxError, tokenize's TokenError and more on a hostile one; a zip member may raise
+    zlib's errors)."""
+    try:
+        major, _ = np.lib.format.read_magic(stream)
+        if major == 1:
+            return np.lib.format.read_array_header_1_0(stream)
+        return np.lib.format.read_array_header_2_0(stream)
+    except Exception as error:  # numpy's literal evaluation (and a damaged zip member) raise many kinds
+        raise ValueError(f"bad .npy header: {error_line(error)}") from None
 
 
 def _mapped(path: Path, start: int, name: str) -> np.memmap:
@@ -101,7 +125,7 @@ def _mapped(path: Path, start: int, name: str) -> np.memmap:
     order = "F" if fortran else "C"
     try:
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, OverflowError) as error:
         raise MeshError(
             f"{name} claims more data than the file holds (truncated?): {error_line(error)}"
         ) from None
@@ -123,5 +147,5 @@ def _load_member(path: str, name: str) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return archive[name]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+    except _ZIP_ERRORS as error:
         raise MeshError(f"cannot read .npz member {name}.npy: {error_line(error)}") from None

@@ -97,7 +97,8 @@ def _ply_header(data: bytes) -> tuple[list[_PlyElement], str, int]:
         if words[0] == "format" and len(words) > 1:
             fmt = words[1]
         elif words[0] == "element":
-            if len(words) != 3 or not words[2].isdigit():
+            # isascii: "¹" is a digit to isdigit but not to int
+            if len(words) != 3 or not (words[2].isascii() and words[2].isdigit()):
                 raise MeshError(f"cannot parse PLY: bad header line: {line.strip()[:60]}")
             elements.append(_PlyElement(words[1], int(words[2]), []))
         elif words[0] == "property" and elements:

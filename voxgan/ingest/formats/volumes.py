@@ -20,6 +20,7 @@ from voxgan.ingest.formats.binvox import MAX_BINVOX_DIM
 from voxgan.ingest.mesh import MeshError
 
 DEFAULT_KEY = "instance"
+MAX_WHOLE_BYTES = 2**30  # an array that must be read whole (compressed) is refused beyond this many bytes
 _INDEXED = re.compile(r"^(?P<path>.+)#(?P<index>\d+)$")
 
 
