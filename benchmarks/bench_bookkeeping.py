@@ -12,8 +12,13 @@ of training, in interleaved rounds (so a shared machine's load hits all alike):
 
 Columns: steps/s (median over rounds), the run folder's size and its number of pictures and snapshots.
 
+Before them, what each piece of bookkeeping costs on its own at the default recipe, in this process
+(median of 5): writing a checkpoint (serialised in memory, then written), a sample grid with the loss plot,
+a log line; and from those, the share of training time each schedule spends on them at this machine's
+speed (measured by one untimed-bookkeeping step loop).
+
     .venv/bin/python benchmarks/bench_bookkeeping.py [--data synthetic:shapes|SHARDS] [--minutes 2]
-        [--rounds 2] [--threads 2]
+        [--rounds 2] [--threads 2] [--costs-only]
 """
 
 from __future__ import annotations
@@ -74,16 +79,79 @@ def run(name: str, data: str, minutes: float, threads: int, out: Path, steps_per
     }
 
 
+def action_costs(data: str, threads: int) -> dict:
+    """Seconds per checkpoint, picture (+ loss plot), log line, and per training step, at the default."""
+    import time
+
+    import torch
+
+    from voxgan.model.config import TrainConfig, build_networks
+    from voxgan.model.runs import append_stats, checkpoint_bytes, plot_losses, save_checkpoint
+    from voxgan.model.train import fixed_latents, save_samples, train
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = train(TrainConfig(data=data, out=scratch, steps=3, samples_every="1000h"))
+        state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+        config = TrainConfig.from_dict(state["config"])
+        generator, _ = build_networks(config)
+        generator.load_state_dict(state["ema"])
+        z, labels = fixed_latents(config, torch.device("cpu"))
+        history = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()] * 40
+
+        def timed(action) -> float:
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                action()
+                times.append(time.perf_counter() - start)
+            return statistics.median(times)
+
+        record = history[-1]
+        costs = {
+            "checkpoint": timed(lambda: save_checkpoint(checkpoint_bytes(state), run_dir, 10**6, keep=3)),
+            "picture": timed(
+                lambda: (
+                    save_samples(generator, z, labels, config, run_dir, 10**6),
+                    plot_losses(history, run_dir / "loss.png"),
+                )
+            ),  # fmt: skip
+            "log line": timed(lambda: append_stats(run_dir / "stats.jsonl", record, None)),
+        }
+        start = time.perf_counter()
+        train(TrainConfig(data=data, out=scratch, steps=8, log_every="1000h", samples_every="1000h",
+                                  checkpoint_every="1000h"))  # fmt: skip
+        costs["step"] = (time.perf_counter() - start) / 8  # an upper bound: start-up included
+        return costs
+
+
+def share_of_training(costs: dict, steps_per_epoch: int) -> dict:
+    """The share of an hour of training each schedule spends on bookkeeping, from the measured costs."""
+    steps_an_hour = 3600 / costs["step"]
+    default = 6 * costs["checkpoint"] + 60 * costs["picture"] + 360 * costs["log line"]
+    old = (steps_an_hour / 100 * costs["checkpoint"] + steps_an_hour / steps_per_epoch * costs["picture"]
+           + steps_an_hour / 10 * costs["log line"])  # fmt: skip
+    return {"default": default / 3600, "0.1 habits": old / (3600 + old)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="synthetic:shapes")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--costs-only", action="store_true")
     args = parser.parse_args()
     from voxgan.data import make_loader
 
     steps_per_epoch = max(1, make_loader(args.data, batch_size=32, drop_last=True).num_batches)
+    costs = action_costs(args.data, args.threads)
+    print("seconds each: " + ", ".join(f"{k} {v:.3f}" for k, v in costs.items()), flush=True)
+    shares = share_of_training(costs, steps_per_epoch)
+    print("share of an hour of training spent on bookkeeping: "
+          + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()), flush=True)  # fmt: skip
+    if args.costs_only:
+        return
     results: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
     with tempfile.TemporaryDirectory() as scratch:
         for round_index in range(args.rounds):
