@@ -38,9 +38,11 @@ class TrainConfig:
     """Everything a run needs; saved as ``config.json`` and in every checkpoint.
 
     Defaults: the recipe chosen by ``benchmarks/bench_quality.py`` (see BENCHMARKS.md): the original design's
-    data and objective (batch 32, 100-d noise, 16³, WGAN-GP with λ = 10, Adam betas (0, 0.9), attention in
-    both networks) with two time-scale updates (one critic update per generator update, the critic's learning
-    rate twice the generator's) and lean networks (no R³ feature maps, attention keys pooled at 8³).
+    data and objective (batch 32, 100-d noise, WGAN-GP with λ = 10, Adam betas (0, 0.9), attention in both
+    networks) with two time-scale updates (one critic update per generator update, the critic's learning
+    rate twice the generator's) and lean networks (no R³ feature maps; attention on the generator's 4³ base
+    map and at the critic's 4³, keys and values of attention on larger maps pooled by 2). ``resolution``
+    None takes the data's (16³ for a synthetic source).
     :data:`ORIGINAL_DESIGN` holds the options that give the original design instead.
     ``penalty_every = k`` applies the gradient penalty on every k-th critic update only, weighted λ·k (lazy
     regularisation, as StyleGAN2 does for R1); ``penalty_fraction`` computes it on that share of the batch.

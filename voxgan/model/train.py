@@ -23,7 +23,7 @@ SIGTERM, as cluster schedulers expect of a preempted job, and 130 on SIGINT).
 Periodic evaluation (``--eval-every``) is a function handed to :func:`train` (the command line passes
 :func:`voxgan.results.evaluate.evaluate_during_training`), so this room never imports the results room.
 
-The module is longer than most (about 850 lines) on purpose: the loop and every piece of it, so that a
+The module is longer than most (about 950 lines) on purpose: the loop and every piece of it, so that a
 training run reads in this one file; the maths of one update is :mod:`voxgan.model.updates`.
 """
 
@@ -88,10 +88,18 @@ from voxgan.shards import write_json_atomic
 SAMPLE_GRID = 16  # volumes in samples/step-NNNNNNN.png, from latents fixed by the seed
 BEST_METRIC = "nna_iou"  # best.pt: the checkpoint of the lowest 1-NNA (IoU) the evaluation measured
 
-# The sums of a log interval, in the order of Progress.sums (and of a checkpoint's stats_sums).
-STAT_NAMES = ("loss_critic", "wasserstein", "gradient_penalty", "grad_norm_critic", "loss_generator",
-              "grad_norm_generator", "critic_updates", "penalty_updates", "generator_updates",
-              "skipped_critic", "skipped_generator")  # fmt: skip
+# The sums of a log interval (Progress.sums and a checkpoint's stats_sums), by name, in this order:
+CRITIC_VALUES = ("loss_critic", "wasserstein", "gradient_penalty", "grad_norm_critic")  # critic_update's
+GENERATOR_VALUES = ("loss_generator", "grad_norm_generator")  # generator_update's
+UPDATE_COUNTS = (
+    "critic_updates",
+    "penalty_updates",
+    "generator_updates",
+    "skipped_critic",
+    "skipped_generator",
+)
+STAT_NAMES = CRITIC_VALUES + GENERATOR_VALUES + UPDATE_COUNTS
+STAT = {name: index for index, name in enumerate(STAT_NAMES)}  # name -> its slot in the sums
 
 Evaluate = Callable[[Path, torch.device], dict | None]  # returns the evaluation's record
 
@@ -201,6 +209,23 @@ class Bookkeeping:
             self.checkpoints.due(*now, *self.last_checkpoint),
             self.samples.due(*now, *self.last_samples),
         )
+
+
+@dataclass
+class LogInterval:
+    """The stretch since the last stats.jsonl line: when and at which step it began, the seconds of it
+    spent waiting for data."""
+
+    started: float  # time.perf_counter()
+    step: int
+    data_wait: float = 0.0
+
+    def close(self, progress: Progress, samples_per_step: int) -> dict:
+        """The stats.jsonl record of this interval (:func:`close_log_interval`); the next one starts now."""
+        elapsed, steps_done = time.perf_counter() - self.started, max(1, progress.step - self.step)
+        record = close_log_interval(progress, steps_done, elapsed, self.data_wait, samples_per_step)
+        self.started, self.step, self.data_wait = time.perf_counter(), progress.step, 0.0
+        return record
 
 
 @dataclass(frozen=True)
@@ -332,12 +357,12 @@ def run_training(
     samples_per_step = config.batch_size * config.n_critic * world_size
     bar = tqdm(total=total_steps, initial=progress.step, disable=not is_main, file=sys.stderr, unit="step",
                dynamic_ncols=True)  # fmt: skip
-    last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, progress.step
+    interval = LogInterval(time.perf_counter(), progress.step)
     stop_reason = "steps" if total_steps is not None and progress.step >= total_steps else None
     with bar, StopSignals() as signals:  # the bar is closed before an error message is printed
         tick = time.perf_counter()
         while stop_reason is None:
-            data_wait += train_step(
+            interval.data_wait += train_step(
                 plan, networks, generator_train, objective_train, progress, batches, loader.num_batches, noise
             )
             bar.update(1)
@@ -353,9 +378,7 @@ def run_training(
                 check_ranks_agree((networks.generator, networks.critic, networks.ema), step)
             with stop_when_disk_full(run_dir, config, networks, progress):
                 if events.log or last:
-                    elapsed, steps_done = time.perf_counter() - last_log_time, max(1, step - logged_step)
-                    record = close_log_interval(progress, steps_done, elapsed, data_wait, samples_per_step)
-                    last_log_time, data_wait, logged_step = time.perf_counter(), 0.0, step
+                    record = interval.close(progress, samples_per_step)
                     books.last_log = (step, progress.train_seconds)
                     if is_main:
                         history.append(record)
@@ -725,23 +748,30 @@ def batch_stream(loader, epoch: int, batch_index: int):
         epoch, batch_index = epoch + 1, 0
 
 
+def stat_slots(names: tuple[str, ...]) -> slice:
+    """The slots of ``names`` in the sums, which lie side by side in :data:`STAT_NAMES`."""
+    start = STAT[names[0]]
+    assert STAT_NAMES[start : start + len(names)] == names, names
+    return slice(start, start + len(names))
+
+
 def count_critic_update(progress: Progress, values: torch.Tensor, penalise: bool) -> None:
     """Add a critic update's (4,) [loss, wasserstein, penalty, grad norm] to the sums unless non-finite."""
     ok = torch.isfinite(values[3])
     progress.streaks[0] = torch.where(ok, 0, progress.streaks[0] + 1)
-    progress.sums[0:4] += torch.where(ok, values.double(), 0)
-    progress.sums[6] += ok.double()
-    progress.sums[7] += (ok & penalise).double()
-    progress.sums[9] += (~ok).double()
+    progress.sums[stat_slots(CRITIC_VALUES)] += torch.where(ok, values.double(), 0)
+    progress.sums[STAT["critic_updates"]] += ok.double()
+    progress.sums[STAT["penalty_updates"]] += (ok & penalise).double()
+    progress.sums[STAT["skipped_critic"]] += (~ok).double()
 
 
 def count_generator_update(progress: Progress, values: torch.Tensor) -> None:
     """Add a generator update's (2,) [loss, grad norm] to the sums unless non-finite."""
     ok = torch.isfinite(values[1])
     progress.streaks[1] = torch.where(ok, 0, progress.streaks[1] + 1)
-    progress.sums[4:6] += torch.where(ok, values.double(), 0)
-    progress.sums[8] += ok.double()
-    progress.sums[10] += (~ok).double()
+    progress.sums[stat_slots(GENERATOR_VALUES)] += torch.where(ok, values.double(), 0)
+    progress.sums[STAT["generator_updates"]] += ok.double()
+    progress.sums[STAT["skipped_generator"]] += (~ok).double()
 
 
 # --- logging, pictures, checkpoints ---------------------------------------------------------------------
