@@ -296,7 +296,7 @@ def train(
         typer.Option(help="Grid size 16, 32 or 64 of a synthetic source [16]; shards say their own."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, data order, latents: same seed, same run.")] = 0,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     conditional: Annotated[
         bool, typer.Option("--conditional", help="Class-conditional: generate a chosen class (needs labels).")
@@ -516,7 +516,7 @@ def evaluate(
     num: Annotated[
         int | None, typer.Option(help="Reference volumes (a seeded subset) [the whole split].")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
     no_context: Annotated[
         bool, typer.Option("--no-context", help="Skip the train-split and noise context rows.")
     ] = False,
@@ -536,12 +536,12 @@ def evaluate(
         raise typer.BadParameter("give --run or --checkpoint, not both")
     if num is not None and num < 2:
         raise typer.BadParameter(f"must be at least 2, got {num}", param_hint="--num")
-    if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
-        raise typer.BadParameter(f"unknown device {device!r}; use cpu, cuda or auto", param_hint="--device")
-    if device == "auto":
-        import torch
+    from voxgan.model.train import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = str(resolve_device(device))
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint=error.option) from None
     source = run or checkpoint
     if source is None:
         from voxgan.model.runs import find_latest_run

@@ -177,7 +177,7 @@ def check_config(config: TrainConfig) -> None:
             raise ConfigError(option_name(name), f"{name} {error}") from None
     checks = [
         ("resolution", config.resolution in (None, 16, 32, 64), "must be 16, 32 or 64"),
-        ("device", config.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+        ("device", is_device_name(config.device), "must be auto, cpu, cuda or cuda:N"),
         ("batch_size", config.batch_size >= 1, "must be at least 1"),
         ("workers", config.workers >= 0, "must be 0 or more"),
         ("epoch_size", config.epoch_size >= 1, "must be at least 1"),
@@ -214,6 +214,11 @@ def attention_sizes(resolution: int) -> dict[str, list[int]]:
     its blocks (16 -> [4, 8, 16]), the ends of the critic's blocks (16 -> [4, 8])."""
     generator = [4, *resolution_steps(resolution)]
     return {"generator_attention": generator, "critic_attention": [size // 2 for size in generator[1:]]}
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is a ``--device`` value: auto, cpu, cuda or cuda:N."""
+    return re.fullmatch(r"auto|cpu|cuda(:\d+)?", name) is not None
 
 
 def option_name(field: str) -> str:

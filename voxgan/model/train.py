@@ -57,6 +57,7 @@ from voxgan.model.config import (
     TrainConfig,
     build_networks,
     check_config,
+    is_device_name,
     option_name,
     parse_interval,
 )
@@ -698,16 +699,22 @@ def open_run_folder(config: TrainConfig, run_dir: Path | None, step: int) -> tup
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> CUDA when present, else CPU; "cuda" without a GPU is an error."""
+    """The device of a ``--device`` value, for every command: "auto" -> CUDA when present, else CPU;
+    "cuda" -> this process's GPU (``local_rank`` under torchrun); "cuda:N" -> GPU N. ConfigError for another
+    value, VoxganError for a GPU that is not there."""
+    if not is_device_name(name):
+        raise ConfigError("--device", f"device must be auto, cpu, cuda or cuda:N, got {name}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise VoxganError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise VoxganError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    index = int(name.partition(":")[2] or local_rank)
+    if index >= torch.cuda.device_count():
+        seen = torch.cuda.device_count()
+        raise VoxganError(
+            f"--device {name}: {seen} CUDA device(s) visible" + ("" if seen else "; use --device cpu or auto")
+        )
+    return torch.device("cuda", index)
 
 
 def keep_freed_memory_in_heap() -> bool:
