@@ -29,17 +29,20 @@ def test_generator_and_critic_shapes(resolution, num_classes):
     )
 
 
+R3_FEATURES = dict(full_resolution_features=True, attention_pool=1)  # voxgan 0.1's networks
+
+
 @pytest.mark.parametrize("resolution, steps", [(16, 2), (32, 3), (64, 4)])
 def test_one_block_type_per_resolution_step(resolution, steps):
-    generator = Generator(resolution, width=4, attention=(8,))
-    critic = Critic(resolution, width=4, attention=(4,))
+    generator = Generator(resolution, width=4, attention=(8,), **R3_FEATURES)
+    critic = Critic(resolution, width=4, attention=(4,), **R3_FEATURES)
     assert [type(b) for b in generator.blocks] == [UpBlock] * steps
     assert [type(b) for b in critic.blocks] == [DownBlock] * steps
 
 
 def test_attention_sits_at_the_requested_resolutions():
-    generator = Generator(32, width=4, attention=(8, 16))
-    critic = Critic(32, width=4, attention=(4,))
+    generator = Generator(32, width=4, attention=(8, 16), **R3_FEATURES)
+    critic = Critic(32, width=4, attention=(4,), **R3_FEATURES)
     with_attention = [b.attention is not None for b in generator.blocks]  # outputs 8, 16, 32
     assert with_attention == [True, True, False]
     assert [b.attention is not None for b in critic.blocks] == [False, False, True]  # outputs 16, 8, 4
@@ -127,3 +130,13 @@ def test_pooled_attention_attends_to_pooled_keys_and_equals_plain_attention_on_c
     # On a map that is constant within each 2³ cell, pooling the keys and values changes nothing.
     cells = torch.randn(2, 8, 4, 4, 4).repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4)
     assert torch.allclose(pooled(cells), plain(cells), atol=1e-5)
+
+
+def test_networks_built_without_arguments_are_the_default_recipes():
+    from voxgan.model.config import TrainConfig, build_networks
+
+    expected_generator, expected_critic = build_networks(TrainConfig())
+    for built, expected in ((Generator(), expected_generator), (Critic(), expected_critic)):
+        assert repr(built) == repr(expected)
+        shapes = {k: v.shape for k, v in built.state_dict().items()}
+        assert shapes == {k: v.shape for k, v in expected.state_dict().items()}

@@ -127,7 +127,7 @@ class Generator(nn.Module):
     A linear layer makes a 4³ feature map, then one :class:`UpBlock` per doubling, then a sigmoid: the last
     doubling is a transposed convolution to one channel, or (``full_resolution_features``) an UpBlock to
     R³ features and a 3×3×3 convolution to one channel. When ``num_classes > 0`` a learned class embedding
-    is concatenated to z.
+    is concatenated to z. With no arguments: the default recipe's generator (``TrainConfig()``).
 
     Parameters
     ----------
@@ -146,12 +146,12 @@ class Generator(nn.Module):
         self,
         resolution: int = 16,
         latent_dim: int = 100,
-        width: int = 32,
-        attention: tuple[int, ...] = (8,),
+        width: int = 16,
+        attention: tuple[int, ...] = (4,),
         num_classes: int = 0,
         key_divisor: int = 8,
-        attention_pool: int = 1,
-        full_resolution_features: bool = True,
+        attention_pool: int = 2,
+        full_resolution_features: bool = False,
     ):
         super().__init__()
         self.resolution, self.latent_dim, self.num_classes = resolution, latent_dim, num_classes
@@ -205,7 +205,8 @@ class Critic(nn.Module):
     ``D(volumes, labels)``: volumes (B, 1, R, R, R) float, labels (B,) int64 or None -> (B,).
     One :class:`DownBlock` per halving down to 4³ (after a 3×3×3 convolution to R³ features when
     ``full_resolution_features``), then a linear score. When ``num_classes > 0`` the score gets a
-    projection term, ⟨embed(label), features⟩ (Miyato & Koyama 2018).
+    projection term, ⟨embed(label), features⟩ (Miyato & Koyama 2018). With no arguments: the default
+    recipe's critic (``TrainConfig()``).
 
     Parameters
     ----------
@@ -221,12 +222,12 @@ class Critic(nn.Module):
     def __init__(
         self,
         resolution: int = 16,
-        width: int = 32,
+        width: int = 16,
         attention: tuple[int, ...] = (4,),
         num_classes: int = 0,
         key_divisor: int = 8,
-        attention_pool: int = 1,
-        full_resolution_features: bool = True,
+        attention_pool: int = 2,
+        full_resolution_features: bool = False,
     ):
         super().__init__()
         self.resolution, self.num_classes = resolution, num_classes
