@@ -48,11 +48,11 @@ def fingerprint_of(mesh_paths: list[str], sizes: list[int]) -> str:
 def find_inputs(config: VoxelizeConfig) -> Inputs:
     """Find the mesh files, detect the layout, give each file a class and split."""
     root = config.input_dir.resolve()
-    found = layouts.find_mesh_files(
+    files = layouts.find_mesh_files(
         root, mesh_extensions(), config.include, exclude_dirs=(config.output_dir,)
     )
-    sources = volume_sources(root, found.mesh_paths, config.mat_key)
-    layout = layouts.detect_layout(found.mesh_paths) if config.layout == "auto" else config.layout
+    sources = volume_sources(root, files.mesh_paths, config.mat_key)
+    layout = layouts.detect_layout(files.mesh_paths) if config.layout == "auto" else config.layout
     class_map = dict(config.class_map)
     if layout == "shapenet" and not class_map:
         class_map = shapenet_class_map()
@@ -74,17 +74,17 @@ def find_inputs(config: VoxelizeConfig) -> Inputs:
             )
         else:
             kept.append(entry)
-    sizes = [(root / source).stat().st_size for source in found.mesh_paths]
+    sizes = [(root / source).stat().st_size for source in files.mesh_paths]
     return Inputs(
         layout=layout,
-        mesh_paths=found.mesh_paths,
+        mesh_paths=files.mesh_paths,
         sizes=sizes,
         sources=sources,
-        skipped=found.skipped,
+        skipped=files.skipped,
         entries=kept,
         class_names=class_names,
         errors=errors,
-        fingerprint=fingerprint_of(found.mesh_paths, sizes),
+        fingerprint=fingerprint_of(files.mesh_paths, sizes),
     )
 
 
