@@ -1,6 +1,6 @@
 """One mesh file or one volume -> one shard sample: read, turn into the grid frame, voxelize, pack.
 
-:func:`voxelize_source` is what a worker process of :mod:`voxgan.ingest.pipeline` runs for each file; it
+:func:`voxelize_source` is what a worker process of :mod:`voxgan.ingest.pool_engine` runs for each file; it
 never raises: a file that cannot become a sample gets a one-line reason for the manifest instead.
 """
 
