@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxgan.atomic import append_line, atomic_open
+from voxgan.atomic import append_json_line, atomic_open, write_bytes_atomic
 from voxgan.errors import VoxganError
 from voxgan.model.config import TrainConfig, build_networks, check_config
 from voxgan.model.networks import Generator
@@ -151,8 +151,7 @@ def save_checkpoint(data: bytes, run_dir: Path, step: int, keep: int = 0) -> Pat
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
-    with atomic_open(path) as handle:
-        handle.write(data)
+    write_bytes_atomic(path, data)
     latest_tmp = folder / f".latest.pt.{os.getpid()}.tmp"
     latest_tmp.unlink(missing_ok=True)
     try:
@@ -173,8 +172,7 @@ def save_best(state: dict, run_dir: Path, metric: str, value: float) -> Path:
     """Write ``checkpoints/best.pt``: ``state`` with ``best = {metric, value, step}`` recorded inside it."""
     path = Path(run_dir) / "checkpoints" / "best.pt"
     best = {"metric": metric, "value": float(value), "step": int(state["step"])}
-    with atomic_open(path) as handle:
-        handle.write(checkpoint_bytes({**state, "best": best}))
+    write_bytes_atomic(path, checkpoint_bytes({**state, "best": best}))
     return path
 
 
@@ -312,7 +310,7 @@ def rewrite_stats(path: Path, records: list[dict]) -> None:
 
 def append_stats(path: Path, record: dict, writer) -> None:
     """Append one JSON line to stats.jsonl (and scalars to TensorBoard when it is open)."""
-    append_line(path, json.dumps(record) + "\n")
+    append_json_line(path, record)
     if writer is not None:
         for key, value in record.items():
             if key != "step" and isinstance(value, int | float):

@@ -11,7 +11,6 @@ training and test volumes.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from functools import partial
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxgan.atomic import append_line, atomic_open
+from voxgan.atomic import append_json_line, write_text_atomic
 from voxgan.data import make_loader
 from voxgan.errors import VoxganError, out_of_space
 from voxgan.model.runs import latent_batch, load_checkpoint, load_generator, run_folder_of, run_generator
@@ -272,14 +271,3 @@ def evaluate_during_training(run_dir: Path, device) -> dict | None:
     )
     tqdm.write(f"voxgan train: step {record['step']}: {summary} (metrics.jsonl)", file=sys.stderr)
     return record
-
-
-def append_json_line(path: Path, record: dict) -> None:
-    """Append ``record`` as one JSON line with a single write (whole lines even with concurrent writers)."""
-    append_line(path, json.dumps(record, default=float) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file in the same folder and a rename."""
-    with atomic_open(path, "w") as handle:
-        handle.write(text)

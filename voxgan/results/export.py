@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxgan.atomic import atomic_open
+from voxgan.atomic import write_bytes_atomic
 from voxgan.axes import FORMAT_UP_AXES, UP_AXES, signed, z_to_up
 from voxgan.errors import VoxganError, out_of_space
 from voxgan.model.runs import find_latest_run, latent_batch, load_checkpoint, load_generator, run_generator
@@ -45,12 +45,6 @@ def export_transform(up_axis: str = "z", scale: float = 1.0) -> np.ndarray:
     The inverse of :func:`voxgan.ingest.frame.grid_coords_transform` (``voxelize --grid-coords``).
     """
     return np.diag([scale] * 3 + [1.0]) @ z_to_up(up_axis)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    with atomic_open(path) as handle:
-        handle.write(data)
 
 
 def mesh_bytes(mesh, file_format: str) -> bytes:
