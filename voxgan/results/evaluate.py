@@ -21,7 +21,7 @@ import numpy as np
 from voxgan.atomic import append_json_line, write_text_atomic
 from voxgan.data import make_loader
 from voxgan.errors import VoxganError, out_of_space
-from voxgan.model.runs import latent_batch, load_checkpoint, load_generator, run_folder_of, run_generator
+from voxgan.model.runs import latent_batch, load_generator, run_folder_of, run_generator
 from voxgan.results.metrics import (
     FeatureNet,
     ReferenceSet,
@@ -198,9 +198,9 @@ def evaluate_run(
     with ``table`` (the markdown) and ``table_path`` added.
     """
     run_dir = Path(run_dir)
-    generator, config = load_generator(run_dir, device=device)
-    step = int(load_checkpoint(run_dir).get("step", 0))
-    data = data if data is not None else config.get("data")
+    loaded = load_generator(run_dir, device=device)
+    generator, step = loaded.generator, loaded.step
+    data = data if data is not None else loaded.config.data
     if not data:
         raise VoxganError(f"{run_dir}: the run does not say which data it was trained on; pass --data")
     source, made = generator_source(generator, device=device), []
@@ -210,7 +210,7 @@ def evaluate_run(
         return made[-1][0]
 
     record = {"kind": "evaluate", "step": step}
-    class_names = tuple(config.get("class_names") or ())
+    class_names = loaded.config.class_names
     record.update(
         evaluate_volumes(
             generate,

@@ -22,7 +22,7 @@ import numpy as np
 from voxgan.atomic import write_bytes_atomic
 from voxgan.axes import FORMAT_UP_AXES, UP_AXES, signed, z_to_up
 from voxgan.errors import VoxganError, out_of_space
-from voxgan.model.runs import find_latest_run, latent_batch, load_checkpoint, load_generator, run_generator
+from voxgan.model.runs import find_latest_run, latent_batch, load_generator, run_generator
 from voxgan.pages import Cell, Gallery, escape, write_page
 from voxgan.render import render_volume, render_volumes
 from voxgan.results.meshing import MESH_KINDS, mesh_warning, occupancy_of, volume_mesh
@@ -179,18 +179,17 @@ def generated_volumes(
 ) -> VolumeSet:
     """``num`` volumes from the EMA generator of a run folder or checkpoint file."""
     path = Path(path)
-    generator, config = load_generator(path, device=device)
-    class_names = tuple(config.get("class_names") or ())
+    loaded = load_generator(path, device=device)
+    generator, class_names = loaded.generator, loaded.config.class_names
     labels = generator_labels(generator.num_classes, num, class_index(class_names, class_name))
     latents = latent_batch(num, generator.latent_dim, seed)
-    step = load_checkpoint(path).get("step", "?")
     name = (path.name if path.is_dir() else path.stem) + (f"-{class_name}" if class_name else "")
     return VolumeSet(
         volumes=run_generator(generator, latents, labels, device),
         labels=np.full(num, -1, np.int64) if labels is None else labels,
         class_names=class_names,
         name=name,
-        description=f"{'run' if path.is_dir() else 'checkpoint'} {path} (step {step})",
+        description=f"{'run' if path.is_dir() else 'checkpoint'} {path} (step {loaded.step})",
         generator=generator,
         latents=latents,
     )
