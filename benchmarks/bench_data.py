@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from voxgan import shards
+from voxgan.atomic import write_json_atomic
 from voxgan.data import make_loader
 from voxgan.data.synthetic import SHAPE_KINDS, rasterise_shapes
 
@@ -61,7 +62,7 @@ def write_folder(folder: Path, count: int, resolution: int, per_shard: int, comp
         "classes": list(SHAPE_KINDS),
         "splits": {"train": {"count": count, "shards": entries}},
     }
-    shards.write_json_atomic(folder / "manifest.json", manifest)
+    write_json_atomic(folder / "manifest.json", manifest)
     return sum(p.stat().st_size for p in folder.glob("*.h5")) / 2**20
 
 

@@ -83,7 +83,7 @@ def train_and_evaluate(name: str, overrides: dict, args, out: Path) -> list[dict
             f"COV {record['cov_iou']:.1%}, FID {record.get('fid') or float('nan'):.2f}",
             file=sys.stderr,
         )
-    generator, _ = load_generator(run_dir)
+    generator = load_generator(run_dir).generator
     volumes = run_generator(generator, latent_batch(16, generator.latent_dim, args.seed), None) > 0.5
     render_volumes(volumes, out / f"samples-{name}.png", ncols=8)
     return records

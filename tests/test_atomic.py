@@ -1,6 +1,9 @@
+import json
+
+import numpy as np
 import pytest
 
-from voxgan.atomic import atomic_open, atomic_path
+from voxgan.atomic import append_json_line, atomic_open, atomic_path, write_json_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -21,3 +24,21 @@ def test_a_finished_write_replaces_the_file(tmp_path):
             handle.write(b"new")
     assert target.read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["shard.h5"]
+
+
+def test_json_is_written_whole_and_indented_and_a_record_that_cannot_be_written_leaves_the_old_file(tmp_path):
+    target = tmp_path / "manifest.json"
+    write_json_atomic(target, {"count": 2, "name": "é"})
+    assert target.read_text() == '{\n  "count": 2,\n  "name": "\\u00e9"\n}\n'
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"bad": object()})
+    assert json.loads(target.read_text())["count"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_json_lines_append_one_record_a_line_with_numpy_numbers_as_floats(tmp_path):
+    target = tmp_path / "metrics.jsonl"
+    append_json_line(target, {"step": 1, "fid": np.float32(0.5)})
+    append_json_line(target, {"step": 2})
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    assert records == [{"step": 1, "fid": 0.5}, {"step": 2}]

@@ -6,6 +6,7 @@ import pytest
 
 from tests.meshfiles import write_off_modelnet_header
 from voxgan import shards
+from voxgan.atomic import write_json_atomic
 from voxgan.errors import VoxganError
 
 
@@ -49,7 +50,7 @@ def test_shard_round_trip_with_plain_h5py(tmp_path):
 def test_verify_names_missing_and_corrupt_shards(tmp_path):
     _, entry = _write(tmp_path)
     manifest = {"schema_version": 1, "resolution": 16, "splits": {"train": {"count": 5, "shards": [entry]}}}
-    shards.write_json_atomic(tmp_path / "manifest.json", manifest)
+    write_json_atomic(tmp_path / "manifest.json", manifest)
     assert shards.verify(tmp_path) == []
     data = bytearray((tmp_path / "train-00000.h5").read_bytes())
     data[-100] ^= 0xFF
@@ -131,7 +132,7 @@ def _rewrite(folder, name="train-00001.h5", manifest_edit=None, **attrs):
             entry["sha256"] = shards.file_sha256(path)
     if manifest_edit is not None:
         manifest_edit(manifest)
-    shards.write_json_atomic(folder / "manifest.json", manifest)
+    write_json_atomic(folder / "manifest.json", manifest)
 
 
 def _relabel(folder):
@@ -154,14 +155,14 @@ def _not_hdf5(folder):
 def _rewrite_sha_only(folder):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][1]["sha256"] = shards.file_sha256(folder / "train-00001.h5")
-    shards.write_json_atomic(folder / "manifest.json", manifest)
+    write_json_atomic(folder / "manifest.json", manifest)
 
 
 def _edit_manifest(change):
     def edit(folder):
         manifest = json.loads((folder / "manifest.json").read_text())
         change(manifest)
-        shards.write_json_atomic(folder / "manifest.json", manifest)
+        write_json_atomic(folder / "manifest.json", manifest)
 
     return edit
 
@@ -303,7 +304,7 @@ def _damaged_shard_rounds(folder, seed, rounds, report):
     for _ in range(rounds):
         path.write_bytes(mutated_bytes(good, rng))
         manifest["splits"]["train"]["shards"][1]["sha256"] = shards.file_sha256(path)
-        shards.write_json_atomic(folder / "manifest.json", manifest)
+        write_json_atomic(folder / "manifest.json", manifest)
         outcome = _consume(folder)
         outcomes.append("wrong" if outcome[0] == "ok" and outcome != expected else outcome[0])
     report.write_text(json.dumps(outcomes))

@@ -1,6 +1,6 @@
 """Atomic file writes: a crash at any moment leaves the old file or the new one, never half of one.
 
-Both helpers write to a temporary name in the destination's folder, flush it to disk, then rename it
+Every writer here writes to a temporary name in the destination's folder, flush it to disk, then rename it
 over the destination (``os.replace`` is atomic within one file system); on an error the temporary file
 is removed and the destination is untouched.
 """
@@ -8,6 +8,7 @@ is removed and the destination is untouched.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -37,6 +38,23 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing (``"wb"`` or ``"w"``); rename it on success."""
     with atomic_path(path) as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    with atomic_open(path) as handle:
+        handle.write(data)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON indented by 2, ending in a newline, through a temporary file and a rename."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_once(path: Path, data: bytes) -> bool:
@@ -81,3 +99,8 @@ def append_line(path: Path, line: str) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def append_json_line(path: Path, record: dict) -> None:
+    """Append ``record`` as one JSON line (numpy numbers written as floats) with :func:`append_line`."""
+    append_line(path, json.dumps(record, default=float) + "\n")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from voxgan import __version__
-from voxgan.atomic import atomic_open
+from voxgan.atomic import write_bytes_atomic
 
 THREE_VERSION = "0.170.0"  # npm three@0.170.0, build/three.module.min.js (voxgan/viewer/README.md)
 CHART_COLOURS = ("#2f6fc4", "#d0562c", "#3a9a4a", "#8a4fb5", "#b58a12", "#2a9d9d")
@@ -228,6 +228,5 @@ def page_html(title: str, sections: list, subtitle: str = "") -> str:
 def write_page(path: str | Path, title: str, sections: list, subtitle: str = "") -> Path:
     """Write :func:`page_html` to ``path`` (atomically; its folder must exist). Returns the path."""
     path = Path(path)
-    with atomic_open(path) as handle:
-        handle.write(page_html(title, sections, subtitle).encode("utf-8"))
+    write_bytes_atomic(path, page_html(title, sections, subtitle).encode("utf-8"))
     return path

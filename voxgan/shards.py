@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from voxgan import __version__
-from voxgan.atomic import atomic_open
+from voxgan.atomic import atomic_open, write_json_atomic  # noqa: F401  (write_json_atomic: ingest's, for now)
 from voxgan.errors import VoxganError
 
 SCHEMA_VERSION = 2  # 2: shards are fixed work units recorded in plan.json (see voxgan.ingest.plan)
@@ -31,6 +31,7 @@ COMPRESSION = "gzip"  # readable by every HDF5 build; see BENCHMARKS.md
 COMPRESSION_LEVEL = 4
 CHUNK_BYTES = 256 * 1024
 SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})\.h5$")
+MODES = ("solid", "surface")  # filled volumes or their surface shells
 REQUIRED_ATTRS = ("schema_version", "resolution", "mode", "packing", "split", "class_names", "up_axis")
 
 
@@ -212,13 +213,6 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[
     )
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
-    with atomic_open(path, "w") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-
-
 def read_manifest(folder: Path) -> dict:
     """Read ``folder/manifest.json``; VoxganError when missing, unreadable, of another schema or not
     shaped as the format says (see :func:`check_manifest`)."""
@@ -256,8 +250,8 @@ def check_manifest(manifest: dict, path: Path) -> None:
     resolution = manifest.get("resolution")
     if not _count(resolution) or resolution < 8 or resolution % 8:
         raise bad(f"resolution {str(resolution)[:20]} is not a positive multiple of 8")
-    if "mode" in manifest and manifest["mode"] not in ("solid", "surface"):
-        raise bad(f"mode {str(manifest.get('mode'))[:20]} is not solid or surface")
+    if "mode" in manifest and manifest["mode"] not in MODES:
+        raise bad(f"mode {str(manifest.get('mode'))[:20]} is not {' or '.join(MODES)}")
     classes = manifest.get("classes", [])
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise bad("classes is not a list of names")

@@ -3,6 +3,7 @@
 import numpy as np
 
 from voxgan import shards
+from voxgan.atomic import write_json_atomic
 
 CLASSES = ("chair", "table", "lamp")
 
@@ -41,7 +42,7 @@ def write_folder(folder, counts, resolution=16, split="train", seed=0):
         "config": {},
         "voxgan_version": "test",
     }
-    shards.write_json_atomic(folder / "manifest.json", manifest)
+    write_json_atomic(folder / "manifest.json", manifest)
     return first
 
 

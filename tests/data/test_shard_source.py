@@ -13,6 +13,7 @@ import torch
 
 from tests.data.shard_folders import CLASSES, epoch_ids, flip_bytes, sample_ids, write_folder
 from voxgan import shards
+from voxgan.atomic import write_json_atomic
 from voxgan.data import make_loader
 from voxgan.errors import VoxganError
 
@@ -166,7 +167,7 @@ def rewrite_schema(folder):
         f.attrs["schema_version"] = 3
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][1]["sha256"] = shards.file_sha256(path)
-    shards.write_json_atomic(folder / "manifest.json", manifest)
+    write_json_atomic(folder / "manifest.json", manifest)
 
 
 DAMAGE = {
@@ -218,7 +219,7 @@ def test_augmentation_keeps_up_up(tmp_path):
         np.full(256, -1), ["a.obj"] * 256, np.tile(np.eye(4), (256, 1, 1)),
     )  # fmt: skip
     manifest = {"schema_version": 1, "resolution": r, "splits": {"train": {"count": 256, "shards": [entry]}}}
-    shards.write_json_atomic(folder / "manifest.json", manifest)
+    write_json_atomic(folder / "manifest.json", manifest)
     voxels = torch.cat([v for v, _ in make_loader(folder, batch_size=64, augment=True)])[:, 0].numpy()
     assert voxels.shape == (256, r, r, r)
     z_profile = voxels.sum(axis=(1, 2))  # (N, R): mass per height

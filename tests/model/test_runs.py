@@ -1,6 +1,7 @@
 """voxgan.model.runs: run folders, checkpoints refused unless plain and whole, the EMA generator of a run,
 and a checkpoint written by an earlier voxgan that still loads."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from tests.model.training import voxgan_train
 from voxgan.atomic import append_line
 from voxgan.errors import VoxganError
+from voxgan.model.config import TrainConfig
 from voxgan.model.runs import (
     checkpoint_bytes,
     checkpoint_path,
@@ -23,15 +25,20 @@ from voxgan.model.runs import (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_load_generator_gives_the_ema_generator_in_eval_mode(short_run):
-    generator, config = load_generator(short_run)
+def test_load_generator_gives_the_ema_generator_in_eval_mode_its_config_and_step(short_run):
+    loaded = load_generator(short_run)
+    generator, config = loaded.generator, loaded.config
     assert not generator.training and generator.num_classes == 0
     assert (generator.latent_dim, generator.resolution) == (100, 16)
-    assert config["class_names"] == ["sphere", "box", "cylinder", "torus"]
+    assert config == TrainConfig.from_dict(json.loads((short_run / "config.json").read_text()))
+    assert config.class_names == ("sphere", "box", "cylinder", "torus")
+    assert loaded.step == load_checkpoint(short_run)["step"] == 2
     with torch.no_grad():
         volumes = generator(torch.randn(3, generator.latent_dim), None)
     assert volumes.shape == (3, 1, 16, 16, 16) and volumes.min() >= 0 and volumes.max() <= 1
-    from_file, _ = load_generator(short_run / "checkpoints" / "step-0000001.pt")
+    from_file = load_generator(short_run / "checkpoints" / "step-0000001.pt")
+    assert from_file.step == 1
+    from_file = from_file.generator
     assert not torch.equal(from_file.to_volume.weight, generator.to_volume.weight)
 
 
@@ -80,8 +87,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_a_checkpoint_written_by_voxgan_0_1_0_loads_and_samples_the_same_volumes():
-    generator, config = load_generator(FIXTURES / "00000-shapes-16-cond")
-    assert config["class_names"] == ["sphere", "box", "cylinder", "torus"]
+    loaded = load_generator(FIXTURES / "00000-shapes-16-cond")
+    generator = loaded.generator
+    assert loaded.config.class_names == ("sphere", "box", "cylinder", "torus")
     assert (generator.latent_dim, generator.num_classes, generator.resolution) == (100, 4, 16)
     z = torch.randn(4, generator.latent_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -119,8 +127,7 @@ def test_a_run_folder_without_latest_pt_gives_its_newest_snapshot(short_run, tmp
     for name in ("step-0000001.pt", "step-0000002.pt"):
         (run / "checkpoints" / name).write_bytes((short_run / "checkpoints" / name).read_bytes())
     assert checkpoint_path(run).name == "step-0000002.pt" and load_checkpoint(run)["step"] == 2
-    generator, _ = load_generator(run)
-    assert generator.resolution == 16
+    assert load_generator(run).generator.resolution == 16
 
 
 def test_stats_with_a_line_cut_short_by_a_crash_keep_the_whole_lines(tmp_path):
@@ -169,7 +176,7 @@ def test_damaged_checkpoints_are_refused_in_one_line_or_load_whole(tmp_path):
                 damaged.update({k: state[k] for k in ("generator", "critic", "ema") if rng.random() < 0.7})
             torch.save(damaged, latest)
         try:
-            generator, _ = load_generator(run_dir)
+            generator = load_generator(run_dir).generator
             volumes = generator(torch.zeros(2, generator.latent_dim), None if not generator.num_classes else
                                 torch.zeros(2, dtype=torch.int64))  # fmt: skip
             assert volumes.shape == (2, 1, *(generator.resolution,) * 3)

@@ -64,8 +64,9 @@ def test_training_changes_the_weights_and_the_ema(short_run):
 
 def test_conditional_run_gives_a_class_conditional_generator(tmp_path):
     run = train(TrainConfig(out=str(tmp_path), steps=1, epoch_size=40, conditional=True, **TINY))
-    generator, config = load_generator(run)
-    assert run.name == "00000-shapes-16-cond" and generator.num_classes == len(config["class_names"]) == 4
+    loaded = load_generator(run)
+    generator = loaded.generator
+    assert run.name == "00000-shapes-16-cond" and generator.num_classes == len(loaded.config.class_names) == 4
     with torch.no_grad():
         volumes = generator(torch.randn(4, 100), torch.arange(4))
     assert volumes.shape == (4, 1, 16, 16, 16)

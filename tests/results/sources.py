@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voxgan.atomic import write_json_atomic
 from voxgan.data import make_loader
 from voxgan.model.config import TrainConfig, build_networks
 from voxgan.model.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoint_bytes, save_checkpoint
-from voxgan.shards import ShardHeader, pack, shard_name, write_json_atomic, write_shard
+from voxgan.shards import ShardHeader, pack, shard_name, write_shard
 
 CLASSES = ("sphere", "box", "cylinder", "torus")
 

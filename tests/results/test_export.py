@@ -20,6 +20,7 @@ from tests.results.sources import (
     make_shards,
     synthetic_shapes,
 )
+from voxgan.atomic import write_json_atomic
 from voxgan.ingest import pipeline
 from voxgan.results.export import (
     ExportConfig,
@@ -31,7 +32,7 @@ from voxgan.results.export import (
     read_binvox,
 )
 from voxgan.results.meshing import blocks_mesh, volume_mesh
-from voxgan.shards import ShardHeader, pack, read_shard, write_json_atomic, write_shard
+from voxgan.shards import ShardHeader, pack, read_shard, write_shard
 
 
 def test_binvox_reads_back_with_trimesh_and_our_parser(tmp_path):

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from voxgan.errors import VoxganError
+from voxgan.shards import unpack
 
 # --- where this process stands ---------------------------------------------------------------------
 
@@ -99,12 +100,6 @@ def resume_point(batch_counts: list[int], start_batch: int) -> tuple[list[int], 
 # --- turning packed rows into batches ---------------------------------------------------------------
 
 
-def unpack_batch(packed: np.ndarray, resolution: int) -> np.ndarray:
-    """Unpack bit-packed rows: (B, R³/8) uint8  ->  (B, R, R, R) uint8 of 0/1."""
-    bits = np.unpackbits(packed, axis=1, count=resolution**3)
-    return bits.reshape(len(packed), resolution, resolution, resolution)
-
-
 def augment_keeping_up(occupancy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Turn each grid by a random element of the 8 symmetries that keep +z up.
 
@@ -150,7 +145,8 @@ class PackedBatch:
 
     def decode(self) -> tuple[torch.Tensor, torch.Tensor]:
         """voxels (B, 1, R, R, R) uint8 tensor and labels (B,) int64 tensor."""
-        return finish_batch(unpack_batch(self.packed, self.resolution), self.labels, self.augment_seed)
+        occupancy = unpack(self.packed, self.resolution).view(np.uint8)  # (B, R, R, R) of 0/1, no copy
+        return finish_batch(occupancy, self.labels, self.augment_seed)
 
 
 @dataclass

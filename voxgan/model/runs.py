@@ -7,8 +7,8 @@ tensorboard is installed). A checkpoint is one dict of plain tensors and numbers
 ``torch.load(weights_only=True)``: ``format``, ``format_version``, ``voxgan_version``, ``config``, ``step``,
 ``epoch``, ``batch_index``, the ``generator``, ``critic`` and ``ema`` weights, both optimisers' states,
 ``stats_sums``, ``nonfinite_streaks`` and every global ``rng`` state, so a resumed run continues exactly.
-:func:`load_generator` gives the EMA generator of a run or checkpoint; :func:`run_generator` turns latents
-into volumes with it.
+:func:`load_generator` gives the EMA generator of a run or checkpoint with its config and step;
+:func:`run_generator` turns latents into volumes with it.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import json
 import os
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from voxgan.atomic import append_line, atomic_open
+from voxgan.atomic import append_json_line, atomic_open, write_bytes_atomic
 from voxgan.errors import VoxganError
 from voxgan.model.config import TrainConfig, build_networks, check_config
 from voxgan.model.networks import Generator
@@ -151,8 +152,7 @@ def save_checkpoint(data: bytes, run_dir: Path, step: int, keep: int = 0) -> Pat
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
-    with atomic_open(path) as handle:
-        handle.write(data)
+    write_bytes_atomic(path, data)
     latest_tmp = folder / f".latest.pt.{os.getpid()}.tmp"
     latest_tmp.unlink(missing_ok=True)
     try:
@@ -173,8 +173,7 @@ def save_best(state: dict, run_dir: Path, metric: str, value: float) -> Path:
     """Write ``checkpoints/best.pt``: ``state`` with ``best = {metric, value, step}`` recorded inside it."""
     path = Path(run_dir) / "checkpoints" / "best.pt"
     best = {"metric": metric, "value": float(value), "step": int(state["step"])}
-    with atomic_open(path) as handle:
-        handle.write(checkpoint_bytes({**state, "best": best}))
+    write_bytes_atomic(path, checkpoint_bytes({**state, "best": best}))
     return path
 
 
@@ -235,19 +234,28 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def load_generator(path: Path, *, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
-    """The EMA generator of a run folder (its latest checkpoint) or of a checkpoint file, in eval mode.
+@dataclass(frozen=True)
+class LoadedGenerator:
+    """A run's EMA generator in eval mode, the config it was trained with and the step it reached.
 
-    Returns ``(G, config)``: ``G(z, labels)`` maps z (B, G.latent_dim) and labels (B,) int64 or None to
-    (B, 1, R, R, R) occupancy in [0, 1]; ``G.num_classes`` is 0 when unconditional; ``config`` is the run's
-    config dict (with ``class_names``).
+    ``generator(z, labels)`` maps z (B, generator.latent_dim) and labels (B,) int64 or None to
+    (B, 1, R, R, R) occupancy in [0, 1]; ``generator.num_classes`` is 0 when unconditional.
     """
+
+    generator: Generator
+    config: TrainConfig
+    step: int
+
+
+def load_generator(path: Path, *, device: str | torch.device = "cpu") -> LoadedGenerator:
+    """The EMA generator of a run folder (its latest checkpoint) or of a checkpoint file, with its config
+    and step, from one read of the checkpoint."""
     state = load_checkpoint(path)
     config = TrainConfig.from_dict(state["config"])  # checked by load_checkpoint
     generator, _ = build_networks(config)
     generator.load_state_dict(state["ema"])
     generator.to(device).eval().requires_grad_(False)
-    return generator, config.to_dict()
+    return LoadedGenerator(generator, config, state["step"])
 
 
 def checkpoint_config(state: dict, path: Path) -> TrainConfig:
@@ -312,7 +320,7 @@ def rewrite_stats(path: Path, records: list[dict]) -> None:
 
 def append_stats(path: Path, record: dict, writer) -> None:
     """Append one JSON line to stats.jsonl (and scalars to TensorBoard when it is open)."""
-    append_line(path, json.dumps(record) + "\n")
+    append_json_line(path, record)
     if writer is not None:
         for key, value in record.items():
             if key != "step" and isinstance(value, int | float):

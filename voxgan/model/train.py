@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from voxgan import __version__
+from voxgan.atomic import write_json_atomic
 from voxgan.data import VoxelLoader, make_loader
 from voxgan.errors import ConfigError, VoxganError, is_disk_full
 from voxgan.model.config import (
@@ -84,7 +85,6 @@ from voxgan.model.runs import (
     tensorboard_writer,
 )
 from voxgan.model.updates import critic_update, generator_update, update_ema
-from voxgan.shards import write_json_atomic
 
 SAMPLE_GRID = 16  # volumes in samples/step-NNNNNNN.png, from latents fixed by the seed
 BEST_METRIC = "nna_iou"  # best.pt: the checkpoint of the lowest 1-NNA (IoU) the evaluation measured

@@ -11,7 +11,6 @@ training and test volumes.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from functools import partial
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from voxgan.atomic import append_line, atomic_open
+from voxgan.atomic import append_json_line, write_text_atomic
 from voxgan.data import make_loader
 from voxgan.errors import VoxganError, out_of_space
-from voxgan.model.runs import latent_batch, load_checkpoint, load_generator, run_folder_of, run_generator
+from voxgan.model.runs import latent_batch, load_generator, run_folder_of, run_generator
 from voxgan.results.metrics import (
     FeatureNet,
     ReferenceSet,
@@ -199,9 +198,9 @@ def evaluate_run(
     with ``table`` (the markdown) and ``table_path`` added.
     """
     run_dir = Path(run_dir)
-    generator, config = load_generator(run_dir, device=device)
-    step = int(load_checkpoint(run_dir).get("step", 0))
-    data = data if data is not None else config.get("data")
+    loaded = load_generator(run_dir, device=device)
+    generator, step = loaded.generator, loaded.step
+    data = data if data is not None else loaded.config.data
     if not data:
         raise VoxganError(f"{run_dir}: the run does not say which data it was trained on; pass --data")
     source, made = generator_source(generator, device=device), []
@@ -211,7 +210,7 @@ def evaluate_run(
         return made[-1][0]
 
     record = {"kind": "evaluate", "step": step}
-    class_names = tuple(config.get("class_names") or ())
+    class_names = loaded.config.class_names
     record.update(
         evaluate_volumes(
             generate,
@@ -272,14 +271,3 @@ def evaluate_during_training(run_dir: Path, device) -> dict | None:
     )
     tqdm.write(f"voxgan train: step {record['step']}: {summary} (metrics.jsonl)", file=sys.stderr)
     return record
-
-
-def append_json_line(path: Path, record: dict) -> None:
-    """Append ``record`` as one JSON line with a single write (whole lines even with concurrent writers)."""
-    append_line(path, json.dumps(record, default=float) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file in the same folder and a rename."""
-    with atomic_open(path, "w") as handle:
-        handle.write(text)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from voxgan.atomic import atomic_open
+from voxgan.atomic import write_bytes_atomic
 from voxgan.axes import FORMAT_UP_AXES, UP_AXES, signed, z_to_up
 from voxgan.errors import VoxganError, out_of_space
-from voxgan.model.runs import find_latest_run, latent_batch, load_checkpoint, load_generator, run_generator
+from voxgan.model.runs import find_latest_run, latent_batch, load_generator, run_generator
 from voxgan.pages import Cell, Gallery, escape, write_page
 from voxgan.render import render_volume, render_volumes
 from voxgan.results.meshing import MESH_KINDS, mesh_warning, occupancy_of, volume_mesh
@@ -45,12 +45,6 @@ def export_transform(up_axis: str = "z", scale: float = 1.0) -> np.ndarray:
     The inverse of :func:`voxgan.ingest.frame.grid_coords_transform` (``voxelize --grid-coords``).
     """
     return np.diag([scale] * 3 + [1.0]) @ z_to_up(up_axis)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    with atomic_open(path) as handle:
-        handle.write(data)
 
 
 def mesh_bytes(mesh, file_format: str) -> bytes:
@@ -185,18 +179,17 @@ def generated_volumes(
 ) -> VolumeSet:
     """``num`` volumes from the EMA generator of a run folder or checkpoint file."""
     path = Path(path)
-    generator, config = load_generator(path, device=device)
-    class_names = tuple(config.get("class_names") or ())
+    loaded = load_generator(path, device=device)
+    generator, class_names = loaded.generator, loaded.config.class_names
     labels = generator_labels(generator.num_classes, num, class_index(class_names, class_name))
     latents = latent_batch(num, generator.latent_dim, seed)
-    step = load_checkpoint(path).get("step", "?")
     name = (path.name if path.is_dir() else path.stem) + (f"-{class_name}" if class_name else "")
     return VolumeSet(
         volumes=run_generator(generator, latents, labels, device),
         labels=np.full(num, -1, np.int64) if labels is None else labels,
         class_names=class_names,
         name=name,
-        description=f"{'run' if path.is_dir() else 'checkpoint'} {path} (step {step})",
+        description=f"{'run' if path.is_dir() else 'checkpoint'} {path} (step {loaded.step})",
         generator=generator,
         latents=latents,
     )
