@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from voxgan import __version__
-from voxgan.atomic import atomic_open, write_json_atomic  # noqa: F401  (write_json_atomic: ingest's, for now)
+from voxgan.atomic import atomic_open
 from voxgan.errors import VoxganError
 
 SCHEMA_VERSION = 2  # 2: shards are fixed work units recorded in plan.json (see voxgan.ingest.plan)

@@ -15,10 +15,10 @@ from voxgan.errors import ConfigError
 from voxgan.ingest import layouts
 from voxgan.ingest.plan import parse_part
 from voxgan.ingest.recipes import Recipe
+from voxgan.shards import MODES
 
 __all__ = ["ConfigError", "VoxelizeConfig", "check_config", "config_record", "make_config"]
 
-MODES = ("solid", "surface")
 DEFAULT_SHARD_SIZE = 1024  # 16³: 512 KiB packed per shard; ModelNet40 train gives 10 shards
 DEFAULT_MAX_FACES = 2_000_000
 ENGINES = ("pool", "ray")

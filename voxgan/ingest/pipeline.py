@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from voxgan import shards
+from voxgan.atomic import write_json_atomic
 from voxgan.errors import ConfigError, VoxganError, out_of_space
 from voxgan.ingest import layouts
 from voxgan.ingest.config import VoxelizeConfig, check_config, config_record, make_config
@@ -136,7 +137,7 @@ def _run_voxelize(
     def save(complete: bool) -> dict:
         seconds = time.perf_counter() - started
         manifest = build_manifest(config, inputs, all_units, records, complete=complete, seconds=seconds)
-        shards.write_json_atomic(folder / shards.MANIFEST, manifest)
+        write_json_atomic(folder / shards.MANIFEST, manifest)
         return manifest
 
     if part is None:

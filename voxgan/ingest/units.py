@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from voxgan import shards
+from voxgan.atomic import write_json_atomic
 from voxgan.ingest.plan import Unit
 from voxgan.ingest.sample import Outcome, Settings, voxelize_source
 
@@ -82,7 +83,7 @@ def commit(folder: Path, header: shards.ShardHeader, result: UnitResult, plan_sh
     record = {"plan": plan_sha256, "shard": entry, "errors": [list(error) for error in result.errors]}
     path = record_path(folder, unit)
     path.parent.mkdir(exist_ok=True)
-    shards.write_json_atomic(path, record)
+    write_json_atomic(path, record)
     return record
 
 

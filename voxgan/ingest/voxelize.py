@@ -32,8 +32,8 @@ from voxgan.errors import VoxganError
 from voxgan.ingest.overlap import all_axes, overlap_masks, range_cells
 from voxgan.ingest.topology import front_faces, hole_caps, is_closed, vertex_parts
 from voxgan.ingest.winding import CLUSTER_CELL, column_winding, open_winding_function, winding_numbers
+from voxgan.shards import MODES
 
-MODES = ("solid", "surface")
 OPEN_MARGIN = 0.25  # lattice samples of a winding field decide a block when this far from ±0.5
 MAX_CAPS_PER_TRIANGLE = 0.25  # beyond this an open mesh is more holes than surface: no caps
 
