@@ -13,7 +13,6 @@ walking a glTF node tree that shares its children 2⁴⁰ times.
 
 from __future__ import annotations
 
-import sys
 import zlib
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.hostile import fuzzer
 from voxgan.ingest import formats
 from voxgan.ingest.formats import MeshError, mat
 from voxgan.ingest.sample import Settings, voxelize_source
@@ -54,16 +54,6 @@ def read_all(root: Path, name: str):
         formats.read_source(root, source, max_faces=2_000_000)
         for source in formats.volume_sources(root, [name])
     ]
-
-
-def load_fuzzer():
-    """benchmarks/fuzz_readers.py as a module (benchmarks/ is not a package)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import fuzz_readers
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return fuzz_readers
 
 
 def test_every_finding_is_in_the_table():
@@ -156,7 +146,7 @@ def test_a_stack_claiming_more_volumes_than_bytes_is_one_error_not_a_billion_sou
 def test_short_seeded_campaign_finds_nothing(tmp_path):
     """A few hundred mutated inputs of every format, through a real worker process with its memory cap
     and time limit: each ends as a sample or a one-line error (no crash, hang, overrun or escape)."""
-    fuzz_readers = load_fuzzer()
+    fuzz_readers = fuzzer()
     counts = fuzz_readers.campaign(
         60, list(fuzz_readers.FORMATS), seed=1234, time_limit=60.0, memory_cap_mib=1024,
         findings=tmp_path / "findings", minutes=None,
@@ -171,7 +161,7 @@ def test_short_seeded_campaign_finds_nothing(tmp_path):
 
 def test_seeds_are_real_files_of_each_format(tmp_path):
     """The campaign's seeds read as samples (so its mutants start from files the readers accept)."""
-    fuzz_readers = load_fuzzer()
+    fuzz_readers = fuzzer()
     root = tmp_path / "input"
     seeds = fuzz_readers.write_seeds(root)
     for fmt, names in seeds.items():
