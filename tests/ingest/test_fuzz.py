@@ -26,7 +26,6 @@ from voxgan.ingest.formats import MeshError, mat
 from voxgan.ingest.sample import Settings, voxelize_source
 
 REGRESSIONS = Path(__file__).parent / "fuzz_regressions"
-REPO = Path(__file__).resolve().parents[2]
 
 # file -> a piece of the reason it must give
 FINDINGS = {
