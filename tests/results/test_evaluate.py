@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.results.sources import CLASSES, make_run
-from voxgan.results.evaluate import evaluate_run
+from voxgan.results.evaluate import evaluate_run, evaluate_volumes
 from voxgan.results.metrics import iou_distances
 from voxgan.shards import read_split
 
@@ -39,6 +39,51 @@ def test_evaluate_run_records_metrics_with_context_and_classes(conditional_evalu
     assert "train split (ceiling)" in table and "synthetic:noise (floor)" in table and "class torus" in table
 
 
+def test_a_conditional_run_is_scored_by_the_class_it_was_asked_for(conditional_evaluation):
+    run_dir, record = conditional_evaluation
+    data = record["reference"]
+    # the data row: the real test volumes named by the classifier; its accuracy is the one it was tested at
+    assert data["num"] == 40 and data["class_accuracy"] == pytest.approx(record["fid_classifier_accuracy"])
+    assert data["one_piece"] == 1.0  # the synthetic shapes are solid single pieces
+    for row in (record, data, record["context"]["train"], record["context"]["noise"]):
+        assert 0 <= row["one_piece"] <= 1 and 0 <= row["confident"] <= 1
+        assert sum(row["class_histogram"].values()) == pytest.approx(1) and set(
+            row["class_histogram"]
+        ) == set(CLASSES)
+    assert 0 <= record["class_accuracy"] <= 1 and 0 <= record["class_tv"] <= 1
+    assert record["context"]["noise"]["one_piece"] < 0.5  # noise is specks
+    for name, row in record["per_class"].items():
+        assert 0 <= row["class_accuracy"] <= 1 and 0 <= row["data_class_accuracy"] <= 1, name
+    saved = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert saved["class_accuracy"] == record["class_accuracy"] and saved["reference"] == data
+    table = (run_dir / "eval-step-0000007.md").read_text()
+    assert "| test split (the data) |" in table and "class acc." in table and "one piece" in table
+    assert "Classes the classifier names" in table
+
+
+def test_real_volumes_score_the_data_row_and_specks_show_as_pieces(evaluation_shards):
+    """The data itself, asked for by its own labels, scores the data row's class accuracy; the same volumes
+    with one loose voxel each are no longer one piece, and the classifier still names them."""
+    volumes, labels, _ = read_split(evaluation_shards, "test")
+
+    def the_data(count, asked):
+        assert np.array_equal(asked, labels)
+        return volumes.copy()
+
+    def with_specks(count, asked):
+        specked = volumes.copy()
+        specked[:, 0, 0, 0] = True  # a corner voxel, away from every shape
+        return specked
+
+    common = dict(resolution=16, conditional=True, context=False)
+    real = evaluate_volumes(the_data, evaluation_shards, **common)
+    assert real["class_accuracy"] == real["reference"]["class_accuracy"]
+    assert real["one_piece"] == real["reference"]["one_piece"] == 1.0 and real["class_tv"] == 0
+    specked = evaluate_volumes(with_specks, evaluation_shards, **common)
+    assert specked["one_piece"] == 0.0 and specked["pieces"] == pytest.approx(2.0)
+    assert specked["class_accuracy"] >= real["class_accuracy"] - 0.1
+
+
 def report_groups(path):
     """(volumes, captions) of report.html's gallery, in threes: sample, nearest train, nearest test."""
     from tests.browser import page_volumes
@@ -56,7 +101,8 @@ def test_the_report_shows_each_sample_beside_its_nearest_train_and_test_volume(
     text = (run_dir / "report.html").read_text(encoding="utf-8")
     for row in ("model", "train split (ceiling)", "synthetic:noise (floor)", "class torus"):
         assert f"<td>{row}" in text
-    assert text.count('<svg class="chart"') == 5  # 1-NNA, COV, MMD-IoU, MMD-CD, FID over the run's steps
+    # 1-NNA, COV, MMD-IoU, MMD-CD, FID, class accuracy and one-piece share over the run's steps
+    assert text.count('<svg class="chart"') == 7
     assert 'href="metrics.jsonl"' in text and 'href="eval-step-0000007.md"' in text
     assert "voxgan evaluate --run" in text
     volumes, captions = report_groups(run_dir / "report.html")

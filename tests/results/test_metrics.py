@@ -12,8 +12,11 @@ from voxgan.results.metrics import (
     chamfer_distances,
     compare_sets,
     frechet_distance,
+    histogram_distance,
     iou_distances,
+    piece_counts,
     prepare,
+    shape_profile,
     shard_classifier,
 )
 
@@ -108,3 +111,28 @@ def test_reference_set_from_shapes_matches_dataset(evaluation_shards):
     volumes, _ = synthetic_shapes(40)
     scores = compare_sets(volumes, volumes)
     assert scores["nna_iou"] == 0.0
+
+
+def test_pieces_count_voxels_touching_at_a_face_edge_or_corner_as_one():
+    volumes = np.zeros((5, 8, 8, 8), bool)
+    volumes[0, 1:4, 1:4, 1:4] = True  # one block
+    volumes[1] = volumes[0]
+    volumes[1, 7, 7, 7] = True  # and a loose speck
+    volumes[2, 2, 2, 2] = volumes[2, 3, 3, 3] = True  # touching at a corner only
+    volumes[3, 0, :, 0] = volumes[3, 7, :, 7] = volumes[3, 3, 3, 3] = True  # three pieces
+    assert piece_counts(volumes).tolist() == [1, 2, 1, 3, 0]  # the last is empty
+    profile = shape_profile(volumes)
+    assert profile == {"one_piece": 2 / 5, "pieces": 7 / 5}
+
+
+def test_the_shape_profile_names_classes_as_the_classifier_does():
+    probabilities = np.array([[0.95, 0.05, 0.0], [0.6, 0.4, 0.0], [0.0, 0.05, 0.95], [0.1, 0.85, 0.05]])
+    volumes = np.ones((4, 4, 4, 4), bool)
+    profile = shape_profile(volumes, probabilities, asked=np.array([0, 1, 2, 1]), class_names=("a", "b", "c"))
+    assert profile["class_accuracy"] == 3 / 4  # the second is named a, asked b
+    assert profile["confident"] == 2 / 4  # 0.95 twice; 0.85 and 0.6 are not confident
+    assert profile["class_histogram"] == {"a": 0.5, "b": 0.25, "c": 0.25}
+    assert "class_accuracy" not in shape_profile(volumes, probabilities, class_names=("a", "b", "c"))
+    assert histogram_distance(profile["class_histogram"], profile["class_histogram"]) == 0
+    assert histogram_distance({"a": 1.0}, {"b": 1.0}) == 1
+    assert histogram_distance({"a": 0.5, "b": 0.5}, {"a": 1.0}) == pytest.approx(0.5)

@@ -2,7 +2,8 @@
 
 :func:`evaluate_run` evaluates a run's latest checkpoint against a split and adds two context rows
 computed the same way: the train split against the chosen split (what a perfect generator would
-score) and ``synthetic:noise`` volumes (what a useless one scores). The numbers are those of
+score) and ``synthetic:noise`` volumes (what a useless one scores), and the chosen split's own profile
+(one-piece share, the classes its classifier names): the data row. The numbers are those of
 :mod:`voxgan.results.metrics`. :func:`evaluate_during_training` is what ``voxgan train --eval-every``
 calls after each checkpoint. Each evaluation also writes the run's ``report.html``
 (:mod:`voxgan.results.report`): the table, the curves over the run and each sample beside its nearest
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +29,8 @@ from voxgan.results.metrics import (
     ReferenceSet,
     classifier_outputs,
     frechet_distance,
+    histogram_distance,
+    shape_profile,
     shard_classifier,
 )
 from voxgan.results.report import markdown_table, write_report
@@ -76,13 +80,46 @@ def synthetic_volumes(
     return np.concatenate(volumes)[:num], np.concatenate(labels)[:num], class_names
 
 
-def fid_and_accuracy(net: FeatureNet | None, generated: np.ndarray, reference: np.ndarray, device: str):
-    """(voxel FID, classifier accuracy) of generated against reference volumes; (None, None) without a net."""
+def classified(net: FeatureNet | None, volumes: np.ndarray, device: str):
+    """The classifier's (features (N, 64), probabilities (N, C)) of (N, R, R, R) volumes; (None, None)
+    without a classifier."""
     if net is None:
         return None, None
-    features_g, _ = classifier_outputs(net.model, generated, device)
-    features_r, _ = classifier_outputs(net.model, reference, device)
-    return frechet_distance(features_g, features_r), net.accuracy
+    return classifier_outputs(net.model, volumes, device)
+
+
+@dataclass
+class Scorer:
+    """Scores any set of volumes the same way against one reference split (its volumes, labels and
+    classifier outputs computed once); ``data_row`` is the reference split's own profile."""
+
+    references: ReferenceSet
+    labels: np.ndarray
+    net: FeatureNet | None
+    class_names: tuple[str, ...]
+    device: str
+    features: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    data_row: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        reference = self.references.prepared.occupancy
+        self.features, self.probabilities = classified(self.net, reference, self.device)
+        known = self.labels if (self.labels >= 0).all() else None
+        profile = shape_profile(reference, self.probabilities, known, self.class_names)
+        self.data_row = {"num": len(reference), **profile}
+
+    def score(self, volumes: np.ndarray, asked: np.ndarray | None = None) -> dict:
+        """MMD, COV, 1-NNA (both distances), voxel FID, the shape profile (one piece, class accuracy
+        against ``asked`` (N,) int when given, confident share, class histogram and its distance to the
+        data's) of (N, R, R, R) bool volumes."""
+        features, probabilities = classified(self.net, volumes, self.device)
+        row = self.references.compare(volumes)
+        row["fid"] = frechet_distance(features, self.features) if features is not None else None
+        row.update(shape_profile(volumes, probabilities, asked, self.class_names))
+        if "class_histogram" in row:
+            row["class_tv"] = histogram_distance(row["class_histogram"], self.data_row["class_histogram"])
+        return row
 
 
 def evaluate_volumes(
@@ -114,57 +151,55 @@ def evaluate_volumes(
     use_labels = conditional and (labels >= 0).all()
     generated = generate(count, labels if use_labels else None)
     assert generated.shape == reference.shape, (generated.shape, reference.shape)
-    references = ReferenceSet(reference, device)
     net = None
     if not str(data).startswith("synthetic:"):
         net = shard_classifier(Path(data), split, device)
+    scorer = Scorer(ReferenceSet(reference, device), labels, net, class_names or data_classes, device)
     record = {"split": split, "num": count, "data": str(data)}
-    record.update(references.compare(generated))
-    record["fid"], record["fid_classifier_accuracy"] = fid_and_accuracy(net, generated, reference, device)
+    record.update(scorer.score(generated, labels if use_labels else None))
+    record["fid_classifier_accuracy"] = net.accuracy if net else None
+    record["reference"] = scorer.data_row
     if context:
-        record["context"] = context_rows(references, data, split, count, resolution, net, device, seed)
+        record["context"] = context_rows(scorer, data, split, count, resolution, seed)
     if use_labels:
-        record["per_class"] = per_class_rows(
-            generated, reference, labels, class_names or data_classes, device
-        )
+        record["per_class"] = per_class_rows(scorer, generated)
     record["seconds"] = round(time.perf_counter() - started, 2)
     return record
 
 
-def context_rows(
-    references: ReferenceSet, data, split: str, count: int, resolution: int, net, device: str, seed: int
-) -> dict:
+def context_rows(scorer: Scorer, data, split: str, count: int, resolution: int, seed: int) -> dict:
     """The same metrics for the train split (a perfect generator's score) and for noise (a useless one's)."""
-    reference = references.prepared.occupancy
     rows = {}
     try:
         train, _, _ = reference_volumes(data, "train", count, resolution, seed + 1)
     except VoxganError:
         train = None
     if train is not None and len(train) >= 2:
-        rows["train"] = references.compare(train)
-        rows["train"]["fid"], _ = fid_and_accuracy(net, train, reference, device)
-        rows["train"]["num"] = len(train)
+        rows["train"] = {**scorer.score(train), "num": len(train)}
     noise, _, _ = synthetic_volumes("synthetic:noise", split, count, resolution, seed)
-    rows["noise"] = references.compare(noise)
-    rows["noise"]["fid"], _ = fid_and_accuracy(net, noise, reference, device)
-    rows["noise"]["num"] = len(noise)
+    rows["noise"] = {**scorer.score(noise), "num": len(noise)}
     return rows
 
 
-def per_class_rows(
-    generated: np.ndarray, reference: np.ndarray, labels: np.ndarray, class_names, device: str
-) -> dict:
-    """MMD, COV, 1-NNA per class: the generated volumes (N, R, R, R) bool made for each class's labels
-    against that class's references (N, R, R, R) bool; labels (N,) int are shared by both sets."""
+def per_class_rows(scorer: Scorer, generated: np.ndarray) -> dict:
+    """Per class: MMD, COV, 1-NNA, one-piece share and class accuracy of the generated volumes (N, R, R, R)
+    bool made for each class (the reference labels) against that class's references, and
+    ``data_class_accuracy``, the classifier's accuracy on that class's references (the ceiling)."""
     rows = {}
+    reference, labels = scorer.references.prepared.occupancy, scorer.labels
     for label in np.unique(labels):
         members = labels == label
         if members.sum() < 2:
             continue
-        name = class_names[label] if label < len(class_names) else str(label)
-        scores = ReferenceSet(reference[members], device).compare(generated[members])
-        rows[name] = {"num": int(members.sum()), **scores}
+        name = scorer.class_names[label] if label < len(scorer.class_names) else str(label)
+        scores = ReferenceSet(reference[members], scorer.device).compare(generated[members])
+        _, probabilities = classified(scorer.net, generated[members], scorer.device)
+        profile = shape_profile(generated[members], probabilities, labels[members], scorer.class_names)
+        profile.pop("class_histogram", None)
+        rows[name] = {"num": int(members.sum()), **scores, **profile}
+        if scorer.probabilities is not None:
+            named = scorer.probabilities[members].argmax(axis=1)
+            rows[name]["data_class_accuracy"] = float(np.mean(named == label))
     return rows
 
 
@@ -193,7 +228,9 @@ def evaluate_run(
 
     ``data`` defaults to the run's training data. Appends the record (``step``, ``split``, ``num``,
     ``mmd_iou``, ``cov_iou``, ``nna_iou``, ``mmd_cd``, ``cov_cd``, ``nna_cd``, ``fid``,
-    ``fid_classifier_accuracy``, ``context``, ``per_class`` for conditional models) to the run's
+    ``fid_classifier_accuracy``, ``one_piece``, ``pieces``, ``confident``, ``class_histogram``,
+    ``class_tv``, ``class_accuracy`` for conditional models, ``reference`` (the same profile of the data),
+    ``context``, ``per_class`` for conditional models) to the run's
     ``metrics.jsonl``, writes the markdown table to ``eval-step-NNNNNNN.md`` and returns the record
     with ``table`` (the markdown) and ``table_path`` added.
     """
@@ -267,7 +304,9 @@ def evaluate_during_training(run_dir: Path, device) -> dict | None:
         tqdm.write(f"voxgan train: evaluation skipped: {error}", file=sys.stderr)
         return None
     summary = ", ".join(
-        f"{k} {record[k]:.4g}" for k in ("nna_iou", "cov_iou", "fid") if record.get(k) is not None
+        f"{k} {record[k]:.4g}"
+        for k in ("nna_iou", "cov_iou", "fid", "class_accuracy", "one_piece")
+        if record.get(k) is not None
     )
     tqdm.write(f"voxgan train: step {record['step']}: {summary} (metrics.jsonl)", file=sys.stderr)
     return record

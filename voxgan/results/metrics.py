@@ -16,6 +16,12 @@
   being the penultimate layer of a small 3D classifier trained once on a shard folder's labels and
   cached in ``<shards>/.voxgan-cache/`` (as DECOR-GAN's evaluation does); its test accuracy is
   reported next to it.
+* **Can a person name it?** The same classifier names each volume: the share of volumes it names as
+  the class a conditional model was asked for (**class accuracy**; real data gives the ceiling), the
+  share it names with probability >= 0.9 (**confident**) and the histogram of the classes it names
+  (against the data's: total variation, 0 is the same mix). **One piece**: the share of volumes that
+  are one connected piece (voxels touching at a face, an edge or a corner), so loose specks show as a
+  number.
 
 The evaluation command that puts these numbers in a table is :mod:`voxgan.results.evaluate`.
 """
@@ -39,6 +45,7 @@ CLASSIFIER_EPOCHS = 12
 CLASSIFIER_BATCH = 64
 CACHE_FOLDER = ".voxgan-cache"
 METRIC_KEYS = ("mmd_iou", "cov_iou", "nna_iou", "mmd_cd", "cov_cd", "nna_cd")
+CONFIDENT = 0.9  # a prediction this probable or more counts as confident
 
 
 def pairwise_products(a: np.ndarray, b: np.ndarray, device: str = "cpu") -> np.ndarray:
@@ -264,17 +271,55 @@ def train_classifier(
 
 
 def classifier_outputs(model, volumes: np.ndarray, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(N, R, R, R) bool or float  ->  features (N, 64) float64 and predicted labels (N,) int64."""
+    """(N, R, R, R) bool or float  ->  features (N, 64) float64 and class probabilities (N, C) float64."""
     import torch
 
-    features, predictions = [], []
+    features, probabilities = [], []
     with torch.no_grad():
         for start in range(0, len(volumes), 256):
             x = torch.from_numpy(np.asarray(volumes[start : start + 256], np.float32))[:, None].to(device)
             f = model.features(x)
             features.append(f.double().cpu().numpy())
-            predictions.append(model.head(f).argmax(dim=1).cpu().numpy())
-    return np.concatenate(features), np.concatenate(predictions)
+            probabilities.append(model.head(f).double().softmax(dim=1).cpu().numpy())
+    return np.concatenate(features), np.concatenate(probabilities)
+
+
+def piece_counts(occupancy: np.ndarray) -> np.ndarray:
+    """(N, R, R, R) bool -> (N,) int: the connected pieces of each volume (voxels that touch at a face, an
+    edge or a corner are one piece; an empty volume has none)."""
+    from scipy import ndimage
+
+    touching = np.ones((3, 3, 3), bool)
+    return np.array([ndimage.label(volume, touching)[1] for volume in occupancy], dtype=np.int64)
+
+
+def shape_profile(
+    occupancy: np.ndarray,
+    probabilities: np.ndarray | None = None,
+    asked: np.ndarray | None = None,
+    class_names=(),
+) -> dict:
+    """What a person would see in a set of volumes: ``one_piece`` (share of one-piece volumes) and
+    ``pieces`` (mean count); with the classifier's probabilities (N, C): ``confident`` (share named with
+    probability >= 0.9) and ``class_histogram`` ({class name: share named so}); with ``asked`` (N,) int,
+    the class each volume should be: ``class_accuracy`` (share named as asked)."""
+    counts = piece_counts(occupancy)
+    profile = {"one_piece": float(np.mean(counts == 1)), "pieces": float(counts.mean())}
+    if probabilities is None:
+        return profile
+    named = probabilities.argmax(axis=1)
+    profile["confident"] = float(np.mean(probabilities.max(axis=1) >= CONFIDENT))
+    shares = np.bincount(named, minlength=probabilities.shape[1]) / len(named)
+    names = [class_names[i] if i < len(class_names) else str(i) for i in range(len(shares))]
+    profile["class_histogram"] = {name: float(share) for name, share in zip(names, shares, strict=True)}
+    if asked is not None:
+        profile["class_accuracy"] = float(np.mean(named == asked))
+    return profile
+
+
+def histogram_distance(a: dict, b: dict) -> float:
+    """Total variation between two class histograms ({name: share}): 0 the same mix, 1 no class shared."""
+    return 0.5 * sum(abs(a.get(name, 0.0) - b.get(name, 0.0)) for name in set(a) | set(b))
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -350,8 +395,10 @@ def shard_classifier(folder: Path, test_split: str = "test", device: str = "cpu"
     if test_split not in manifest["splits"] or test_split == "train":
         test_split = "test" if "test" in manifest["splits"] else "train"
     test_volumes, test_labels, _ = read_split(folder, test_split)
-    _, predicted = classifier_outputs(model, test_volumes, device)
-    accuracy = float((predicted == test_labels).mean()) if len(test_labels) else float("nan")
+    _, probabilities = classifier_outputs(model, test_volumes, device)
+    accuracy = (
+        float((probabilities.argmax(axis=1) == test_labels).mean()) if len(test_labels) else float("nan")
+    )
     state = {
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         "accuracy": accuracy,

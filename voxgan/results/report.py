@@ -30,6 +30,8 @@ METRIC_CHARTS = (  # (title, ((record key, label), ...))
     ("MMD-IoU (lower is better)", (("mmd_iou", "model"),)),
     ("MMD-CD (lower is better)", (("mmd_cd", "model"),)),
     ("voxel FID (lower is better)", (("fid", "model"),)),
+    ("named by the classifier", (("class_accuracy", "as asked"), ("confident", "confidently"))),
+    ("one piece (share of samples)", (("one_piece", "model"),)),
 )
 LOSS_CHARTS = (
     (
@@ -230,6 +232,9 @@ def write_report(
         "are told apart, near 0% the model copies its reference set. The train split row is what a perfect "
         "generator scores, the noise row what a useless one scores.</p>",
     ]
+    histogram = histogram_rows(record)
+    if histogram:
+        sections += ["<h3>Classes the classifier names</h3>", html_table(histogram_header(record), histogram)]
     if curves:
         sections += ["<h2>Over the run</h2>", f'<div class="charts">{"".join(curves)}</div>']
     split = record.get("split", "test")
@@ -260,6 +265,9 @@ TABLE_HEADER = [
     "COV-CD ↑",
     "1-NNA-CD (50% best)",
     "voxel FID ↓",
+    "class acc. ↑",
+    "confident",
+    "one piece",
 ]
 
 
@@ -273,12 +281,25 @@ def row_cells(values: dict) -> list[str]:
         number(values.get("cov_cd"), percent=True),
         number(values.get("nna_cd"), percent=True),
         number(values.get("fid")),
+        class_accuracy_cell(values),
+        number(values.get("confident"), percent=True),
+        number(values.get("one_piece"), percent=True),
     ]
+
+
+def class_accuracy_cell(values: dict) -> str:
+    """The class accuracy of a row, with the data's (the ceiling) beside a class's own."""
+    cell = number(values.get("class_accuracy"), percent=True)
+    if values.get("data_class_accuracy") is not None:
+        cell += f" (data {number(values['data_class_accuracy'], percent=True)})"
+    return cell
 
 
 def table_rows(record: dict) -> list[list[str]]:
     """The rows of the metrics table of a record: the model, the context rows, then each class."""
     rows = [("model", record)]
+    if "reference" in record:
+        rows.append((f"{record['split']} split (the data)", record["reference"]))
     context = record.get("context", {})
     if "train" in context:
         rows.append(("train split (ceiling)", context["train"]))
@@ -299,18 +320,57 @@ def table_heading(record: dict) -> str:
 
 
 def classifier_line(record: dict) -> str:
-    """The line under the table saying what the voxel FID's features are."""
+    """The lines under the table saying what the classifier columns and the one-piece share are."""
+    pieces = (
+        "one piece: the share of volumes that are one connected piece (voxels touching at a face, an edge "
+        "or a corner; loose specks make two or more)."
+    )
     accuracy = record.get("fid_classifier_accuracy")
     if accuracy is None:
-        return "voxel FID: not available (needs a shard folder with at least two classes)."
+        return (
+            "voxel FID and the class columns: not available (they need a shard folder with at least two "
+            f"classes); {pieces}"
+        )
     return (
-        "voxel FID features: a 3D classifier trained on the train split "
-        f"({100 * accuracy:.1f}% test accuracy)."
+        "voxel FID features and the class columns: a 3D classifier trained on the train split "
+        f"({100 * accuracy:.1f}% test accuracy). class acc.: the share of a conditional model's samples it "
+        "names as the class asked for (the data row: its real volumes, the ceiling); confident: the share it "
+        f"names with probability ≥ 90%; {pieces}"
     )
 
 
+def histogram_rows(record: dict) -> list[list[str]]:
+    """The class histogram table's rows: each class, the share of the data and of the model's samples the
+    classifier names so, then the total variation between the two (empty without histograms)."""
+    model, data = record.get("class_histogram"), record.get("reference", {}).get("class_histogram")
+    if not model or not data:
+        return []
+    rows = [[name, number(data[name], percent=True), number(model.get(name), percent=True)] for name in data]
+    return [*rows, ["total variation ↓", "", number(record.get("class_tv"))]]
+
+
+def histogram_header(record: dict) -> list[str]:
+    """The class histogram table's header."""
+    return ["class named", f"{record['split']} split (the data)", "model"]
+
+
+def markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def markdown_table(record: dict) -> str:
-    """The metrics of a record as a markdown table: the model, the context rows, then each class."""
-    lines = [table_heading(record), "", "| " + " | ".join(TABLE_HEADER) + " |", "|" + " --- |" * 8]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(record)]
-    return "\n".join([*lines, "", classifier_line(record)])
+    """The metrics of a record as markdown: the table (the model, the data, the context rows, then each
+    class), the lines that explain it and the histogram of the classes the classifier names."""
+    lines = [table_heading(record), "", *markdown_rows(TABLE_HEADER, table_rows(record))]
+    lines += ["", classifier_line(record)]
+    histogram = histogram_rows(record)
+    if histogram:
+        lines += [
+            "",
+            "Classes the classifier names:",
+            "",
+            *markdown_rows(histogram_header(record), histogram),
+        ]
+    return "\n".join(lines)
