@@ -200,6 +200,9 @@ def test_installed_wheel_runs_the_readme_commands_from_another_folder(installed)
     assert (run / "checkpoints" / "latest.pt").is_file()
     ok(voxgan_in(installed, "export", "--format", "glb", "--num", 2, "--out", "exports"))
     assert len(list((work / "exports").rglob("*.glb"))) == 2
+    pretrained = ["export", "--pretrained", "shapes-16-cond", "--class", "chair", "--format", "png"]
+    ok(voxgan_in(installed, *pretrained, "--num", 4, "--out", "exports"))  # the shipped weights, offline
+    assert (work / "exports" / "shapes-16-cond-chair.png").is_file()
     ok(voxgan_in(installed, "evaluate", "--data", "shards", "--num", 4, "--device", "cpu", "--no-context"))
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["num"] == 4
 

@@ -441,6 +441,9 @@ def export(
         Path | None, typer.Option(help="Run folder (its latest checkpoint) [newest under ./runs].")
     ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file instead of a run.")] = None,
+    pretrained: Annotated[
+        str | None, typer.Option(help="A generator shipped with voxgan instead: shapes-16, shapes-16-cond.")
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="Export volumes of this shard folder instead.")] = None,
     split: Annotated[str, typer.Option(help="Split of --data to take volumes from.")] = "test",
     num: Annotated[int, typer.Option(help="How many volumes.")] = 16,
@@ -470,7 +473,8 @@ def export(
     gif: a loop through latent space (a model) or a turntable (--data). html: one self-contained page with
     every volume in 3D, turnable with the mouse; it opens from disk with no network.
 
-    Example: voxgan export --format glb --num 16 --mesh blocks --scale 0.05 --out exports
+    Example: voxgan export --format glb --num 16 --mesh blocks --scale 0.05 --out exports   |
+    voxgan export --pretrained shapes-16-cond --class chair --format png
     """
     from voxgan.results.export import ExportConfig, check_export_config, export_volumes
 
@@ -478,6 +482,7 @@ def export(
         format=format.lower(),
         run=run,
         checkpoint=checkpoint,
+        pretrained=pretrained,
         data=data,
         split=split,
         num=num,
@@ -512,6 +517,10 @@ def evaluate(
         Path | None, typer.Option(help="Run folder (its latest checkpoint) [newest under ./runs].")
     ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file instead of a run.")] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(help="A generator shipped with voxgan instead (results in runs/pretrained-NAME/)."),
+    ] = None,
     split: Annotated[str, typer.Option(help="The reference split.")] = "test",
     num: Annotated[
         int | None, typer.Option(help="Reference volumes (a seeded subset) [the whole split].")
@@ -542,13 +551,24 @@ def evaluate(
         device = str(resolve_device(device))
     except ConfigError as error:
         raise typer.BadParameter(str(error), param_hint=error.option) from None
-    source = run or checkpoint
+    if sum(x is not None for x in (run, checkpoint, pretrained)) > 1:
+        raise typer.BadParameter("give at most one of --run, --checkpoint and --pretrained")
+    source, folder = run or checkpoint, None
+    if pretrained is not None:
+        from voxgan.model.pretrained import pretrained_path
+
+        try:
+            source, folder = pretrained_path(pretrained), Path("runs") / f"pretrained-{pretrained}"
+        except ConfigError as error:
+            raise typer.BadParameter(str(error), param_hint=error.option) from None
     if source is None:
         from voxgan.model.runs import find_latest_run
 
         source = find_latest_run(Path("runs"))
         typer.echo(f"voxgan: no --run given: evaluating the newest run, {source}", err=True)
-    record = evaluate_run(source, data, split=split, num=num, device=device, context=not no_context)
+    record = evaluate_run(
+        source, data, split=split, num=num, device=device, context=not no_context, folder=folder
+    )
     typer.echo(record["table"])
     folder = Path(record["table_path"]).parent
     typer.echo(f"\nappended to {folder / 'metrics.jsonl'}; table: {record['table_path']}")

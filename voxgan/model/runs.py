@@ -34,6 +34,8 @@ CHECKPOINT_VERSION = 1
 RUN_PATTERN = re.compile(r"^(?P<index>\d{5})-")
 SNAPSHOT_PATTERN = re.compile(r"^step-(?P<step>\d{7,})\.pt$")
 GENERATE_BATCH = 64  # volumes per forward pass of run_generator
+GENERATOR_KEYS = ("format", "format_version", "voxgan_version", "config", "step", "ema")  # a generator file
+TRAINING_KEYS = ("config", "step", "generator", "critic", "ema")  # what resuming needs besides
 
 
 # --- run folders ----------------------------------------------------------------------------------------
@@ -202,12 +204,13 @@ def checkpoint_path(path: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, *, generator_only: bool = False) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``: plain tensors and numbers only.
 
     A truncated or corrupt file, one carrying a pickled object (never executed), a dict that is not a
     voxgan checkpoint, or one whose config is out of range or does not describe the networks whose
-    weights it holds (:func:`checkpoint_config`) raises VoxganError.
+    weights it holds (:func:`checkpoint_config`) raises VoxganError. ``generator_only``: what generating
+    needs is enough (the config, step and EMA weights of a generator file, such as the pretrained ones).
     ``path``: a checkpoint file or a run folder (its latest.pt).
     """
     path = checkpoint_path(path)
@@ -222,7 +225,8 @@ def load_checkpoint(path: Path) -> dict:
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise VoxganError(f"{path}: refused: not a voxgan checkpoint (no format tag {CHECKPOINT_FORMAT!r})")
-    missing = [key for key in ("config", "step", "generator", "critic", "ema") if key not in state]
+    needed = ("config", "step", "ema") if generator_only else TRAINING_KEYS
+    missing = [key for key in needed if key not in state]
     if missing:
         raise VoxganError(f"{path}: refused: an incomplete voxgan checkpoint (no {', '.join(missing)})")
     version = state.get("format_version", 0)
@@ -230,7 +234,7 @@ def load_checkpoint(path: Path) -> dict:
         raise VoxganError(f"{path}: refused: a damaged voxgan checkpoint (its step or format version)")
     if version > CHECKPOINT_VERSION:
         raise VoxganError(f"{path}: checkpoint format {state['format_version']} is newer than this voxgan's")
-    checkpoint_config(state, path)
+    checkpoint_config(state, path, ("ema",) if generator_only else ("ema", "critic"))
     return state
 
 
@@ -250,7 +254,7 @@ class LoadedGenerator:
 def load_generator(path: Path, *, device: str | torch.device = "cpu") -> LoadedGenerator:
     """The EMA generator of a run folder (its latest checkpoint) or of a checkpoint file, with its config
     and step, from one read of the checkpoint."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, generator_only=True)
     config = TrainConfig.from_dict(state["config"])  # checked by load_checkpoint
     generator, _ = build_networks(config)
     generator.load_state_dict(state["ema"])
@@ -258,16 +262,19 @@ def load_generator(path: Path, *, device: str | torch.device = "cpu") -> LoadedG
     return LoadedGenerator(generator, config, state["step"])
 
 
-def checkpoint_config(state: dict, path: Path) -> TrainConfig:
+def checkpoint_config(state: dict, path: Path, keys=("ema", "critic")) -> TrainConfig:
     """The checked config of a loaded checkpoint; VoxganError when it is not a valid config or when the
-    networks it describes are not the ones whose weights the checkpoint holds (compared on torch's
-    ``meta`` device, so a config claiming vast networks allocates nothing)."""
+    networks it describes are not the ones whose weights the checkpoint holds under ``keys`` (EMA
+    generator, critic; compared on torch's ``meta`` device, so a config claiming vast networks allocates
+    nothing)."""
     try:
         config = TrainConfig.from_dict(state["config"])
         check_config(config)
         with torch.device("meta"):
             described = build_networks(config)
         for network, key in zip(described, ("ema", "critic"), strict=True):
+            if key not in keys:
+                continue
             shapes = {name: tuple(value.shape) for name, value in network.state_dict().items()}
             held = state[key]
             if (

@@ -223,8 +223,10 @@ def evaluate_run(
     num: int | None = None,
     device: str = "cpu",
     context: bool = True,
+    folder: Path | None = None,
 ) -> dict:
-    """Evaluate a run's latest checkpoint (or a checkpoint file) and record the result in its run folder.
+    """Evaluate a run's latest checkpoint (or a checkpoint file) and record the result in its run folder
+    (or in ``folder``, e.g. for a pretrained generator's file).
 
     ``data`` defaults to the run's training data. Appends the record (``step``, ``split``, ``num``,
     ``mmd_iou``, ``cov_iou``, ``nna_iou``, ``mmd_cd``, ``cov_cd``, ``nna_cd``, ``fid``,
@@ -261,7 +263,8 @@ def evaluate_run(
             device=device,
         )
     )
-    folder = run_folder_of(run_dir)
+    folder = Path(folder) if folder is not None else run_folder_of(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
     table = markdown_table(record)
     table_path = folder / f"eval-step-{step:07d}.md"
     # the table first, the record last: a full disk between them leaves no record, so the same command

@@ -22,6 +22,7 @@ import numpy as np
 from voxgan.atomic import write_bytes_atomic
 from voxgan.axes import FORMAT_UP_AXES, UP_AXES, signed, z_to_up
 from voxgan.errors import VoxganError, out_of_space
+from voxgan.model.pretrained import pretrained_path
 from voxgan.model.runs import find_latest_run, latent_batch, load_generator, run_generator
 from voxgan.pages import Cell, Gallery, escape, write_page
 from voxgan.render import render_volume, render_volumes
@@ -253,6 +254,7 @@ class ExportConfig:
     format: str
     run: Path | None = None
     checkpoint: Path | None = None
+    pretrained: str | None = None  # a generator shipped with voxgan (voxgan.model.pretrained)
     data: Path | None = None
     split: str = "test"
     num: int = 16
@@ -283,8 +285,10 @@ def check_export_config(config: ExportConfig) -> None:
         raise VoxganError(f"unknown format {config.format!r}; use one of {', '.join(FORMATS)}")
     if config.mesh not in MESH_KINDS:
         raise VoxganError(f"unknown mesh kind {config.mesh!r}; use one of {', '.join(MESH_KINDS)}")
-    if sum(x is not None for x in (config.run, config.checkpoint, config.data)) > 1:
-        raise VoxganError("give at most one source: --run, --checkpoint or --data")
+    if sum(x is not None for x in (config.run, config.checkpoint, config.pretrained, config.data)) > 1:
+        raise VoxganError("give at most one source: --run, --checkpoint, --pretrained or --data")
+    if config.pretrained is not None:
+        pretrained_path(config.pretrained)
     if config.num < 1:
         raise VoxganError(f"--num must be at least 1, got {config.num}")
     if not 0.0 <= config.threshold <= 1.0:
@@ -324,10 +328,12 @@ def frame_line(config: ExportConfig, resolution: int) -> str | None:
 
 
 def load_volumes(config: ExportConfig) -> VolumeSet:
-    """The volumes ``config`` asks for: from --data, --run, --checkpoint, or the newest run."""
+    """The volumes ``config`` asks for: from --data, --run, --checkpoint, --pretrained, or the newest run."""
     if config.data is not None:
         return dataset_volumes(config.data, config.split, config.num, config.seed, config.class_name)
     source = config.run or config.checkpoint
+    if config.pretrained is not None:
+        source = pretrained_path(config.pretrained)
     notes = []
     if source is None:
         source = find_latest_run(Path(config.runs_dir))
@@ -350,6 +356,7 @@ def export_command(config: ExportConfig) -> str:
     for option, value, default in (
         ("--run", config.run, None),
         ("--checkpoint", config.checkpoint, None),
+        ("--pretrained", config.pretrained, None),
         ("--data", config.data, None),
         ("--split", config.split if config.data is not None else "test", "test"),
         ("--class", config.class_name, None),
