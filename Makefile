@@ -60,7 +60,10 @@ voxelize: $(STAMP) ## mesh dataset to shards: make voxelize [RECIPE=modelnet40 M
 		$(BIN)/voxgan shapes "$(MESHES)" $(SHAPES_ARGS); fi
 	$(BIN)/voxgan voxelize "$(MESHES)" "$(SHARDS)" --recipe $(RECIPE) --resolution $(RES) $(if $(WORKERS),--workers $(WORKERS))
 
-demo: voxelize ## shapes shards, DEMO_MINUTES=10 of training, OBJ + PNG + HTML export, evaluation and its report
+demo: voxelize ## pretrained samples first, then shapes shards, DEMO_MINUTES=10 of training, exports, evaluation, report
+	$(BIN)/voxgan export --pretrained shapes-16-cond --format png --num 40 --out exports
+	$(BIN)/voxgan export --pretrained shapes-16-cond --format html --num 40 --out exports
+	@echo "pretrained samples (4 of each class): exports/shapes-16-cond.png and exports/shapes-16-cond.html; now training your own"
 	$(BIN)/voxgan train --data $(SHARDS) --time-limit $(DEMO_MINUTES) --out runs
 	$(BIN)/voxgan export --format obj --num 16 --out exports
 	$(BIN)/voxgan export --format png --num 64 --out exports

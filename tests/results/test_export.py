@@ -461,3 +461,15 @@ def test_a_full_disk_ends_in_one_line_keeps_whole_files_and_a_rerun_ends_the_sam
                           text=True, cwd=tmp_path, preexec_fn=disk.preexec_fn)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == expected
+
+
+def test_a_conditional_models_picture_has_one_column_per_class(tmp_path):
+    """Its classes come in turn, so a picture of 2 x classes volumes is classes wide and two tiles high."""
+    from PIL import Image
+
+    run = make_run(tmp_path / "runs", conditional=True)
+    config = ExportConfig(format="png", run=run, num=2 * len(CLASSES), out=tmp_path / "pics")
+    (path,) = export_volumes(config).files
+    with Image.open(path) as picture:
+        width, height = picture.size
+    assert width / height == pytest.approx(len(CLASSES) / 2, rel=0.15)

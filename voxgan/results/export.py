@@ -343,6 +343,15 @@ def load_volumes(config: ExportConfig) -> VolumeSet:
     return volumes
 
 
+def class_columns(volume_set: VolumeSet) -> int | None:
+    """One column per class where a conditional model made its classes in turn (more volumes than
+    classes, no --class); None (about square) otherwise."""
+    classes, labels = len(volume_set.class_names), volume_set.labels
+    if classes and len(labels) > classes and np.array_equal(labels, np.arange(len(labels)) % classes):
+        return classes
+    return None
+
+
 def tile_titles(volume_set: VolumeSet) -> list[str] | None:
     """Class names under the tiles of a picture, when the volumes have classes."""
     if not volume_set.class_names or (volume_set.labels < 0).all():
@@ -437,7 +446,7 @@ def _write_exports(config: ExportConfig, volume_set: VolumeSet) -> ExportResult:
     name = volume_set.name
     if config.format == "png":
         files.append(out / f"{name}.png")
-        render_volumes(occupancy, files[-1], titles=tile_titles(volume_set))
+        render_volumes(occupancy, files[-1], ncols=class_columns(volume_set), titles=tile_titles(volume_set))
     elif config.format == "gif":
         kind, frames = animation_frames(volume_set, config.threshold, config.device)
         files.append(out / f"{name}-{kind}.gif")
