@@ -85,9 +85,10 @@ def action_costs(data: str, threads: int) -> dict:
 
     import torch
 
+    from voxgan.model.bookkeeping import fixed_latents, save_samples
     from voxgan.model.config import TrainConfig, build_networks
     from voxgan.model.runs import append_stats, checkpoint_bytes, plot_losses, save_checkpoint
-    from voxgan.model.train import fixed_latents, save_samples, train
+    from voxgan.model.train import train
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as scratch:

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from tests.model.training import TINY, TINY_ARGS, single_thread_env, voxgan_train
+from voxgan.model.bookkeeping import Bookkeeping
 from voxgan.model.config import TrainConfig, build_networks
 from voxgan.model.runs import find_latest_run, load_checkpoint, load_generator
-from voxgan.model.train import Bookkeeping, Progress, train
+from voxgan.model.state import Progress
+from voxgan.model.train import train
 
 STAT_KEYS = ("loss_critic", "loss_generator", "gradient_penalty", "wasserstein", "grad_norm_critic",
              "grad_norm_generator")  # fmt: skip

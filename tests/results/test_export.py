@@ -15,34 +15,23 @@ import trimesh
 from tests.results.sources import (
     CLASSES,
     assert_closed_outward,
-    ball,
     make_run,
     make_shards,
     synthetic_shapes,
 )
 from voxgan.atomic import write_json_atomic
+from voxgan.binvox import parse_binvox
 from voxgan.ingest import pipeline
 from voxgan.results.export import (
     ExportConfig,
-    binvox_bytes,
     check_export_config,
+    export_binvox,
     export_transform,
     export_up_axis,
     export_volumes,
-    read_binvox,
 )
 from voxgan.results.meshing import blocks_mesh, volume_mesh
 from voxgan.shards import ShardHeader, pack, read_shard, write_shard
-
-
-def test_binvox_reads_back_with_trimesh_and_our_parser(tmp_path):
-    volume = ball(16, 6.0, (7, 8, 9))
-    volume[0, 0, :] = True  # a long run, longer than one byte can count
-    path = tmp_path / "ball.binvox"
-    path.write_bytes(binvox_bytes(volume))
-    assert np.array_equal(read_binvox(path.read_bytes()), volume)
-    grid = trimesh.load(path)
-    assert np.array_equal(np.asarray(grid.matrix, bool), volume)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +65,7 @@ def test_npy_binvox_png_gif_exports(shard_folder, tmp_path):
     array = np.load(npy[0])
     assert array.shape == (5, 16, 16, 16) and array.dtype == bool
     binvox = export_volumes(ExportConfig(format="binvox", data=shard_folder, num=5, out=out)).files
-    assert all(np.array_equal(read_binvox(p.read_bytes()), v) for p, v in zip(binvox, array, strict=True))
+    assert all(np.array_equal(parse_binvox(p.read_bytes())[0], v) for p, v in zip(binvox, array, strict=True))
     png = export_volumes(ExportConfig(format="png", data=shard_folder, num=5, out=out)).files[0]
     from matplotlib.image import imread
 
@@ -330,10 +319,8 @@ def test_every_mesh_format_and_binvox_come_back_unchanged_through_grid_coords(
 
 
 def test_turned_binvox_says_where_its_voxels_are():
-    from voxgan.ingest.formats.binvox import parse_binvox
-
     volume = tall_box()[0]
-    occupancy, voxel_to_mesh = parse_binvox(binvox_bytes(volume, "y", 0.5))
+    occupancy, voxel_to_mesh = parse_binvox(export_binvox(volume, "y", 0.5))
     assert occupancy.shape == (16, 16, 16) and voxel_to_mesh[1, 1] == 0.5
     np.testing.assert_array_equal(voxel_to_mesh[:3, 3], [0, 0, -8])  # the turned grid's corner, scaled
     filled = np.argwhere(occupancy)  # tall along y now; the grid's y 5..8 became z 16-9..16-6

@@ -227,26 +227,32 @@ def option_name(field: str) -> str:
 
 
 def build_networks(config: TrainConfig) -> tuple[Generator, Critic]:
-    """The generator and critic a config describes (both on the CPU, freshly initialised)."""
-    num_classes = len(config.class_names) if config.conditional else 0
-    resolution = config.resolution or DEFAULT_RESOLUTION
-    generator = Generator(
-        resolution,
+    """The generator and critic a config describes (both on the CPU, freshly initialised, in this order)."""
+    return build_generator(config), build_critic(config)
+
+
+def build_generator(config: TrainConfig) -> Generator:
+    """The generator a config describes (on the CPU, freshly initialised)."""
+    return Generator(
+        config.resolution or DEFAULT_RESOLUTION,
         config.latent_dim,
         config.generator_width,
         tuple(config.generator_attention),
-        num_classes,
+        len(config.class_names) if config.conditional else 0,
         config.key_divisor,
         config.attention_pool,
         config.full_resolution_features,
     )
-    critic = Critic(
-        resolution,
+
+
+def build_critic(config: TrainConfig) -> Critic:
+    """The critic a config describes (on the CPU, freshly initialised)."""
+    return Critic(
+        config.resolution or DEFAULT_RESOLUTION,
         config.critic_width,
         tuple(config.critic_attention),
-        num_classes,
+        len(config.class_names) if config.conditional else 0,
         config.key_divisor,
         config.attention_pool,
         config.full_resolution_features,
     )
-    return generator, critic

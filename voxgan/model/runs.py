@@ -26,7 +26,7 @@ import torch
 
 from voxgan.atomic import append_json_line, atomic_open, write_bytes_atomic
 from voxgan.errors import VoxganError
-from voxgan.model.config import TrainConfig, build_networks, check_config
+from voxgan.model.config import TrainConfig, build_generator, build_networks, check_config
 from voxgan.model.networks import Generator
 
 CHECKPOINT_FORMAT = "voxgan-checkpoint"
@@ -210,12 +210,13 @@ def load_checkpoint(path: Path, *, generator_only: bool = False) -> dict:
     A truncated or corrupt file, one carrying a pickled object (never executed), a dict that is not a
     voxgan checkpoint, or one whose config is out of range or does not describe the networks whose
     weights it holds (:func:`checkpoint_config`) raises VoxganError. ``generator_only``: what generating
-    needs is enough (the config, step and EMA weights of a generator file, such as the pretrained ones).
+    needs is enough (the config, step and EMA weights of a generator file, such as the pretrained ones),
+    and the file is mapped, not read: its other tensors (critic, optimisers) stay on disk.
     ``path``: a checkpoint file or a run folder (its latest.pt).
     """
     path = checkpoint_path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=generator_only)
     except Exception as error:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise VoxganError(
@@ -253,10 +254,10 @@ class LoadedGenerator:
 
 def load_generator(path: Path, *, device: str | torch.device = "cpu") -> LoadedGenerator:
     """The EMA generator of a run folder (its latest checkpoint) or of a checkpoint file, with its config
-    and step, from one read of the checkpoint."""
+    and step. The checkpoint is mapped: of its tensors only the EMA weights are read."""
     state = load_checkpoint(path, generator_only=True)
     config = TrainConfig.from_dict(state["config"])  # checked by load_checkpoint
-    generator, _ = build_networks(config)
+    generator = build_generator(config)
     generator.load_state_dict(state["ema"])
     generator.to(device).eval().requires_grad_(False)
     return LoadedGenerator(generator, config, state["step"])

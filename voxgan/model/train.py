@@ -1,19 +1,18 @@
 """Training: the WGAN-GP loop, on one process or under torchrun.
 
-:func:`train` sets up the processes; :func:`run_training` is the loop, read top to bottom under
-``# Resume.``, ``# Load data.``, ``# Construct networks.``, ... headings, its pieces named functions below
-it. A *step* is one generator update with its ``n_critic`` critic updates (:func:`train_step`);
-``--steps``, ``step`` in the logs and the checkpoint interval all count steps. Every random draw of a step
-(latents, mixing weights) comes from a generator seeded by ``(seed, rank, step)`` and every batch is a
-function of ``(seed, epoch, batch index)``, so a run resumed from a checkpoint continues exactly as the
-uninterrupted run would have. What a run folder holds and how checkpoints are read is
-:mod:`voxgan.model.runs`; only rank 0 writes.
+:func:`train` sets up the processes; :func:`run_training` is the run, read top to bottom under
+``# Resume.``, ``# Load data.``, ``# Construct networks.``, ``# Open the run folder.``, ``# Train.`` and
+``# Finish.`` headings, each step a named function below it; :func:`training_loop` is the loop itself. A
+*step* is one generator update with its ``n_critic`` critic updates (:func:`train_step`); ``--steps``,
+``step`` in the logs and the checkpoint interval all count steps. Every random draw of a step (latents,
+mixing weights) comes from a generator seeded by ``(seed, rank, step)`` and every batch is a function of
+``(seed, epoch, batch index)``, so a run resumed from a checkpoint continues exactly as the uninterrupted
+run would have.
 
-What a run leaves on disk is bounded, whatever the hardware's speed (:class:`Bookkeeping`): a checkpoint
-every ``checkpoint_every`` (steps, or training time by default), of which the last ``keep`` step snapshots
-stay, plus ``best.pt`` by the evaluation's 1-NNA; a sample grid and the loss plot every ``samples_every``
-(a minute of training by default) and at the end. A write that fails for want of space stops the run with
-one line; the last whole ``latest.pt`` stays, and ``--resume`` continues exactly once space is freed.
+What a run holds in memory and how it goes to and from a checkpoint is :mod:`voxgan.model.state`; what it
+writes and when (log lines, pictures, checkpoints, ``best.pt``, a full disk) is
+:mod:`voxgan.model.bookkeeping`; what a run folder holds and how checkpoints are read is
+:mod:`voxgan.model.runs`; the maths of one update is :mod:`voxgan.model.updates`. Only rank 0 writes.
 
 A run stops at its step target, at its time limit (minutes of training, evaluation not counted, summed
 over resumes) or at SIGTERM / SIGINT: the step in progress finishes, a checkpoint and the sample grid are
@@ -22,87 +21,58 @@ SIGTERM, as cluster schedulers expect of a preempted job, and 130 on SIGINT).
 
 Periodic evaluation (``--eval-every``) is a function handed to :func:`train` (the command line passes
 :func:`voxgan.results.evaluate.evaluate_during_training`), so this room never imports the results room.
-
-The module is longer than most (about 950 lines) on purpose: the loop and every piece of it, so that a
-training run reads in this one file; the maths of one update is :mod:`voxgan.model.updates`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import errno
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from voxgan import __version__
-from voxgan.atomic import write_json_atomic
 from voxgan.data import VoxelLoader, make_loader
-from voxgan.errors import ConfigError, VoxganError, is_disk_full
+from voxgan.errors import ConfigError, VoxganError
+from voxgan.model.bookkeeping import (
+    Bookkeeping,
+    Evaluate,
+    LogInterval,
+    RunFolder,
+    fixed_latents,
+    open_run_folder,
+    run_folder_to_continue,
+    step_events,
+    write_after_step,
+)
 from voxgan.model.config import (
     DEFAULT_EPOCHS,
     NETWORK_FIELDS,
     PLACE_FIELDS,
     TARGET_FIELDS,
-    Interval,
     TrainConfig,
-    build_networks,
     check_config,
     is_device_name,
     option_name,
-    parse_interval,
 )
 from voxgan.model.loss import CriticObjective
-from voxgan.model.networks import Critic, Generator
-from voxgan.model.runs import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    TENSORBOARD_MISSING,
-    append_stats,
-    best_so_far,
-    checkpoint_bytes,
-    list_runs,
-    load_checkpoint,
-    new_run_dir,
-    plot_losses,
-    read_stats,
-    restore_rng_state,
-    rewrite_stats,
-    rng_state,
-    run_description,
-    save_best,
-    save_checkpoint,
-    tensorboard_writer,
+from voxgan.model.runs import TENSORBOARD_MISSING, best_so_far, list_runs, load_checkpoint
+from voxgan.model.state import (
+    Networks,
+    Progress,
+    StepPlan,
+    build_training,
+    count_critic_update,
+    count_generator_update,
+    restore,
 )
 from voxgan.model.updates import critic_update, generator_update, update_ema
-
-SAMPLE_GRID = 16  # volumes in samples/step-NNNNNNN.png, from latents fixed by the seed
-BEST_METRIC = "nna_iou"  # best.pt: the checkpoint of the lowest 1-NNA (IoU) the evaluation measured
-
-# The sums of a log interval (Progress.sums and a checkpoint's stats_sums), by name, in this order:
-CRITIC_VALUES = ("loss_critic", "wasserstein", "gradient_penalty", "grad_norm_critic")  # critic_update's
-GENERATOR_VALUES = ("loss_generator", "grad_norm_generator")  # generator_update's
-UPDATE_COUNTS = (
-    "critic_updates",
-    "penalty_updates",
-    "generator_updates",
-    "skipped_critic",
-    "skipped_generator",
-)
-STAT_NAMES = CRITIC_VALUES + GENERATOR_VALUES + UPDATE_COUNTS
-STAT = {name: index for index, name in enumerate(STAT_NAMES)}  # name -> its slot in the sums
-
-Evaluate = Callable[[Path, torch.device], dict | None]  # returns the evaluation's record
 
 
 class TrainingStopped(Exception):
@@ -140,106 +110,7 @@ class StopSignals:
             signal.signal(number, handler)
 
 
-@dataclass
-class Networks:
-    """The generator, its EMA copy (used for samples and export), the critic, and their optimisers."""
-
-    generator: Generator
-    critic: Critic
-    ema: Generator
-    optimiser_g: torch.optim.Optimizer
-    optimiser_c: torch.optim.Optimizer
-
-
-@dataclass
-class Progress:
-    """Where a run stands, all of it saved in each checkpoint.
-
-    sums : (len(STAT_NAMES),) float64 on the device, summed since the last log line; streaks : (2,) int64,
-    the critic and generator updates in a row with a non-finite loss or gradient (checked when logging).
-    """
-
-    step: int
-    epoch: int
-    batch_index: int
-    sums: torch.Tensor
-    streaks: torch.Tensor
-    train_seconds: float = 0.0  # wall-clock seconds of training so far, evaluation not counted
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """What every step of a run shares: the options, where tensors live, how updates are weighted."""
-
-    config: TrainConfig
-    rank: int
-    device: torch.device
-    memory_format: torch.memory_format
-    autocast: torch.autocast
-    penalty_samples: int  # volumes of the batch the gradient penalty is computed on
-    num_classes: int  # 0 when unconditional
-
-
-@dataclass
-class Bookkeeping:
-    """When rank 0 writes checkpoints and pictures: the intervals, and the (step, training seconds) of the
-    last of each; ``best`` is the lowest evaluation metric so far (None before the first)."""
-
-    log: Interval
-    checkpoints: Interval
-    samples: Interval
-    last_log: tuple[int, float]
-    last_checkpoint: tuple[int, float]
-    last_samples: tuple[int, float]
-    best: float | None = None
-
-    @classmethod
-    def start(cls, config: TrainConfig, progress: Progress) -> Bookkeeping:
-        """The intervals of ``config``, counted from where ``progress`` stands (a new or resumed run)."""
-        now = (progress.step, progress.train_seconds)
-        intervals = [
-            parse_interval(v) for v in (config.log_every, config.checkpoint_every, config.samples_every)
-        ]
-        return cls(*intervals, now, now, now)
-
-    def due(self, progress: Progress) -> tuple[bool, bool, bool]:
-        """Whether a log line, a checkpoint and a picture are due after this step."""
-        now = (progress.step, progress.train_seconds)
-        return (
-            self.log.due(*now, *self.last_log),
-            self.checkpoints.due(*now, *self.last_checkpoint),
-            self.samples.due(*now, *self.last_samples),
-        )
-
-
-@dataclass
-class LogInterval:
-    """The stretch since the last stats.jsonl line: when and at which step it began, the seconds of it
-    spent waiting for data."""
-
-    started: float  # time.perf_counter()
-    step: int
-    data_wait: float = 0.0
-
-    def close(self, progress: Progress, samples_per_step: int) -> dict:
-        """The stats.jsonl record of this interval (:func:`close_log_interval`); the next one starts now."""
-        elapsed, steps_done = time.perf_counter() - self.started, max(1, progress.step - self.step)
-        record = close_log_interval(progress, steps_done, elapsed, self.data_wait, samples_per_step)
-        self.started, self.step, self.data_wait = time.perf_counter(), progress.step, 0.0
-        return record
-
-
-@dataclass(frozen=True)
-class StepEvents:
-    """What happens after a step, agreed by every process: the stop reason and what is written."""
-
-    stop: str | None  # 'steps', 'time', 'signal' or None
-    log: bool
-    checkpoint: bool
-    samples: bool
-
-
-# --- the loop -------------------------------------------------------------------------------------------
+# --- the run --------------------------------------------------------------------------------------------
 
 
 def train(
@@ -294,69 +165,93 @@ def run_training(
     evaluate: Evaluate | None,
     changes: Collection[str] | None = None,
 ) -> Path | None:
-    """The training loop of one process; see :func:`train`."""
-    is_main, cuda = rank == 0, device.type == "cuda"
-    tune_backends(cuda)
+    """The training run of one process, step by step; see :func:`train`."""
+    tune_backends(device.type == "cuda")
 
     # Resume: the run's own options, except the ones changed.
     checkpoint = load_checkpoint(resume) if resume is not None else None
-    changed = []
-    if checkpoint is not None:
-        config, changed = resumed_config(config, checkpoint, changes)
+    config, changed = resumed_config(config, checkpoint, changes) if checkpoint is not None else (config, [])
     check_config(config)
     if config.eval_every and evaluate is None:
         raise VoxganError(
             "eval_every needs an evaluate function: pass evaluate=voxgan.results.evaluate."
             "evaluate_during_training (as voxgan train --eval-every does)"
         )
-    memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
 
     # Load data.
-    loader = open_loader(config, cuda)
-    config = with_loader_classes(config, loader, resuming=checkpoint is not None)
-    config = dataclasses.replace(config, resolution=loader.resolution)  # the data's, when not given
-    check_config(config)  # the attention sizes, now that the grid is known
+    loader, config = load_data(config, device, resuming=checkpoint is not None)
     total_steps = target_steps(config, loader.num_batches)  # None: until the time limit
 
     # Construct networks.
-    networks, progress = build_training(config, device, memory_format)
+    plan = StepPlan.make(config, rank, world_size, device)
+    networks, progress = build_training(config, device, plan.memory_format)
     if checkpoint is not None:
         restore(networks, progress, checkpoint)
-    generator_train, objective_train = distribute(networks, config, device, world_size)
 
-    # Run folder and logs (rank 0 only).
-    run_dir = run_folder_to_continue(resume)
-    writer, history = None, []
-    if is_main:
-        run_dir, history, writer = open_run_folder(config, run_dir, progress.step)
-        state = f"resuming at step {progress.step}" if progress.step else "new run"
-        print(f"voxgan train: {run_dir} ({state}, {describe_target(config, total_steps)}, {device}, "
-              f"{world_size} process(es))", file=sys.stderr)  # fmt: skip
-        if changed:
-            print(f"voxgan train: changed on resume: {', '.join(changed)}", file=sys.stderr)
-        if writer is None:
-            print(f"voxgan train: {TENSORBOARD_MISSING}", file=sys.stderr)
-    sample_z, sample_labels = fixed_latents(config, device)
+    # Open the run folder (rank 0 writes).
+    folder = open_run(plan, resume, progress, total_steps, changed)
     books = Bookkeeping.start(config, progress)
-    if is_main and run_dir is not None and config.eval_every:
-        books.best = best_so_far(run_dir, progress.step)
+    if plan.rank == 0 and config.eval_every:
+        books.best = best_so_far(folder.run_dir, progress.step)
 
     # Train.
+    stop_reason, signal_received = training_loop(
+        plan, networks, progress, loader, total_steps, books, folder, evaluate
+    )
+
+    # Finish.
+    return finish(plan, folder, progress, stop_reason, signal_received)
+
+
+def load_data(
+    config: TrainConfig, device: torch.device, *, resuming: bool
+) -> tuple[VoxelLoader, TrainConfig]:
+    """The training batches, and ``config`` completed by the data: its classes and resolution, checked
+    again (the attention sizes, now that the grid is known)."""
+    loader = open_loader(config, device.type == "cuda")
+    config = with_loader_classes(config, loader, resuming=resuming)
+    config = dataclasses.replace(config, resolution=loader.resolution)  # the data's, when not given
+    check_config(config)
+    return loader, config
+
+
+def open_run(
+    plan: StepPlan, resume, progress: Progress, total_steps: int | None, changed: list[str]
+) -> RunFolder:
+    """Rank 0: the run folder, opened (new, or ``resume``'s), and the run's first lines on stderr; other
+    ranks: ``resume``'s folder, unopened, with the picture latents alone."""
+    config, run_dir = plan.config, run_folder_to_continue(resume)
+    if plan.rank != 0:
+        return RunFolder(run_dir, [], None, *fixed_latents(config, plan.device))
+    folder = open_run_folder(config, run_dir, progress.step, plan.device)
+    state = f"resuming at step {progress.step}" if progress.step else "new run"
+    print(f"voxgan train: {folder.run_dir} ({state}, {describe_target(config, total_steps)}, {plan.device}, "
+          f"{plan.world_size} process(es))", file=sys.stderr)  # fmt: skip
+    if changed:
+        print(f"voxgan train: changed on resume: {', '.join(changed)}", file=sys.stderr)
+    if folder.writer is None:
+        print(f"voxgan train: {TENSORBOARD_MISSING}", file=sys.stderr)
+    return folder
+
+
+def training_loop(
+    plan: StepPlan,
+    networks: Networks,
+    progress: Progress,
+    loader: VoxelLoader,
+    total_steps: int | None,
+    books: Bookkeeping,
+    folder: RunFolder,
+    evaluate: Evaluate | None,
+) -> tuple[str, int]:
+    """Steps until the run stops, writing what is due after each; returns why it stopped ('steps',
+    'time' or 'signal') and the signal received (0 for none)."""
     from tqdm import tqdm
 
+    generator_train, objective_train = distribute(networks, plan.config, plan.device, plan.world_size)
     batches = batch_stream(loader, progress.epoch, progress.batch_index)
-    noise = torch.Generator(device=device)
-    plan = StepPlan(
-        config=config,
-        rank=rank,
-        device=device,
-        memory_format=memory_format,
-        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
-        penalty_samples=max(1, round(config.batch_size * config.penalty_fraction)),
-        num_classes=len(config.class_names) if config.conditional else 0,
-    )
-    samples_per_step = config.batch_size * config.n_critic * world_size
-    bar = tqdm(total=total_steps, initial=progress.step, disable=not is_main, file=sys.stderr, unit="step",
+    noise = torch.Generator(device=plan.device)
+    bar = tqdm(total=total_steps, initial=progress.step, disable=plan.rank != 0, file=sys.stderr, unit="step",
                dynamic_ncols=True)  # fmt: skip
     interval = LogInterval(time.perf_counter(), progress.step)
     stop_reason = "steps" if total_steps is not None and progress.step >= total_steps else None
@@ -369,51 +264,32 @@ def run_training(
             bar.update(1)
             progress.train_seconds += time.perf_counter() - tick
             tick = time.perf_counter()
-            events = step_events(config, progress, total_steps, signals.received, books, world_size)
-            stop_reason, step, last = events.stop, progress.step, events.stop is not None
+            events = step_events(plan.config, progress, total_steps, signals.received, books, plan.world_size)
+            stop_reason = events.stop
+            if write_after_step(plan, events, networks, progress, books, interval, folder, evaluate, bar):
+                tick = time.perf_counter()  # evaluation is not training time
+    return stop_reason, signals.received
 
-            # Log, picture, checkpoint, evaluate: rank 0 writes, a full disk stops the run in one line.
-            evaluate_now = bool(config.eval_every) and step % config.eval_every == 0
-            save_now = events.checkpoint or last or evaluate_now
-            if save_now and world_size > 1:
-                check_ranks_agree((networks.generator, networks.critic, networks.ema), step)
-            with stop_when_disk_full(run_dir, config, networks, progress):
-                if events.log or last:
-                    record = interval.close(progress, samples_per_step)
-                    books.last_log = (step, progress.train_seconds)
-                    if is_main:
-                        history.append(record)
-                        append_stats(run_dir / "stats.jsonl", record, writer)
-                        bar.set_postfix(c=short(record["loss_critic"]), g=short(record["loss_generator"]),
-                                        sps=short(record["samples_per_s"]))  # fmt: skip
-                    check_streaks(progress, config.max_nonfinite)
-                if events.samples or last:
-                    if is_main:
-                        save_samples(networks.ema, sample_z, sample_labels, config, run_dir, step)
-                        plot_losses(history, run_dir / "loss.png")
-                    books.last_samples = (step, progress.train_seconds)
-                if save_now:
-                    state = save_training_checkpoint(run_dir, config, networks, progress) if is_main else None
-                    books.last_checkpoint = (step, progress.train_seconds)
-                if is_main and config.eval_every and (evaluate_now or (last and stop_reason != "signal")):
-                    result = evaluate(run_dir, device)
-                    keep_if_best(run_dir, state, result, books, history, writer)
-                    tick = time.perf_counter()  # evaluation is not training time
 
-    # Finish.
+def finish(
+    plan: StepPlan, folder: RunFolder, progress: Progress, stop_reason: str, signal_received: int
+) -> Path | None:
+    """Close the log, say why the run stopped; the run folder (None on other ranks), or TrainingStopped
+    after a signal."""
+    is_main, config = plan.rank == 0, plan.config
     if is_main:
-        if writer is not None:
-            writer.close()
+        if folder.writer is not None:
+            folder.writer.close()
         if stop_reason == "time":
             print(f"voxgan train: time limit of {config.time_limit:g} min reached at step {progress.step}",
                   file=sys.stderr)  # fmt: skip
     if stop_reason == "signal":
-        name = signal.Signals(signals.received).name
+        name = signal.Signals(signal_received).name
         if is_main:
             print(f"voxgan train: stopped by {name} after step {progress.step}, checkpoint saved; continue "
-                  f"with: voxgan train --resume {run_dir}", file=sys.stderr)  # fmt: skip
-        raise TrainingStopped(signals.received, run_dir if is_main else None)
-    return run_dir if is_main else None
+                  f"with: voxgan train --resume {folder.run_dir}", file=sys.stderr)  # fmt: skip
+        raise TrainingStopped(signal_received, folder.run_dir if is_main else None)
+    return folder.run_dir if is_main else None
 
 
 def target_steps(config: TrainConfig, num_batches: int) -> int | None:
@@ -432,37 +308,6 @@ def describe_target(config: TrainConfig, total_steps: int | None) -> str:
     if config.time_limit is not None:
         parts.append(f"{config.time_limit:g} min")
     return " or ".join(parts) if total_steps is not None else f"until {config.time_limit:g} min"
-
-
-def step_events(
-    config: TrainConfig,
-    progress: Progress,
-    total_steps: int | None,
-    signal_received: int,
-    books: Bookkeeping,
-    world_size: int,
-) -> StepEvents:
-    """Whether the run stops after this step ('steps', 'time' or 'signal') and what it writes now.
-
-    Under DDP every process decides the same: the time limit, the time-based intervals and the signals of
-    any process count for all (one all-reduce of five flags per step).
-    """
-    time_up = config.time_limit is not None and progress.train_seconds >= 60 * config.time_limit
-    flags = torch.tensor([bool(signal_received), time_up, *books.due(progress)], dtype=torch.int32)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        flags = flags.to(progress.sums.device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        flags = flags.cpu()
-    stop = None
-    if flags[0]:
-        stop = "signal"
-    elif total_steps is not None and progress.step >= total_steps:
-        stop = "steps"
-    elif flags[1]:
-        stop = "time"
-    return StepEvents(stop, bool(flags[2]), bool(flags[3]), bool(flags[4]))
 
 
 def train_step(
@@ -612,49 +457,6 @@ def with_loader_classes(config: TrainConfig, loader: VoxelLoader, *, resuming: b
     return config
 
 
-def build_training(config: TrainConfig, device: torch.device, memory_format) -> tuple[Networks, Progress]:
-    """Fresh networks seeded by ``config.seed`` on ``device``, their Adam optimisers, and step 0."""
-    torch.manual_seed(config.seed)
-    generator, critic = build_networks(config)
-    ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    for network in (generator, critic, ema):
-        network.to(device, memory_format=memory_format)
-        # Size-1 dims make channels-last strides ambiguous: give each weight the strides its gradient gets
-        # (DDP compares them), contiguous except for transposed convolutions.
-        for module in network.modules():
-            if isinstance(module, nn.ConvTranspose3d):
-                continue
-            for parameter in module.parameters(recurse=False):
-                if parameter.dim() == 5 and 1 in parameter.shape[1:]:
-                    parameter.data = torch.empty(parameter.shape, device=device).copy_(parameter.data)
-    betas = tuple(config.betas)
-    optimiser_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=betas, fused=True)
-    optimiser_c = torch.optim.Adam(critic.parameters(), lr=config.lr_critic, betas=betas, fused=True)
-    progress = Progress(
-        step=0,
-        epoch=0,
-        batch_index=0,
-        sums=torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=device),
-        streaks=torch.zeros(2, dtype=torch.int64, device=device),
-    )
-    return Networks(generator, critic, ema, optimiser_g, optimiser_c), progress
-
-
-def restore(networks: Networks, progress: Progress, checkpoint: dict) -> None:
-    """Load a checkpoint's weights, optimiser states, position, log sums and every RNG state, in place."""
-    networks.generator.load_state_dict(checkpoint["generator"])
-    networks.critic.load_state_dict(checkpoint["critic"])
-    networks.ema.load_state_dict(checkpoint["ema"])
-    networks.optimiser_g.load_state_dict(checkpoint["optimizer_generator"])
-    networks.optimiser_c.load_state_dict(checkpoint["optimizer_critic"])
-    progress.step, progress.epoch = checkpoint["step"], checkpoint["epoch"]
-    progress.batch_index = checkpoint["batch_index"]
-    progress.sums.copy_(checkpoint["stats_sums"])
-    progress.streaks.copy_(checkpoint["nonfinite_streaks"])
-    progress.train_seconds = float(checkpoint.get("train_seconds", 0.0))
-    restore_rng_state(checkpoint["rng"])
-
-
 def distribute(
     networks: Networks, config: TrainConfig, device: torch.device, world_size: int
 ) -> tuple[nn.Module, nn.Module]:
@@ -674,28 +476,6 @@ def distribute(
         generator_train = DDP(generator_train, device_ids=ids)
         objective_train = DDP(objective, device_ids=ids)
     return generator_train, objective_train
-
-
-def run_folder_to_continue(resume) -> Path | None:
-    """The run folder of ``resume`` (a run folder or ``<run>/checkpoints/<file>.pt``), or None."""
-    run_dir = Path(resume) if resume is not None else None
-    if run_dir is not None and run_dir.is_file():
-        run_dir = run_dir.parent.parent
-    return run_dir
-
-
-def open_run_folder(config: TrainConfig, run_dir: Path | None, step: int) -> tuple[Path, list[dict], object]:
-    """Rank 0: create the run folder (or continue ``run_dir``), write config.json, keep stats up to ``step``.
-
-    Returns the folder, the stats.jsonl records kept and a TensorBoard writer (None without tensorboard).
-    """
-    if run_dir is None:
-        run_dir = new_run_dir(Path(config.out), run_description(config))
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", config.to_dict() | {"voxgan_version": __version__})
-    history = read_stats(run_dir / "stats.jsonl", step)
-    rewrite_stats(run_dir / "stats.jsonl", history)
-    return run_dir, history, tensorboard_writer(run_dir)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -753,209 +533,3 @@ def batch_stream(loader, epoch: int, batch_index: int):
             batch_index += 1
             yield epoch, batch_index, batch
         epoch, batch_index = epoch + 1, 0
-
-
-def stat_slots(names: tuple[str, ...]) -> slice:
-    """The slots of ``names`` in the sums, which lie side by side in :data:`STAT_NAMES`."""
-    start = STAT[names[0]]
-    assert STAT_NAMES[start : start + len(names)] == names, names
-    return slice(start, start + len(names))
-
-
-def count_critic_update(progress: Progress, values: torch.Tensor, penalise: bool) -> None:
-    """Add a critic update's (4,) [loss, wasserstein, penalty, grad norm] to the sums unless non-finite."""
-    ok = torch.isfinite(values[3])
-    progress.streaks[0] = torch.where(ok, 0, progress.streaks[0] + 1)
-    progress.sums[stat_slots(CRITIC_VALUES)] += torch.where(ok, values.double(), 0)
-    progress.sums[STAT["critic_updates"]] += ok.double()
-    progress.sums[STAT["penalty_updates"]] += (ok & penalise).double()
-    progress.sums[STAT["skipped_critic"]] += (~ok).double()
-
-
-def count_generator_update(progress: Progress, values: torch.Tensor) -> None:
-    """Add a generator update's (2,) [loss, grad norm] to the sums unless non-finite."""
-    ok = torch.isfinite(values[1])
-    progress.streaks[1] = torch.where(ok, 0, progress.streaks[1] + 1)
-    progress.sums[stat_slots(GENERATOR_VALUES)] += torch.where(ok, values.double(), 0)
-    progress.sums[STAT["generator_updates"]] += ok.double()
-    progress.sums[STAT["skipped_generator"]] += (~ok).double()
-
-
-# --- logging, pictures, checkpoints ---------------------------------------------------------------------
-
-
-def close_log_interval(
-    progress: Progress, steps_done: int, elapsed: float, data_wait: float, samples_per_step: int
-) -> dict:
-    """The stats.jsonl record of the interval that ends now; its sums start again from zero."""
-    values = dict(zip(STAT_NAMES, progress.sums.tolist(), strict=True))  # the one host sync per log interval
-    record = log_record(
-        values, progress.step, progress.epoch, steps_done, elapsed, data_wait, samples_per_step
-    )
-    progress.sums.zero_()
-    return record
-
-
-def log_record(values: dict, step, epoch, steps_done, elapsed, data_wait, samples_per_step) -> dict:
-    """One stats.jsonl record from the sums of a log interval."""
-
-    def mean(key: str, count: str) -> float:
-        return values[key] / values[count] if values[count] else float("nan")
-
-    record = {
-        "step": step,
-        "epoch": epoch,
-        "loss_critic": mean("loss_critic", "critic_updates"),
-        "loss_generator": mean("loss_generator", "generator_updates"),
-        "gradient_penalty": mean("gradient_penalty", "penalty_updates"),
-        "wasserstein": mean("wasserstein", "critic_updates"),
-        "grad_norm_critic": mean("grad_norm_critic", "critic_updates"),
-        "grad_norm_generator": mean("grad_norm_generator", "generator_updates"),
-        "samples_per_s": steps_done * samples_per_step / max(elapsed, 1e-9),
-        "data_wait": data_wait / steps_done,
-        "skipped_critic": int(values["skipped_critic"]),
-        "skipped_generator": int(values["skipped_generator"]),
-    }
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
-
-
-def short(value: float | None) -> str:
-    """A number for the progress bar, "nan" for a missing one."""
-    return "nan" if value is None else f"{value:.3g}"
-
-
-def check_streaks(progress: Progress, max_nonfinite: int) -> None:
-    """VoxganError when ``max_nonfinite`` updates in a row were skipped as non-finite: training diverged."""
-    worst = int(progress.streaks.max())
-    if worst >= max_nonfinite:
-        raise VoxganError(
-            f"training diverged: {worst} optimiser updates in a row had a non-finite loss "
-            f"or gradient (step {progress.step}); those updates were skipped and nothing non-finite was "
-            "saved; lower --lr or check the data, then resume from the latest checkpoint"
-        )
-
-
-def fixed_latents(config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The latents (SAMPLE_GRID, Z) of every samples/ picture, drawn from the seed, and their labels."""
-    sample_generator = torch.Generator().manual_seed(config.seed)
-    sample_z = torch.randn(SAMPLE_GRID, config.latent_dim, generator=sample_generator).to(device)
-    num_classes = len(config.class_names) if config.conditional else 0
-    sample_labels = torch.arange(SAMPLE_GRID, device=device) % num_classes if num_classes else None
-    return sample_z, sample_labels
-
-
-def save_samples(
-    ema: Generator,
-    z: torch.Tensor,
-    labels: torch.Tensor | None,
-    config: TrainConfig,
-    run_dir: Path,
-    step: int,
-) -> None:
-    """``samples/step-NNNNNNN.png``: the EMA generator's volumes of the fixed latents, 4 to a row."""
-    from voxgan.render import render_volumes
-
-    with torch.no_grad():
-        volumes = ema(z, labels).float().cpu().numpy()[:, 0]  # (16, R, R, R)
-    titles = [config.class_names[i] for i in labels.tolist()] if labels is not None else None
-    render_volumes(volumes, run_dir / "samples" / f"step-{step:07d}.png", ncols=4, titles=titles)
-
-
-def checkpoint_state(config: TrainConfig, networks: Networks, progress: Progress) -> dict:
-    """Everything a resumed run needs, as plain tensors and numbers (see :mod:`voxgan.model.runs`)."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "voxgan_version": __version__,
-        "config": config.to_dict(),
-        "step": progress.step,
-        "epoch": progress.epoch,
-        "batch_index": progress.batch_index,
-        "generator": networks.generator.state_dict(),
-        "critic": networks.critic.state_dict(),
-        "ema": networks.ema.state_dict(),
-        "optimizer_generator": networks.optimiser_g.state_dict(),
-        "optimizer_critic": networks.optimiser_c.state_dict(),
-        "stats_sums": progress.sums.cpu(),
-        "nonfinite_streaks": progress.streaks.cpu(),
-        "train_seconds": progress.train_seconds,
-        "rng": rng_state(),
-    }
-
-
-def save_training_checkpoint(
-    run_dir: Path, config: TrainConfig, networks: Networks, progress: Progress
-) -> dict:
-    """Write the step's checkpoint (never non-finite weights), keeping the last ``config.keep`` snapshots;
-    return its state (for ``best.pt``)."""
-    modules = (
-        ("generator", networks.generator),
-        ("critic", networks.critic),
-        ("EMA generator", networks.ema),
-    )
-    for name, module in modules:
-        if not all_finite(module):
-            raise VoxganError(
-                f"the {name} weights are not finite at step {progress.step}; nothing saved; resume from "
-                f"{run_dir / 'checkpoints' / 'latest.pt'} with a lower --lr"
-            )
-    state = checkpoint_state(config, networks, progress)
-    save_checkpoint(checkpoint_bytes(state), run_dir, progress.step, config.keep)
-    return state
-
-
-def keep_if_best(
-    run_dir: Path, state: dict, result: dict | None, books: Bookkeeping, history: list[dict], writer
-) -> None:
-    """``best.pt`` := the checkpoint just evaluated when its :data:`BEST_METRIC` is the lowest so far;
-    the new best is logged to stats.jsonl as ``{"kind": "best", "step", "metric", "value"}``."""
-    value = (result or {}).get(BEST_METRIC)
-    if value is None or (books.best is not None and value >= books.best):
-        return
-    save_best(state, run_dir, BEST_METRIC, value)
-    books.best = value
-    record = {"kind": "best", "step": state["step"], "metric": BEST_METRIC, "value": value}
-    history.append(record)
-    append_stats(run_dir / "stats.jsonl", record, writer)
-
-
-class stop_when_disk_full:
-    """``with``: a full disk, quota or file-size cap, or an I/O error, met by rank 0's writes becomes one
-    line naming the run folder, the space a checkpoint needs and how to continue; anything else passes."""
-
-    def __init__(self, run_dir: Path | None, config: TrainConfig, networks: Networks, progress: Progress):
-        self.run_dir, self.config, self.networks, self.progress = run_dir, config, networks, progress
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback) -> bool:
-        lost = is_disk_full(error) or (isinstance(error, OSError) and error.errno == errno.EIO)
-        if not lost or self.run_dir is None:
-            return False
-        needed = len(checkpoint_bytes(checkpoint_state(self.config, self.networks, self.progress)))
-        latest = self.run_dir / "checkpoints" / "latest.pt"
-        kept = f"{latest} is whole" if latest.is_file() else "no checkpoint was written yet"
-        where = Path(error.filename).name if error.filename else "a file"
-        raise VoxganError(
-            f"{self.run_dir}: cannot write {where} at step {self.progress.step} "
-            f"({os.strerror(error.errno)}); free at least {needed / 2**20 + 1:.0f} MB there (one checkpoint) "
-            f"and continue with: voxgan train --resume {self.run_dir} ({kept})"
-        ) from None
-
-
-def all_finite(module: nn.Module) -> bool:
-    """True when every parameter and buffer of ``module`` is finite (one host sync)."""
-    tensors = [t for t in module.state_dict().values() if t.is_floating_point()]
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
-
-
-def check_ranks_agree(modules: tuple[nn.Module, ...], step: int) -> None:
-    """Under DDP: VoxganError unless every rank holds bit-identical weights (compares per-tensor sums)."""
-    import torch.distributed as dist
-
-    fingerprint = torch.stack([p.detach().double().sum() for m in modules for p in m.parameters()])
-    gathered = [torch.empty_like(fingerprint) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, fingerprint)
-    if not all(torch.equal(g, gathered[0]) for g in gathered):
-        raise VoxganError(f"the processes' weights differ at step {step}; gradients were not synchronised")

@@ -21,9 +21,11 @@ import numpy as np
 
 from voxgan.atomic import write_bytes_atomic
 from voxgan.axes import FORMAT_UP_AXES, UP_AXES, signed, z_to_up
+from voxgan.binvox import binvox_bytes, decimal
 from voxgan.errors import VoxganError, out_of_space
+from voxgan.model.networks import Generator
 from voxgan.model.pretrained import pretrained_path
-from voxgan.model.runs import find_latest_run, latent_batch, load_generator, run_generator
+from voxgan.model.runs import LoadedGenerator, find_latest_run, latent_batch, load_generator, run_generator
 from voxgan.pages import Cell, Gallery, escape, write_page
 from voxgan.render import render_volume, render_volumes
 from voxgan.results.meshing import MESH_KINDS, mesh_warning, occupancy_of, volume_mesh
@@ -67,48 +69,15 @@ def turned_volume(occupancy: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarr
     return np.ascontiguousarray(turned), np.where(reversed_axes, -float(occupancy.shape[0]), 0.0)
 
 
-def binvox_bytes(occupancy: np.ndarray, up_axis: str = "z", scale: float = 1.0) -> bytes:
+def export_binvox(occupancy: np.ndarray, up_axis: str = "z", scale: float = 1.0) -> bytes:
     """A binvox file of ``occupancy`` : (R, R, R) bool [x, y, z], in the frame of :func:`export_transform`.
 
     By default (+z up, one unit per voxel) the header says ``translate 0 0 0`` and ``scale R``, so voxel
     (i, j, k) spans [i, i+1)³ as in the shards; another up axis turns the voxels and moves ``translate``
-    to the turned grid's corner, ``scale`` multiplies both. The data are run-length pairs (value,
-    count <= 255) in binvox's x-z-y order (y fastest).
+    to the turned grid's corner, ``scale`` multiplies both (the codec: :mod:`voxgan.binvox`).
     """
-    occupancy, corner = turned_volume(np.asarray(occupancy, bool), z_to_up(up_axis)[:3, :3])
-    resolution = occupancy.shape[0]
-    values = occupancy.transpose(0, 2, 1).reshape(-1).astype(np.uint8)  # [x, z, y], y fastest
-    change = np.flatnonzero(np.diff(values)) + 1
-    starts = np.r_[0, change]
-    lengths = np.diff(np.r_[starts, len(values)])
-    run_values = values[starts]
-    pieces = -(-lengths // 255)  # runs longer than 255 become several pairs
-    pair_values = np.repeat(run_values, pieces)
-    pair_counts = np.full(pieces.sum(), 255, np.int64)
-    last_piece = np.cumsum(pieces) - 1
-    pair_counts[last_piece] = lengths - 255 * (pieces - 1)
-    translate = " ".join(_number(scale * value) for value in corner)
-    header = (
-        f"#binvox 1\ndim {resolution} {resolution} {resolution}\ntranslate {translate}\n"
-        f"scale {_number(scale * resolution)}\ndata\n"
-    )
-    pairs = np.stack([pair_values, pair_counts.astype(np.uint8)], axis=1).astype(np.uint8)
-    return header.encode() + pairs.tobytes()
-
-
-def _number(value: float) -> str:
-    """The shortest text that reads back as ``value``: 16.0 -> "16", 0.8 -> "0.8"."""
-    return np.format_float_positional(float(value) + 0.0, trim="-")
-
-
-def read_binvox(data: bytes) -> np.ndarray:
-    """Parse binvox bytes back into (R, R, R) bool [x, y, z] (the inverse of :func:`binvox_bytes`)."""
-    head, _, body = data.partition(b"\ndata\n")
-    fields = dict(line.split(maxsplit=1) for line in head.decode().splitlines()[1:] if line.strip())
-    dims = [int(v) for v in fields["dim"].split()]
-    pairs = np.frombuffer(body, np.uint8).reshape(-1, 2)
-    values = np.repeat(pairs[:, 0], pairs[:, 1]).astype(bool)
-    return values.reshape(dims[0], dims[2], dims[1]).transpose(0, 2, 1)
+    turned, corner = turned_volume(np.asarray(occupancy, bool), z_to_up(up_axis)[:3, :3])
+    return binvox_bytes(turned, scale * corner, scale * turned.shape[0])
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -142,14 +111,14 @@ def gif_bytes(frames: list[np.ndarray], seconds_per_frame: float = 0.08) -> byte
 
 @dataclass
 class VolumeSet:
-    """Volumes to export: (N, R, R, R) float in [0, 1] or bool, with labels and a name for files."""
+    """Volumes to export: (N, R, R, R) float in [0, 1] or bool, with labels and a name for files;
+    ``latents`` (N, Z) where a generator made them."""
 
     volumes: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
     name: str
     description: str
-    generator: object = None
     latents: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -176,11 +145,15 @@ def generator_labels(num_classes: int, count: int, index: int | None) -> np.ndar
 
 
 def generated_volumes(
-    path: Path, num: int, seed: int = 0, class_name: str | None = None, device: str = "cpu"
+    loaded: LoadedGenerator,
+    path: Path,
+    num: int,
+    seed: int = 0,
+    class_name: str | None = None,
+    device: str = "cpu",
 ) -> VolumeSet:
-    """``num`` volumes from the EMA generator of a run folder or checkpoint file."""
+    """``num`` volumes from ``loaded``, the EMA generator of the run folder or checkpoint file ``path``."""
     path = Path(path)
-    loaded = load_generator(path, device=device)
     generator, class_names = loaded.generator, loaded.config.class_names
     labels = generator_labels(generator.num_classes, num, class_index(class_names, class_name))
     latents = latent_batch(num, generator.latent_dim, seed)
@@ -191,7 +164,6 @@ def generated_volumes(
         class_names=class_names,
         name=name,
         description=f"{'run' if path.is_dir() else 'checkpoint'} {path} (step {loaded.step})",
-        generator=generator,
         latents=latents,
     )
 
@@ -319,18 +291,20 @@ def frame_line(config: ExportConfig, resolution: int) -> str | None:
     why = "glTF specification" if fixed else "--up-axis"
     unit = "m" if fixed else "unit"
     options = "" if fixed or up_axis == "z" else f" --up-axis {up_axis}"
-    options += "" if config.scale == 1 else f" --scale {_number(config.scale)}"
+    options += "" if config.scale == 1 else f" --scale {decimal(config.scale)}"
     return (
-        f"frame: {signed(up_axis)} up ({why}), 1 voxel = {_number(config.scale)} {unit} (--scale); "
+        f"frame: {signed(up_axis)} up ({why}), 1 voxel = {decimal(config.scale)} {unit} (--scale); "
         f"back unchanged: voxgan voxelize {config.out} SHARDS --grid-coords --resolution {resolution}"
         f"{options}"
     )
 
 
-def load_volumes(config: ExportConfig) -> VolumeSet:
-    """The volumes ``config`` asks for: from --data, --run, --checkpoint, --pretrained, or the newest run."""
+def load_volumes(config: ExportConfig) -> tuple[VolumeSet, Generator | None]:
+    """The volumes ``config`` asks for: from --data, --run, --checkpoint, --pretrained, or the newest run;
+    and the generator that made them (None for --data), which a GIF walks the latent space of."""
     if config.data is not None:
-        return dataset_volumes(config.data, config.split, config.num, config.seed, config.class_name)
+        volume_set = dataset_volumes(config.data, config.split, config.num, config.seed, config.class_name)
+        return volume_set, None
     source = config.run or config.checkpoint
     if config.pretrained is not None:
         source = pretrained_path(config.pretrained)
@@ -338,9 +312,10 @@ def load_volumes(config: ExportConfig) -> VolumeSet:
     if source is None:
         source = find_latest_run(Path(config.runs_dir))
         notes.append(f"no source given: using the newest run, {source}")
-    volumes = generated_volumes(source, config.num, config.seed, config.class_name, config.device)
+    loaded = load_generator(source, device=config.device)
+    volumes = generated_volumes(loaded, source, config.num, config.seed, config.class_name, config.device)
     volumes.notes.extend(notes)
-    return volumes
+    return volumes, loaded.generator
 
 
 def class_columns(volume_set: VolumeSet) -> int | None:
@@ -405,16 +380,19 @@ def write_html(volume_set: VolumeSet, occupancy: np.ndarray, config: ExportConfi
     return warnings
 
 
-def animation_frames(volume_set: VolumeSet, threshold: float, device: str) -> tuple[str, list[np.ndarray]]:
-    """("walk", frames) through the generator's latent space, or ("turntable", frames) of the first volume."""
-    if volume_set.generator is not None:
+def animation_frames(
+    volume_set: VolumeSet, generator: Generator | None, threshold: float, device: str
+) -> tuple[str, list[np.ndarray]]:
+    """("walk", frames) through ``generator``'s latent space from the volume set's latents, or without a
+    generator ("turntable", frames) of the first volume."""
+    if generator is not None:
         keys = volume_set.latents[: max(2, min(len(volume_set.latents), 8))]
         if len(keys) < 2:
             keys = np.concatenate([keys, latent_batch(1, keys.shape[1], 1 + len(keys))])
         walk = latent_walk(keys)
         label = volume_set.labels[0] if volume_set.labels[0] >= 0 else None
         labels = None if label is None else np.full(len(walk), label, np.int64)
-        volumes = run_generator(volume_set.generator, walk, labels, device)
+        volumes = run_generator(generator, walk, labels, device)
         return "walk", [render_volume(v, threshold=threshold) for v in volumes]
     volumes = turntable(volume_set.volumes[0].astype(np.float32))
     return "turntable", [render_volume(v, threshold=0.5) for v in volumes]
@@ -430,12 +408,12 @@ def export_volumes(config: ExportConfig) -> ExportResult:
     turning about z); html: one page ``{name}.html`` showing every volume in 3D.
     """
     check_export_config(config)
-    volume_set = load_volumes(config)
+    volume_set, generator = load_volumes(config)
     with out_of_space(config.out, "run the same command again (it writes every file anew)"):
-        return _write_exports(config, volume_set)
+        return _write_exports(config, volume_set, generator)
 
 
-def _write_exports(config: ExportConfig, volume_set: VolumeSet) -> ExportResult:
+def _write_exports(config: ExportConfig, volume_set: VolumeSet, generator: Generator | None) -> ExportResult:
     """Write the files of :func:`export_volumes`, each atomically."""
     from tqdm import tqdm
 
@@ -448,7 +426,7 @@ def _write_exports(config: ExportConfig, volume_set: VolumeSet) -> ExportResult:
         files.append(out / f"{name}.png")
         render_volumes(occupancy, files[-1], ncols=class_columns(volume_set), titles=tile_titles(volume_set))
     elif config.format == "gif":
-        kind, frames = animation_frames(volume_set, config.threshold, config.device)
+        kind, frames = animation_frames(volume_set, generator, config.threshold, config.device)
         files.append(out / f"{name}-{kind}.gif")
         write_bytes_atomic(files[-1], gif_bytes(frames))
     elif config.format == "html":
@@ -468,7 +446,7 @@ def _write_exports(config: ExportConfig, volume_set: VolumeSet) -> ExportResult:
                 if not volume.any():
                     continue
             if config.format == "binvox":
-                write_bytes_atomic(path, binvox_bytes(volume, up_axis, config.scale))
+                write_bytes_atomic(path, export_binvox(volume, up_axis, config.scale))
             else:
                 mesh = volume_mesh(volume, config.mesh).apply_transform(to_file)
                 write_bytes_atomic(path, mesh_bytes(mesh, config.format))
