@@ -110,44 +110,57 @@ def make_loader(
     >>> loader.set_epoch(0)
     >>> voxels, labels = next(iter(loader))  # (32, 1, 32, 32, 32) uint8, (32,) int64
     """
-    source_name = str(source)
     if num_workers < 0:
         raise VoxganError(f"num_workers must be 0 or more, got {num_workers}")
-    if source_name.startswith(SYNTHETIC_PREFIX):
-        if source_name not in SYNTHETIC_SOURCES:
-            raise VoxganError(f"unknown source {source_name!r}; use one of {', '.join(SYNTHETIC_SOURCES)}")
-        options = dict(
-            batch_size=batch_size,
-            resolution=resolution or DEFAULT_RESOLUTION,
-            epoch_size=epoch_size,
-            split=split,
-            seed=seed,
-            augment=augment,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-        )
-        if source_name == "synthetic:shapes":
-            options["classes"] = classes
-        elif classes is not None:
-            raise VoxganError("synthetic:noise has no classes; drop the class subset or use synthetic:shapes")
-        dataset = SYNTHETIC_SOURCES[source_name](**options)
+    common = {
+        "batch_size": batch_size,
+        "split": split,
+        "seed": seed,
+        "augment": augment,
+        "drop_last": drop_last,
+        "rank": rank,
+        "world_size": world_size,
+    }  # the options every source takes
+    if str(source).startswith(SYNTHETIC_PREFIX):
+        dataset = synthetic_dataset(str(source), classes, resolution, epoch_size, common)
     else:
         dataset = ShardDataset(
             source,
-            batch_size=batch_size,
-            split=split,
             classes=classes,
             shuffle=shuffle,
-            seed=seed,
-            augment=augment,
-            drop_last=drop_last,
             shuffle_buffer=shuffle_buffer,
             resolution=resolution,
-            rank=rank,
-            world_size=world_size,
+            **common,
         )
     dataset.ship_packed = num_workers > 0
+    loader = worker_loader(dataset, num_workers, persistent_workers, multiprocessing_context, prefetch_factor)
+    return VoxelLoader(dataset, loader, torch.cuda.is_available() if pin_memory is None else bool(pin_memory))
+
+
+def synthetic_dataset(
+    source_name: str, classes, resolution: int | None, epoch_size: int, common: dict
+) -> SyntheticVolumes:
+    """The ``synthetic:*`` source named, at ``resolution`` (default 16), with the options every source
+    takes (``common``); VoxganError for an unknown name or a class subset of the noise."""
+    if source_name not in SYNTHETIC_SOURCES:
+        raise VoxganError(f"unknown source {source_name!r}; use one of {', '.join(SYNTHETIC_SOURCES)}")
+    options = dict(common, resolution=resolution or DEFAULT_RESOLUTION, epoch_size=epoch_size)
+    if source_name == "synthetic:shapes":
+        options["classes"] = classes
+    elif classes is not None:
+        raise VoxganError("synthetic:noise has no classes; drop the class subset or use synthetic:shapes")
+    return SYNTHETIC_SOURCES[source_name](**options)
+
+
+def worker_loader(
+    dataset: ShardDataset | SyntheticVolumes,
+    num_workers: int,
+    persistent_workers: bool,
+    multiprocessing_context: str | None,
+    prefetch_factor: int | None,
+) -> DataLoader:
+    """The torch DataLoader over ``dataset``'s whole batches (its own batching), in ``num_workers``
+    processes (0: this one), pinning left to :class:`VoxelLoader`, which pins after decoding."""
     extra = {}
     if num_workers > 0:
         extra = dict(
@@ -155,11 +168,4 @@ def make_loader(
             multiprocessing_context=multiprocessing_context,
             prefetch_factor=prefetch_factor,
         )
-    loader = DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=num_workers,
-        pin_memory=False,  # the main process pins after decoding (see VoxelLoader)
-        **extra,
-    )
-    return VoxelLoader(dataset, loader, torch.cuda.is_available() if pin_memory is None else bool(pin_memory))
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=False, **extra)
