@@ -10,11 +10,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from voxgan.binvox import MAX_BINVOX_DIM, BinvoxError, parse_binvox
+from voxgan.binvox import BinvoxError, parse_binvox
 from voxgan.ingest.formats.safety import Origin
 from voxgan.ingest.mesh import MeshError
-
-__all__ = ["MAX_BINVOX_DIM", "Volume", "read"]
 
 
 class Volume(NamedTuple):

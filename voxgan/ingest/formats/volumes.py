@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from voxgan.ingest.formats.binvox import MAX_BINVOX_DIM
+from voxgan.binvox import MAX_BINVOX_DIM
 from voxgan.ingest.mesh import MeshError
 
 DEFAULT_KEY = "instance"
