@@ -208,15 +208,8 @@ class Critic(nn.Module):
     projection term, ⟨embed(label), features⟩ (Miyato & Koyama 2018). With no arguments: the default
     recipe's critic (``TrainConfig()``).
 
-    Parameters
-    ----------
-    resolution : R, one of 16, 32, 64.
-    width : channels at the full resolution; doubling at every halving, capped at 8×.
-    attention : output resolutions of the steps followed by self-attention, e.g. (8,) or (4,).
-    num_classes : 0 for an unconditional critic.
-    key_divisor : query/key channels = C // key_divisor.
-    attention_pool : keys and values of attention on maps above 4³ are pooled by this (1: not pooled).
-    full_resolution_features : the layout of voxgan 0.1 (see the module docstring).
+    Parameters: those of :class:`Generator` but ``latent_dim``; ``attention`` lists the output
+    resolutions of the down-sampling steps followed by self-attention, e.g. (8,) or (4,).
     """
 
     def __init__(
