@@ -4,6 +4,7 @@ voxel through its stored affine; bad volumes become errors and the run goes on."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,27 @@ def test_an_exact_two_to_one_volume_is_the_max_pool_of_its_blocks(tmp_path: Path
     ).values()
     np.testing.assert_array_equal(mesh_to_grid, np.diag([0.5, 0.5, 0.5, 1.0]))
     np.testing.assert_array_equal(grid, volume.reshape(32, 2, 32, 2, 32, 2).any(axis=(1, 3, 5)))
+
+
+def test_a_run_of_volumes_alone_never_starts_numba(tmp_path: Path):
+    """Volumes are only resampled: a job array's task over them does not pay numba's start-up; meshes do."""
+    pytest.importorskip("numba")
+    write_chairs(tmp_path / "volumes")
+    meshfiles.write_off(tmp_path / "meshes" / "box.off", meshfiles.box_vertices(), meshfiles.box_triangles())
+    env = {k: v for k, v in os.environ.items() if k != "VOXGAN_NO_NUMBA"}
+    for kind, started in (("volumes", "False"), ("meshes", "True")):
+        config = (
+            f"pipeline.make_config({str(tmp_path / kind)!r}, {str(tmp_path / f'{kind}-out')!r}, workers=1)"
+        )
+        run = (
+            "import sys; from voxgan.ingest import pipeline; "
+            f"pipeline.run_voxelize({config}, progress=False); print('numba' in sys.modules)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", run], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0 and done.stdout.strip() == started, (
+            kind,
+            done.stdout,
+            done.stderr[-2000:],
+        )
