@@ -29,6 +29,7 @@ from pathlib import Path
 from bench_first_run import install_fresh, timed
 
 HERE = Path(__file__).resolve().parent
+PER_PROCESS = ["--workers", "1", "--shard-size", "16", "--quiet"]  # units of 16 files: a few for every part
 PIECES = {
     "python -c pass": "pass",
     "import voxgan.cli": "import voxgan.cli",
@@ -65,7 +66,7 @@ def median_start(python: str, code: str, env: dict, repeat: int) -> float:
 
 def job_array(voxgan: str, inputs: Path, out: Path, options: list, parts: int, root: Path, env: dict):
     """Parts one after another, then the completion run: (wall, CPU) of the parts, (wall, CPU) of it."""
-    command = [voxgan, "voxelize", str(inputs), str(out), *options, "--workers", "1", "--quiet"]
+    command = [voxgan, "voxelize", str(inputs), str(out), *options, *PER_PROCESS]
     part_wall = part_cpu = 0.0
     for part in range(parts):
         wall, cpu, _ = timed(command + ["--part", f"{part}/{parts}"], root, env)
@@ -76,7 +77,7 @@ def job_array(voxgan: str, inputs: Path, out: Path, options: list, parts: int, r
 
 def first_array(voxgan: str, inputs: Path, out: Path, parts: int, root: Path, env: dict):
     """The parts started at once with numba's cache empty: (how many compiled, wall, CPU seconds)."""
-    command = [voxgan, "voxelize", str(inputs), str(out), "--resolution", "16", "--workers", "1", "--quiet"]
+    command = [voxgan, "voxelize", str(inputs), str(out), "--resolution", "16", *PER_PROCESS]
     before = os.times()
     started = time.perf_counter()
     running = [

@@ -315,14 +315,15 @@ def resample_occupancy(occupancy: np.ndarray, voxel_to_grid: np.ndarray, resolut
     -------
     occupancy : (R, R, R) bool
         A grid voxel is occupied when its centre lies in an occupied source voxel (mapped back through
-        the affine) or when the centre of an occupied source voxel lies in it. Where source voxels are
-        at least one grid voxel wide (scale >= 1 along each axis: a 30³ volume fitted to 32³), each
-        holds a grid centre and the first part alone decides: the grid samples the source at its
-        centres, so shapes keep their proportions and a one-voxel part stays one or two voxels
-        thick. Where they are smaller (scale < 1), the second part lands every occupied source voxel
-        in a grid voxel, so no part vanishes and neighbours stay neighbours (a thin part stays
-        connected); an exact 2:1 gives the max-pool of each 2 × 2 × 2 block. A grid mapped onto
-        itself is unchanged.
+        the affine) or when the centre of an occupied source voxel lies in it; a centre on a boundary
+        (within ``TIE``) lies in the voxels on both sides. No threshold to tune: along an axis scaled
+        by 1 or more (a 30³ volume fitted to 32³) every source voxel holds a grid centre and the first
+        part alone decides, so the grid samples the source at its centres, shapes keep their
+        proportions and a one-voxel part stays one or two voxels thick; along an axis scaled by less
+        than 1 every grid centre's source voxel lands in that grid voxel and the second part alone
+        decides, so every occupied source voxel marks one grid voxel: no part vanishes and neighbours
+        stay neighbours (a thin part stays connected), and an exact 2:1 is the max-pool of each
+        2 × 2 × 2 block. A grid mapped onto itself is unchanged.
     """
     resolution = check_resolution(resolution)
     occupancy = np.asarray(occupancy, dtype=bool)
@@ -380,8 +381,14 @@ def resample_axis_aligned(
     """
     source_axis = np.abs(linear).argmax(axis=1)  # target axis g reads source axis source_axis[g]
     grid = np.transpose(occupancy, source_axis)
+    scales = np.abs(linear[range(3), source_axis])
     cells = [axis_cells(linear[g, source_axis[g]], shift[g], grid.shape[g], resolution) for g in range(3)]
-    return pooled(grid, [sampled for sampled, _ in cells]) | pooled(grid, [landed for _, landed in cells])
+    result = np.zeros((resolution,) * 3, dtype=bool)
+    if (scales >= 1).any():  # else each grid centre's source voxel lands in it: the landed part holds these
+        result |= pooled(grid, [sampled for sampled, _ in cells])
+    if (scales < 1).any():  # else each landed source voxel holds its grid voxel's centre: sampled holds these
+        result |= pooled(grid, [landed for _, landed in cells])
+    return result
 
 
 def cells_of(points: np.ndarray, shape: tuple[int, ...]):
