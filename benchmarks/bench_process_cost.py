@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_first_run import install_fresh, timed
@@ -54,88 +55,91 @@ def write_volumes(folder: Path, count: int) -> Path:
     return folder
 
 
-def median_start(python: str, code: str, env: dict, repeat: int) -> float:
-    """The median wall seconds of ``repeat`` fresh ``python -c code`` processes."""
-    walls = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run([python, "-c", code], env=env, check=True, capture_output=True)
-        walls.append(time.perf_counter() - started)
-    return statistics.median(walls)
+@dataclass
+class Install:
+    """One checkout in its fresh venv, with its inputs in ``root``."""
+
+    source: Path
+    root: Path
+    python: str
+    voxgan: str
+    env: dict
 
 
-def job_array(voxgan: str, inputs: Path, out: Path, options: list, parts: int, root: Path, env: dict):
-    """Parts one after another, then the completion run: (wall, CPU) of the parts, (wall, CPU) of it."""
-    command = [voxgan, "voxelize", str(inputs), str(out), *options, *PER_PROCESS]
+def install(source: Path, root: Path, per_class: int) -> Install:
+    """``source`` built into a fresh venv in ``root``, with the built-in meshes and the volumes beside it."""
+    venv = install_fresh(source, root)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NUMBA_CACHE_DIR", "VOXGAN_NO_NUMBA")
+    }
+    env |= {"XDG_CACHE_HOME": str(root / "user-cache")}
+    voxgan = str(venv / "bin" / "voxgan")
+    shapes = [voxgan, "shapes", "meshes", "--train-per-class", str(per_class), "--test-per-class", "2"]
+    subprocess.run(shapes, cwd=root, env=env, check=True, capture_output=True)
+    write_volumes(root / "volumes", 10 * (per_class + 2))
+    return Install(source, root, str(venv / "bin" / "python"), voxgan, env)
+
+
+def start_up(one: Install, code: str) -> float:
+    """The wall seconds of one fresh ``python -c code`` process."""
+    started = time.perf_counter()
+    subprocess.run([one.python, "-c", code], env=one.env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def job_array(one: Install, kind: str, options: list, parts: int) -> list[tuple[float, float]]:
+    """Parts one after another, then the completion run: [(wall, CPU) of the parts, (wall, CPU) of it]."""
+    command = [one.voxgan, "voxelize", kind, f"out-{kind}", *options, *PER_PROCESS]
     part_wall = part_cpu = 0.0
     for part in range(parts):
-        wall, cpu, _ = timed(command + ["--part", f"{part}/{parts}"], root, env)
+        wall, cpu, _ = timed(command + ["--part", f"{part}/{parts}"], one.root, one.env)
         part_wall, part_cpu = part_wall + wall, part_cpu + cpu
-    wall, cpu, _ = timed(command, root, env)
-    return (part_wall, part_cpu), (wall, cpu)
+    wall, cpu, _ = timed(command, one.root, one.env)
+    return [(part_wall, part_cpu), (wall, cpu)]
 
 
-def first_array(voxgan: str, inputs: Path, out: Path, parts: int, root: Path, env: dict):
-    """The parts started at once with numba's cache empty: (how many compiled, wall, CPU seconds)."""
-    command = [voxgan, "voxelize", str(inputs), str(out), "--resolution", "16", *PER_PROCESS]
+def first_array(one: Install, parts: int) -> tuple[int, int, float, float]:
+    """The parts over the meshes started at once with numba's cache empty: (how many compiled, how many
+    waited for another, wall, CPU seconds)."""
+    command = [one.voxgan, "voxelize", "meshes", "first", "--resolution", "16", *PER_PROCESS]
     before = os.times()
     started = time.perf_counter()
     running = [
-        subprocess.Popen(command + ["--part", f"{part}/{parts}"], cwd=root, env=env, stderr=subprocess.PIPE,
-                         stdout=subprocess.DEVNULL, text=True)
+        subprocess.Popen(command + ["--part", f"{part}/{parts}"], cwd=one.root, env=one.env,
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         for part in range(parts)
     ]  # fmt: skip
     said = [process.communicate()[1] for process in running]
     wall = time.perf_counter() - started
     after = os.times()
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    return sum("compiling" in text for text in said), wall, cpu
+    compiled = sum("voxgan: compiling" in text for text in said)
+    return compiled, sum("waiting" in text for text in said), wall, cpu
 
 
-def measure(source: Path, args, cpu_name: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-process-cost-") as folder:
-        root = Path(folder)
-        venv = install_fresh(source, root)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PYTHONPATH", "NUMBA_CACHE_DIR", "VOXGAN_NO_NUMBA")
-        }
-        env |= {"XDG_CACHE_HOME": str(root / "user-cache")}
-        python, voxgan = str(venv / "bin" / "python"), str(venv / "bin" / "voxgan")
-        version = subprocess.run(
-            [voxgan, "--version"], capture_output=True, text=True, env=env
-        ).stdout.strip()
-        print(f"\n{version} from {source}, a fresh venv; {cpu_name}, {os.cpu_count()} cores, "
-              f"Python {platform.python_version()}")  # fmt: skip
-        shapes = [
-            voxgan,
-            "shapes",
-            "meshes",
-            "--train-per-class",
-            str(args.per_class),
-            "--test-per-class",
-            "2",
-        ]
-        subprocess.run(shapes, cwd=root, env=env, check=True, capture_output=True)
-        write_volumes(root / "volumes", 10 * (args.per_class + 2))
-        compiled, wall, cpu = first_array(voxgan, root / "meshes", root / "first", args.parts, root, env)
-        print(f"first job array, {args.parts} parts at once over {10 * (args.per_class + 2)} meshes at 16³, "
-              f"numba's cache empty: {compiled} of {args.parts} parts compiled; "
+def measure(installs: list[Install], args) -> None:
+    """Every measurement for each install in turn, so that the machine's load falls on all alike."""
+    heads = "".join(f"{f'[{n}] wall s':>14}{f'[{n}] CPU s':>12}" for n in range(len(installs)))
+    print(f"\nfirst job array: {args.parts} parts at once over the meshes at 16³, numba's cache empty")
+    for n, one in enumerate(installs):
+        compiled, waited, wall, cpu = first_array(one, args.parts)
+        print(f"[{n}] {compiled} of {args.parts} parts compiled, {waited} waited; "
               f"{wall:.2f} s wall, {cpu:.2f} CPU s")  # fmt: skip
-        print(f"{'start-up, median of ' + str(args.repeat):<34}{'wall s':>8}")
-        for name, code in PIECES.items():
-            print(f"{name:<34}{median_start(python, code, env, args.repeat):>8.2f}")
-        print(f"{'job array, one part after another':<34}{'wall s':>8}{'CPU s':>8}")
-        for kind, inputs, options in (
-            ("meshes 16³", root / "meshes", ["--resolution", "16"]),
-            ("volumes 30³ -> 32³", root / "volumes", ["--resolution", "32"]),
-        ):
-            (wall, cpu), (last_wall, last_cpu) = job_array(
-                voxgan, inputs, root / f"out-{kind.split()[0]}", options, args.parts, root, env
-            )
-            print(f"{kind + f', {args.parts} parts':<34}{wall:>8.2f}{cpu:>8.2f}")
-            print(f"{kind + ', completion run':<34}{last_wall:>8.2f}{last_cpu:>8.2f}")
+    print(
+        f"\n{'start-up, median of ' + str(args.repeat):<36}"
+        + "".join(f"{f'[{n}] wall s':>14}" for n in range(len(installs)))
+    )
+    for name, code in PIECES.items():
+        walls = [[] for _ in installs]
+        for _ in range(args.repeat):
+            for n, one in enumerate(installs):
+                walls[n].append(start_up(one, code))
+        print(f"{name:<36}" + "".join(f"{statistics.median(w):>14.2f}" for w in walls))
+    print(f"\n{'job array, one part after another':<36}{heads}")
+    for kind, options in (("meshes", ["--resolution", "16"]), ("volumes", ["--resolution", "32"])):
+        rows = [job_array(one, kind, options, args.parts) for one in installs]
+        for line, name in enumerate((f"{kind}, {args.parts} parts", f"{kind}, completion run")):
+            print(f"{name:<36}" + "".join(f"{row[line][0]:>14.2f}{row[line][1]:>12.2f}" for row in rows))
 
 
 def main() -> None:
@@ -151,8 +155,18 @@ def main() -> None:
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.processor(),
     )  # fmt: skip
-    for source in args.source or [HERE.parent]:
-        measure(source.resolve(), args, cpu_name)
+    sources = [source.resolve() for source in args.source or [HERE.parent]]
+    with tempfile.TemporaryDirectory(prefix="bench-process-cost-") as folder:
+        installs = [
+            install(source, Path(folder) / str(n), args.per_class) for n, source in enumerate(sources)
+        ]
+        print(f"{cpu_name}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+              f"{10 * (args.per_class + 2)} built-in meshes (16³) "
+              f"and as many 30³ volumes as .npy (32³)")  # fmt: skip
+        for n, one in enumerate(installs):
+            version = subprocess.run([one.voxgan, "--version"], capture_output=True, text=True, env=one.env)
+            print(f"[{n}] {version.stdout.strip()} from {one.source}, a fresh venv")
+        measure(installs, args)
 
 
 if __name__ == "__main__":
