@@ -295,7 +295,7 @@ def outward_parts(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return triangles
 
 
-TIE = 1e-9  # in voxels: a centre this close to a cell boundary of a resampled volume lies in both cells
+TIE = 1e-9  # in grid voxels: a point this close to a cell boundary counts as lying on it
 
 
 def resample_occupancy(occupancy: np.ndarray, voxel_to_grid: np.ndarray, resolution: int) -> np.ndarray:
@@ -315,15 +315,16 @@ def resample_occupancy(occupancy: np.ndarray, voxel_to_grid: np.ndarray, resolut
     -------
     occupancy : (R, R, R) bool
         A grid voxel is occupied when its centre lies in an occupied source voxel (mapped back through
-        the affine) or when the centre of an occupied source voxel lies in it; a centre on a boundary
-        (within ``TIE``) lies in the voxels on both sides. No threshold to tune: along an axis scaled
-        by 1 or more (a 30³ volume fitted to 32³) every source voxel holds a grid centre and the first
-        part alone decides, so the grid samples the source at its centres, shapes keep their
-        proportions and a one-voxel part stays one or two voxels thick; along an axis scaled by less
-        than 1 every grid centre's source voxel lands in that grid voxel and the second part alone
-        decides, so every occupied source voxel marks one grid voxel: no part vanishes and neighbours
-        stay neighbours (a thin part stays connected), and an exact 2:1 is the max-pool of each
-        2 × 2 × 2 block. A grid mapped onto itself is unchanged.
+        the affine) or when the centre of an occupied source voxel lies in it; a point on a boundary
+        lies on the side of the grid's middle (a fitted volume's box ends on grid centres: it keeps
+        both ends). No threshold to tune: along an axis scaled by more than 1 (a 30³ volume fitted to
+        32³) each source voxel's centre lands in a grid voxel whose centre it holds, so the first part
+        alone decides: the grid samples the source at its centres, shapes keep their proportions and
+        a one-voxel part stays one or two voxels thick. Along an axis scaled by less than 1, the
+        source voxel a grid centre lies in lands in that grid voxel, so the second part alone decides:
+        every occupied source voxel marks a grid voxel, no part vanishes and neighbours stay
+        neighbours (a thin part stays connected); an exact 2:1 is the max-pool of each 2 × 2 × 2
+        block. A grid mapped onto itself is unchanged.
     """
     resolution = check_resolution(resolution)
     occupancy = np.asarray(occupancy, dtype=bool)
@@ -338,12 +339,10 @@ def resample_occupancy(occupancy: np.ndarray, voxel_to_grid: np.ndarray, resolut
     return resample_by_points(occupancy, linear, shift, resolution)
 
 
-def holding(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Which cells hold which points along one axis: (N,) float, (M,) int  ->  (N, M) bool, True where
-    cell m, spanning [m, m+1), holds point n; a point on a boundary (within ``TIE``) lies in both cells."""
-    return (np.floor(points - TIE)[:, None] <= cells[None, :]) & (
-        cells[None, :] <= np.floor(points + TIE)[:, None]
-    )
+def toward_middle(points: np.ndarray, resolution: int) -> np.ndarray:
+    """Grid coordinates (any shape) moved ``TIE`` toward the grid's middle, so that a point on a cell
+    boundary falls in the cell on the middle's side (ties go the same way seen from either end)."""
+    return points + TIE * np.sign(resolution / 2 - points)
 
 
 def axis_cells(scale: float, shift: float, size: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -354,8 +353,9 @@ def axis_cells(scale: float, shift: float, size: int, resolution: int) -> tuple[
     cell a lies in target cell i.
     """
     target, source = np.arange(resolution), np.arange(size)
-    sampled = holding((target + 0.5 - shift) / scale, source)
-    landed = holding(scale * (source + 0.5) + shift, target).T
+    back = (toward_middle(target + 0.5, resolution) - shift) / scale
+    sampled = np.floor(back)[:, None] == source[None, :]
+    landed = np.floor(toward_middle(scale * (source + 0.5) + shift, resolution))[None, :] == target[:, None]
     return sampled, landed
 
 
@@ -384,22 +384,11 @@ def resample_axis_aligned(
     scales = np.abs(linear[range(3), source_axis])
     cells = [axis_cells(linear[g, source_axis[g]], shift[g], grid.shape[g], resolution) for g in range(3)]
     result = np.zeros((resolution,) * 3, dtype=bool)
-    if (scales >= 1).any():  # else each grid centre's source voxel lands in it: the landed part holds these
+    if not (scales < 1).all():  # else each grid centre's source voxel lands in it: landed holds these
         result |= pooled(grid, [sampled for sampled, _ in cells])
-    if (scales < 1).any():  # else each landed source voxel holds its grid voxel's centre: sampled holds these
+    if not (scales > 1).all():  # else each landed source voxel holds its grid voxel's centre
         result |= pooled(grid, [landed for _, landed in cells])
     return result
-
-
-def cells_of(points: np.ndarray, shape: tuple[int, ...]):
-    """The cells that hold points (N, 3), spanning [i, i+1) × [j, j+1) × [k, k+1): for each of the eight
-    ways to pick a side of a boundary a point lies on (within ``TIE``; the same cell where it lies on
-    none), yields (inside (N,) bool: the cell lies in ``shape``, the inside points' cells (n, 3) int64)."""
-    low, high = np.floor(points - TIE), np.floor(points + TIE)
-    for pick in np.indices((2, 2, 2)).reshape(3, -1).T.astype(bool):
-        cells = np.where(pick, high, low)
-        inside = ((cells >= 0) & (cells < shape)).all(axis=1)
-        yield inside, cells[inside].astype(np.int64)
 
 
 def resample_by_points(
@@ -413,14 +402,14 @@ def resample_by_points(
     back = np.linalg.inv(linear)
     plane = np.indices((resolution, resolution)).reshape(2, -1).T + 0.5  # (R², 2) centres of one slab
     for i in range(resolution):
-        centres = np.column_stack([np.full(len(plane), i + 0.5), plane])
-        slab = result[i].reshape(-1)
-        for inside, cells in cells_of((centres - shift) @ back.T, occupancy.shape):
-            slab[inside] |= occupancy[tuple(cells.T)]
+        centres = toward_middle(np.column_stack([np.full(len(plane), i + 0.5), plane]), resolution)
+        cells = np.floor((centres - shift) @ back.T)
+        inside = ((cells >= 0) & (cells < occupancy.shape)).all(axis=1)
+        result[i].reshape(-1)[inside] = occupancy[tuple(cells[inside].astype(np.int64).T)]
     sources = np.argwhere(occupancy)
     for start in range(0, len(sources), 1 << 16):
-        for _, cells in cells_of(
-            (sources[start : start + (1 << 16)] + 0.5) @ linear.T + shift, (resolution,) * 3
-        ):
-            result[tuple(cells.T)] = True
+        landed = toward_middle((sources[start : start + (1 << 16)] + 0.5) @ linear.T + shift, resolution)
+        cells = np.floor(landed)
+        inside = ((cells >= 0) & (cells < resolution)).all(axis=1)
+        result[tuple(cells[inside].astype(np.int64).T)] = True
     return result
