@@ -383,12 +383,12 @@ def resample_axis_aligned(
     grid = np.transpose(occupancy, source_axis)
     scales = np.abs(linear[range(3), source_axis])
     cells = [axis_cells(linear[g, source_axis[g]], shift[g], grid.shape[g], resolution) for g in range(3)]
-    result = np.zeros((resolution,) * 3, dtype=bool)
+    parts = []
     if not (scales < 1).all():  # else each grid centre's source voxel lands in it: landed holds these
-        result |= pooled(grid, [sampled for sampled, _ in cells])
+        parts.append(pooled(grid, [sampled for sampled, _ in cells]))
     if not (scales > 1).all():  # else each landed source voxel holds its grid voxel's centre
-        result |= pooled(grid, [landed for _, landed in cells])
-    return result
+        parts.append(pooled(grid, [landed for _, landed in cells]))
+    return np.logical_or.reduce(parts) if len(parts) == 2 else parts[0]
 
 
 def resample_by_points(
