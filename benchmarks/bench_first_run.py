@@ -76,16 +76,21 @@ def timed(command: list, cwd: Path, env: dict) -> tuple[float, float, str]:
     return wall, cpu, done.stderr
 
 
+def cpu_model() -> str:
+    """This machine's CPU model name (what ``lscpu`` calls it)."""
+    return next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=HERE.parent, help="checkout to build [this one]")
     parser.add_argument("--repeat", type=int, default=3, help="later runs after the first [3]")
     parser.add_argument("--workers", type=int, default=2, help="voxelize --workers [2]")
     args = parser.parse_args()
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+    cpu = cpu_model()
     with tempfile.TemporaryDirectory(prefix="bench-first-run-") as folder:
         root = Path(folder)
         venv = install_fresh(args.source.resolve(), root)

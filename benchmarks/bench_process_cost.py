@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_first_run import install_fresh, timed
+from bench_first_run import cpu_model, install_fresh, timed
 
 HERE = Path(__file__).resolve().parent
 PER_PROCESS = ["--workers", "1", "--shard-size", "16", "--quiet"]  # units of 16 files: a few for every part
@@ -151,10 +151,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="fresh processes per start-up piece [5]")
     parser.add_argument("--per-class", type=int, default=10, help="training meshes per class [10]")
     args = parser.parse_args()
-    cpu_name = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+    cpu_name = cpu_model()
     sources = [source.resolve() for source in args.source or [HERE.parent]]
     with tempfile.TemporaryDirectory(prefix="bench-process-cost-") as folder:
         installs = [

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread for numpy's BLAS, set before it loads
 
@@ -24,16 +26,8 @@ from scipy import ndimage  # noqa: E402
 from voxgan.ingest.frame import grid_transform, occupied_box_corners  # noqa: E402
 from voxgan.ingest.voxelize import resample_occupancy  # noqa: E402
 
-
-def thin_chair() -> np.ndarray:
-    """(30, 30, 30) bool: four one-voxel legs, a one-voxel seat and back (3D ShapeNets' chairs at 30³)."""
-    chair = np.zeros((30, 30, 30), bool)
-    for x in (6, 21):
-        for y in (6, 21):
-            chair[x, y, 2:14] = True
-    chair[6:22, 6:22, 14] = True
-    chair[6:22, 21, 15:27] = True
-    return chair
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from meshfiles import thin_chair  # noqa: E402  the 3D ShapeNets-like chair of the tests
 
 
 def clump(side: int, seed: int) -> np.ndarray:

@@ -213,21 +213,9 @@ def test_units_count_files_so_a_stack_gives_its_volumes_to_its_units_the_same_by
             ).read_bytes()
 
 
-def thin_chair(side: int = 30) -> np.ndarray:
-    """(side, side, side) bool [x, y, z], z up: a chair as 3D ShapeNets draws them at 30³, every part one
-    voxel thick: four legs, a seat and a back."""
-    chair = np.zeros((side,) * 3, bool)
-    for x in (6, 21):
-        for y in (6, 21):
-            chair[x, y, 2:14] = True
-    chair[6:22, 6:22, 14] = True
-    chair[6:22, 21, 15:27] = True
-    return chair
-
-
 def write_chairs(root: Path) -> np.ndarray:
     """:func:`thin_chair` as .npy, .binvox and .mat (v5) files in ``root``; returns the chair."""
-    chair = thin_chair()
+    chair = meshfiles.thin_chair()
     root.mkdir(parents=True)
     np.save(root / "chair.npy", chair)
     meshfiles.write_binvox(root / "chair.binvox", chair, translate=(0.5, -1.0, 2.0), scale=3.0)
