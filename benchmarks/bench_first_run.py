@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from run import cpu_model
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -74,14 +76,6 @@ def timed(command: list, cwd: Path, env: dict) -> tuple[float, float, str]:
         sys.exit(f"{' '.join(map(str, command))} failed:\n{done.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, done.stderr
-
-
-def cpu_model() -> str:
-    """This machine's CPU model name (what ``lscpu`` calls it)."""
-    return next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_first_run import cpu_model, install_fresh, timed
+from bench_first_run import install_fresh, timed
+from run import cpu_model
 
 HERE = Path(__file__).resolve().parent
 PER_PROCESS = ["--workers", "1", "--shard-size", "16", "--quiet"]  # units of 16 files: a few for every part
