@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from run import cpu_model
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -82,10 +84,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="later runs after the first [3]")
     parser.add_argument("--workers", type=int, default=2, help="voxelize --workers [2]")
     args = parser.parse_args()
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+    cpu = cpu_model()
     with tempfile.TemporaryDirectory(prefix="bench-first-run-") as folder:
         root = Path(folder)
         venv = install_fresh(args.source.resolve(), root)

@@ -23,6 +23,8 @@ BENCHMARKS = {
     "bookkeeping": [],
     "metrics": [],
     "first_run": [],
+    "process_cost": [],
+    "resample": [],
 }
 
 

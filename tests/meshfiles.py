@@ -356,6 +356,18 @@ def write_binvox(path: Path, occupancy: np.ndarray | None = None, *, translate=(
 # --- voxel arrays (.mat) ---------------------------------------------------------------------------
 
 
+def thin_chair(side: int = 30) -> np.ndarray:
+    """(side, side, side) bool [x, y, z], z up: a chair as 3D ShapeNets draws them at 30³, every part one
+    voxel thick: four legs, a seat and a back."""
+    chair = np.zeros((side,) * 3, bool)
+    for x in (6, 21):
+        for y in (6, 21):
+            chair[x, y, 2:14] = True
+    chair[6:22, 6:22, 14] = True
+    chair[6:22, 21, 15:27] = True
+    return chair
+
+
 def write_mat_v5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """A MATLAB v5 .mat file holding ``arrays`` by name (as the 3D ShapeNets files hold ``instance``)."""
     from scipy.io import savemat

@@ -1,11 +1,18 @@
 """voxgan.ingest.kernels: the one compiled solid angle sums to the exact winding number."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import trimesh
 
-from voxgan.ingest.kernels import compiled_kernels
+from voxgan.ingest.kernels import COMPILE_NOTE, compiled_kernels
 from voxgan.ingest.winding import clustered_winding_numbers, open_winding_function, winding_numbers
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_compiled_sums_with_every_group_near_equal_the_exact_numpy_sum():
@@ -45,3 +52,19 @@ def test_each_loop_runs_on_its_one_declared_signature():
     assert parse_numbers(b"1.5 -2 3e2\n4 5 6\n").tolist() == [1.5, -2.0, 300.0, 4.0, 5.0, 6.0]
     for name, dispatcher in vars(kernels).items():
         assert len(dispatcher.signatures) == 1, (name, dispatcher.signatures)
+
+
+@pytest.mark.slow
+def test_processes_that_find_the_cache_empty_at_once_compile_the_kernels_once(tmp_path):
+    """A job array's tasks start together on a fresh install: one compiles, the others load what it wrote."""
+    pytest.importorskip("numba")
+    env = {k: v for k, v in os.environ.items() if k not in ("VOXGAN_NO_NUMBA", "PYTHONPATH")}
+    env |= {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    load = [sys.executable, "-c", "from voxgan.ingest.kernels import compiled_kernels; compiled_kernels()"]
+    tasks = [subprocess.Popen(load, env=env, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    said = [task.communicate(timeout=300)[1] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0, 0], said
+    assert sum(text.startswith(f"voxgan: {COMPILE_NOTE}") for text in said) == 1, said
+    assert list((tmp_path / "cache").rglob("kernels.*.nbi"))
+    later = subprocess.run(load, env=env, capture_output=True, text=True, timeout=300)
+    assert later.returncode == 0 and later.stderr == ""  # loaded from the cache, nothing to say

@@ -4,6 +4,7 @@ voxel through its stored affine; bad volumes become errors and the run goes on."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,6 @@ from voxgan.ingest import pipeline
 from voxgan.ingest.formats import MeshError, read_source
 from voxgan.ingest.frame import apply_transform
 
-UNIT_CUBE = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(float)  # (8, 3) corners
-
 
 def blob(side: int, seed: int) -> np.ndarray:
     """(side, side, side) bool, a random asymmetric clump (no mirror or turn of it equals it)."""
@@ -30,17 +29,34 @@ def blob(side: int, seed: int) -> np.ndarray:
     return volume
 
 
-def painted(volume: np.ndarray, mesh_to_grid: np.ndarray, resolution: int) -> np.ndarray:
-    """The grid an occupied source voxel (i, j, k), spanning [i, i+1)³, paints through ``mesh_to_grid``:
-    every grid voxel whose open box meets the open image of an occupied source voxel. (R, R, R) bool."""
-    grid = np.zeros((resolution,) * 3, bool)
-    cells = np.arange(resolution)
-    for ijk in np.argwhere(volume):
-        corners = apply_transform(ijk + UNIT_CUBE, mesh_to_grid)
-        low, high = corners.min(axis=0), corners.max(axis=0)
-        x, y, z = ((cells < high[a]) & (cells + 1 > low[a]) for a in range(3))
-        grid |= x[:, None, None] & y[None, :, None] & z[None, None, :]
+def toward_middle(points: np.ndarray, resolution: int) -> np.ndarray:
+    """Grid points nudged toward the grid's middle: a point on a voxel boundary is taken on that side."""
+    return points + 1e-9 * np.sign(resolution / 2 - points)
+
+
+def looked_up(volume: np.ndarray, voxel_to_grid: np.ndarray, resolution: int) -> np.ndarray:
+    """Each grid voxel's centre mapped back through ``voxel_to_grid`` into the source voxel (i, j, k),
+    spanning [i, i+1)³, it lies in: is that voxel occupied? (R, R, R) bool."""
+    centres = toward_middle(np.indices((resolution,) * 3).reshape(3, -1).T + 0.5, resolution)
+    cells = np.floor(apply_transform(centres, np.linalg.inv(voxel_to_grid))).astype(np.int64)
+    inside = ((cells >= 0) & (cells < volume.shape)).all(axis=1)
+    found = np.zeros(len(cells), bool)
+    found[inside] = volume[tuple(cells[inside].T)]
+    return found.reshape((resolution,) * 3)
+
+
+def resampled(volume: np.ndarray, voxel_to_grid: np.ndarray, resolution: int) -> np.ndarray:
+    """The grid the resampling rule gives: a grid voxel is occupied when its centre lies in an occupied
+    source voxel or the centre of an occupied source voxel lies in it. (R, R, R) bool."""
+    grid = looked_up(volume, voxel_to_grid, resolution)
+    landed = toward_middle(apply_transform(np.argwhere(volume) + 0.5, voxel_to_grid), resolution)
+    cells = np.floor(landed).astype(np.int64)
+    grid[tuple(cells[((cells >= 0) & (cells < resolution)).all(axis=1)].T)] = True
     return grid
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
 
 
 def write_volume_tree(root: Path) -> dict[str, np.ndarray]:
@@ -102,7 +118,7 @@ def test_every_volume_of_every_array_format_lands_voxel_for_voxel_through_its_af
     for source, volume in good.items():
         label, grid, matrix = samples[source]
         assert label == ["chair", "table"].index(source.split("/")[0])
-        np.testing.assert_array_equal(grid, painted(volume, matrix, 16), err_msg=source)
+        np.testing.assert_array_equal(grid, resampled(volume, matrix, 16), err_msg=source)
         filled = np.argwhere(volume)  # the occupied box is fitted to the grid less 0.5 voxel each side
         box = apply_transform(np.stack([filled.min(axis=0), filled.max(axis=0) + 1]).astype(float), matrix)
         assert np.ptp(box, axis=0).max() == pytest.approx(15.0) and box.min() > 0 and box.max() < 16
@@ -195,3 +211,101 @@ def test_units_count_files_so_a_stack_gives_its_volumes_to_its_units_the_same_by
             assert (tmp_path / "parts" / entry["file"]).read_bytes() == (
                 tmp_path / "plain" / entry["file"]
             ).read_bytes()
+
+
+def write_chairs(root: Path) -> np.ndarray:
+    """:func:`thin_chair` as .npy, .binvox and .mat (v5) files in ``root``; returns the chair."""
+    chair = meshfiles.thin_chair()
+    root.mkdir(parents=True)
+    np.save(root / "chair.npy", chair)
+    meshfiles.write_binvox(root / "chair.binvox", chair, translate=(0.5, -1.0, 2.0), scale=3.0)
+    meshfiles.write_mat_v5(root / "chair.mat", {"instance": chair.astype(np.uint8)})
+    return chair
+
+
+def fitted_chairs(root: Path, samples: dict) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{source: (grid (R, R, R), source volume (D, D, D), voxel_to_grid (4, 4))} of the chair samples."""
+    found = {}
+    for source, (_, grid, mesh_to_grid) in samples.items():
+        read = read_source(root, source)
+        found[source] = (grid, read.occupancy, mesh_to_grid @ read.voxel_to_mesh)
+    assert sorted(found) == ["chair.binvox", "chair.mat", "chair.npy"]
+    return found
+
+
+def test_a_volume_fitted_to_a_finer_grid_keeps_its_proportions_and_its_thin_parts_thin(tmp_path: Path):
+    from scipy import ndimage
+
+    chair = write_chairs(tmp_path / "in")
+    done = subprocess.run(
+        [sys.executable, "-m", "voxgan", "voxelize", str(tmp_path / "in"), str(tmp_path / "out"),
+         "--resolution", "32", "--workers", "1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / shards.MANIFEST).read_text())
+    chairs = fitted_chairs(tmp_path / "in", read_samples(tmp_path / "out", manifest))
+    for source, (grid, volume, voxel_to_grid) in chairs.items():
+        assert np.array_equal(volume, chair) and grid.shape == (32, 32, 32)
+        assert iou(grid, looked_up(volume, voxel_to_grid, 32)) >= 0.95, source
+        # a cut across the legs half-way up them: four legs, each one or two grid voxels thick
+        up = np.abs(voxel_to_grid[:3, 2]).argmax()  # the grid axis the legs (source z) lie along
+        middle = int(apply_transform(np.array([[6.5, 6.5, 8.0]]), voxel_to_grid)[0, up])
+        labels, legs = ndimage.label(np.take(grid, middle, axis=up))
+        assert legs == 4, source
+        for piece in ndimage.find_objects(labels):
+            assert all(1 <= cut.stop - cut.start <= 2 for cut in piece), (source, piece)
+
+
+def test_a_volume_fitted_to_a_coarser_grid_keeps_every_part_and_stays_one_piece(tmp_path: Path):
+    from scipy import ndimage
+
+    write_chairs(tmp_path / "in")
+    config = pipeline.make_config(tmp_path / "in", tmp_path / "out", resolution=16, workers=1)
+    chairs = fitted_chairs(
+        tmp_path / "in", read_samples(tmp_path / "out", pipeline.run_voxelize(config, progress=False))
+    )
+    for source, (grid, volume, voxel_to_grid) in chairs.items():
+        assert abs(np.linalg.det(voxel_to_grid[:3, :3])) < 0.5  # several source voxels per grid voxel
+        landed = np.floor(toward_middle(apply_transform(np.argwhere(volume) + 0.5, voxel_to_grid), 16))
+        assert grid[tuple(landed.astype(np.int64).T)].all(), source  # no source voxel vanishes
+        assert ndimage.label(grid)[1] == 1, source  # legs, seat and back hold together
+        np.testing.assert_array_equal(grid, resampled(volume, voxel_to_grid, 16), err_msg=source)
+
+
+def test_an_exact_two_to_one_volume_is_the_max_pool_of_its_blocks(tmp_path: Path):
+    (tmp_path / "in").mkdir()
+    volume = np.random.default_rng(12).random((64, 64, 64)) < 0.02  # max-pooled: about 15% occupied
+    np.save(tmp_path / "in" / "big.npy", volume)
+    config = pipeline.make_config(
+        tmp_path / "in", tmp_path / "out", resolution=32, workers=1, grid_coords=True, scale=2.0
+    )
+    ((_, grid, mesh_to_grid),) = read_samples(
+        tmp_path / "out", pipeline.run_voxelize(config, progress=False)
+    ).values()
+    np.testing.assert_array_equal(mesh_to_grid, np.diag([0.5, 0.5, 0.5, 1.0]))
+    np.testing.assert_array_equal(grid, volume.reshape(32, 2, 32, 2, 32, 2).any(axis=(1, 3, 5)))
+
+
+def test_a_run_of_volumes_alone_never_starts_numba(tmp_path: Path):
+    """Volumes are only resampled: a job array's task over them does not pay numba's start-up; meshes do."""
+    pytest.importorskip("numba")
+    write_chairs(tmp_path / "volumes")
+    meshfiles.write_off(tmp_path / "meshes" / "box.off", meshfiles.box_vertices(), meshfiles.box_triangles())
+    env = {k: v for k, v in os.environ.items() if k != "VOXGAN_NO_NUMBA"}
+    for kind, started in (("volumes", "False"), ("meshes", "True")):
+        config = (
+            f"pipeline.make_config({str(tmp_path / kind)!r}, {str(tmp_path / f'{kind}-out')!r}, workers=1)"
+        )
+        run = (
+            "import sys; from voxgan.ingest import pipeline; "
+            f"pipeline.run_voxelize({config}, progress=False); print('numba' in sys.modules)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", run], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0 and done.stdout.strip() == started, (
+            kind,
+            done.stdout,
+            done.stderr[-2000:],
+        )

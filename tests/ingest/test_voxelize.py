@@ -8,7 +8,14 @@ from scipy import ndimage
 from tests.accuracy_set import accuracy_set, box, inverted, join, to_grid
 from tests.reference_voxelize import iou, reference_inside, reference_voxelize
 from voxgan.errors import VoxganError
-from voxgan.ingest.voxelize import inside_voxels, resample_occupancy, surface_voxels, voxelize
+from voxgan.ingest.voxelize import (
+    inside_voxels,
+    resample_axis_aligned,
+    resample_by_points,
+    resample_occupancy,
+    surface_voxels,
+    voxelize,
+)
 from voxgan.ingest.winding import open_winding_function, winding_numbers
 
 ACCURACY_SET = accuracy_set()
@@ -180,16 +187,34 @@ def test_resample_keeps_thin_parts_when_downsampling():
     assert small[10, 10, 0:9].all() and small.sum() == 144 + 8
 
 
-def test_resample_with_a_general_affine_covers_the_image_of_each_voxel():
-    source = np.zeros((32, 32, 32), dtype=bool)
-    source[8:24, 8:24, 8:24] = True
-    halve = np.diag([0.5, 0.5, 0.5, 1.0])
-    tilted = halve.copy()
-    tilted[0, 1] = 1e-6  # no longer a scaled permutation: the bounding-box path
-    exact = resample_occupancy(source, halve, 16)
-    assert np.array_equal(exact, block(16, (4, 4, 4), (12, 12, 12)))
-    covering = resample_occupancy(source, tilted, 16)
-    assert (covering >= exact).all() and covering.sum() <= exact.sum() + 2 * 8 * 8
+def test_resample_by_points_is_the_same_rule_as_the_axis_aligned_path():
+    rng = np.random.default_rng(3)
+    source = rng.random((12, 10, 14)) < 0.2
+    for _ in range(12):  # scales on both sides of one, turns, flips, any shift
+        linear = np.eye(3)[rng.permutation(3)] * rng.choice([-1, 1], 3) * rng.uniform(0.3, 2.5, 3)
+        shift = 8 - linear @ [6, 5, 7] + rng.uniform(-3, 3, 3)  # the source's middle near the grid's
+        aligned = resample_axis_aligned(source, linear, shift, 16)
+        assert aligned.any()
+        assert np.array_equal(resample_by_points(source, linear, shift, 16), aligned)
+
+
+def test_resample_with_a_general_affine_upsamples_by_centres_and_keeps_a_tilted_leg_in_one_piece():
+    from scipy import ndimage
+
+    leg = np.zeros((20, 20, 20), dtype=bool)
+    leg[10, 10, 2:18] = True  # one voxel thick along z
+    angle = np.radians(30)
+    turn = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    for scale in (0.4, 0.7, 1.3):
+        affine = np.eye(4)
+        affine[:3, :3] = scale * turn
+        affine[:3, 3] = 16 - affine[:3, :3] @ [10.5, 10.5, 10.0]  # the leg's middle to the grid's
+        grid = resample_occupancy(leg, affine, 32)
+        assert ndimage.label(grid, np.ones((3, 3, 3)))[1] == 1, scale
+        if scale > 1:  # every voxel's centre lies in the leg, which stays one or two voxels thick
+            centres = (np.argwhere(grid) + 0.5 - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
+            assert (np.floor(centres[:, :2]) == 10).all()
+            assert len(np.unique(np.argwhere(grid)[:, 0])) <= 2  # across the leg, out of its plane
 
 
 def test_a_double_sided_mesh_is_filled():

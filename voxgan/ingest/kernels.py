@@ -10,11 +10,13 @@ Each loop is compiled for the one signature its callers give it (:func:`kernel_s
 on the first call, so a run compiles at one moment it announces on stderr, not file by file in its
 workers. numba caches the machine code in the installed package's ``__pycache__``, else (a read-only
 install) in ``~/.cache/numba``, or in ``NUMBA_CACHE_DIR`` when set; with no writable folder at all the
-loops are compiled in memory on every run.
+loops are compiled in memory on every run. Processes that find the cache empty at once (the tasks of a
+job array) take turns: one compiles, the others wait for it and load what it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -25,6 +27,7 @@ import types
 import numpy as np
 
 COMPILE_NOTE = "compiling the voxelizer's numba kernels for this machine"
+COMPILE_LOCK = "voxgan-kernels.lock"  # in numba's cache folder: one process at a time compiles into it
 
 
 @functools.cache
@@ -33,7 +36,9 @@ def compiled_kernels():
 
     The loops below are plain Python until then, so numba stays optional; ``VOXGAN_NO_NUMBA=1`` turns them
     off (the numpy paths give the same occupancy, 10-20 times slower). When a loop is not in numba's
-    cache yet, one line on stderr says that they compile, where they are cached and how long it took.
+    cache yet, one line on stderr says that they compile, where they are cached and how long it took;
+    processes that miss the cache at once compile one at a time (:func:`compile_lock`), so all but the
+    first load what it wrote.
     """
     if os.environ.get("VOXGAN_NO_NUMBA") == "1":
         return None
@@ -52,13 +57,18 @@ def compiled_kernels():
         "parts": vertex_parts_loop,
         "decimals": decimal_loop,
     }
+    signatures = kernel_signatures(numba.types)
     try:
         compiled = {name: numba.njit(cache=True, nogil=True)(loop) for name, loop in loops.items()}
-        when = f"once (about 5-10 s; cached in {cache_folder(compiled['overlap'])})"
     except RuntimeError:  # numba found no writable cache folder: the package's, NUMBA_CACHE_DIR, ~/.cache
         compiled = {name: numba.njit(nogil=True)(loop) for name, loop in loops.items()}
         when = "on every run (about 5-10 s): no writable folder for numba's cache; set NUMBA_CACHE_DIR to one"
-    compile_announced(compiled, kernel_signatures(numba.types), when)
+        compile_announced(compiled, signatures, when)
+        return types.SimpleNamespace(**compiled)
+    folder = cache_folder(compiled["overlap"])
+    if not loaded_from_cache(compiled, signatures):
+        with compile_lock(folder):  # another process may have compiled them meanwhile: then they load
+            compile_announced(compiled, signatures, f"once (about 5-10 s; cached in {folder})")
     return types.SimpleNamespace(**compiled)
 
 
@@ -101,6 +111,59 @@ def compile_announced(dispatchers: dict, signatures: dict[str, tuple], when: str
             dispatcher.compile(signatures[name])
     if started:
         print(f" done in {time.perf_counter() - started[0]:.1f} s", file=sys.stderr, flush=True)
+
+
+class CacheMiss(Exception):
+    """numba is about to compile a loop: its machine code is not in the cache."""
+
+
+def loaded_from_cache(dispatchers: dict, signatures: dict[str, tuple]) -> bool:
+    """Load each dispatcher's loop for its signature from numba's cache; False, with the rest not loaded,
+    at the first loop that is not there (numba's ``numba:compile`` event, sent on a cache miss only, stops
+    it before it compiles)."""
+    from numba.core import event
+
+    class Refuse(event.Listener):
+        def on_start(self, _):
+            raise CacheMiss
+
+        def on_end(self, _):
+            pass
+
+    try:
+        with event.install_listener("numba:compile", Refuse()):
+            for name, dispatcher in dispatchers.items():
+                dispatcher.compile(signatures[name])
+    except CacheMiss:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def compile_lock(folder: str):
+    """Hold the lock file ``COMPILE_LOCK`` in ``folder`` (numba's cache folder) for this block, waiting
+    (with one line on stderr) while another process holds it. Without ``fcntl`` (Windows) or where the
+    file cannot be opened, no lock: each process then compiles for itself, as numba alone would."""
+    try:
+        import fcntl
+
+        lock = os.open(os.path.join(folder, COMPILE_LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            started = time.perf_counter()
+            print(
+                f"voxgan: another process is {COMPILE_NOTE}, waiting ...", end="", file=sys.stderr, flush=True
+            )
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            print(f" done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        yield
+    finally:
+        os.close(lock)  # releases the lock
 
 
 def cache_folder(dispatcher) -> str:

@@ -25,6 +25,7 @@ from voxgan.errors import ConfigError, VoxganError, out_of_space
 from voxgan.ingest import layouts
 from voxgan.ingest.config import VoxelizeConfig, check_config, config_record, make_config
 from voxgan.ingest.folder import build_manifest, clear_run_files, open_folder, up_axes_of
+from voxgan.ingest.formats import VOXEL_EXTENSIONS, extension_of
 from voxgan.ingest.formats.volumes import split_source
 from voxgan.ingest.frame import up_axis_line
 from voxgan.ingest.info import write_preview
@@ -203,6 +204,11 @@ def headers_of(config: VoxelizeConfig, plan: dict) -> dict[str, shards.ShardHead
     }
 
 
+def is_mesh(source: str) -> bool:
+    """Whether ``source`` is a mesh file, which needs the numba loops (volumes are only resampled)."""
+    return extension_of(source) not in VOXEL_EXTENSIONS
+
+
 def do_units(
     config: VoxelizeConfig,
     plan: dict,
@@ -217,8 +223,8 @@ def do_units(
     headers = headers_of(config, plan)
     from tqdm import tqdm
 
-    if todo:  # compile (or load) the numba loops once, here: workers inherit them, the bar is not cut
-        compiled_kernels()
+    if any(map(is_mesh, (source for unit in todo for source in unit.sources))):
+        compiled_kernels()  # compiled (or loaded) once, here: workers inherit them, the bar is not cut
     files = sum(len(unit.sources) for unit in todo)
     bar = tqdm(total=files, unit="mesh", file=sys.stderr, disable=not progress or not todo, mininterval=0.5)
     errors = 0

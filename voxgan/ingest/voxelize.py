@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxgan.errors import VoxganError
-from voxgan.ingest.overlap import all_axes, overlap_masks, range_cells
+from voxgan.ingest.overlap import all_axes, overlap_masks
 from voxgan.ingest.topology import front_faces, hole_caps, is_closed, vertex_parts
 from voxgan.ingest.winding import CLUSTER_CELL, column_winding, open_winding_function, winding_numbers
 from voxgan.shards import MODES
@@ -295,13 +295,16 @@ def outward_parts(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return triangles
 
 
+TIE = 1e-9  # in grid voxels: a point this close to a cell boundary counts as lying on it
+
+
 def resample_occupancy(occupancy: np.ndarray, voxel_to_grid: np.ndarray, resolution: int) -> np.ndarray:
     """Resample a voxel grid (for example a binvox file) onto our grid.
 
     Parameters
     ----------
-    occupancy : (D, D, D) bool
-        Source voxels; source voxel (a, b, c) spans [a, a+1] × [b, b+1] × [c, c+1] in its index
+    occupancy : (D0, D1, D2) bool
+        Source voxels; source voxel (a, b, c) spans [a, a+1) × [b, b+1) × [c, c+1) in its index
         coordinates.
     voxel_to_grid : (4, 4) float
         Affine from source index coordinates to our grid coordinates.
@@ -311,10 +314,17 @@ def resample_occupancy(occupancy: np.ndarray, voxel_to_grid: np.ndarray, resolut
     Returns
     -------
     occupancy : (R, R, R) bool
-        A target voxel is occupied when the interior of an occupied source voxel overlaps its open
-        box, so thin parts survive downsampling and a grid mapped onto itself is unchanged. Exact
-        for affines that scale, translate, permute and flip axes (what binvox files hold); for
-        other affines each source voxel is replaced by the bounding box of its image.
+        A grid voxel is occupied when its centre lies in an occupied source voxel (mapped back through
+        the affine) or when the centre of an occupied source voxel lies in it; a point on a boundary
+        lies on the side of the grid's middle (a fitted volume's box ends on grid centres: it keeps
+        both ends). No threshold to tune: along an axis scaled by more than 1 (a 30³ volume fitted to
+        32³) each source voxel's centre lands in a grid voxel whose centre it holds, so the first part
+        alone decides: the grid samples the source at its centres, shapes keep their proportions and
+        a one-voxel part stays one or two voxels thick. Along an axis scaled by less than 1, the
+        source voxel a grid centre lies in lands in that grid voxel, so the second part alone decides:
+        every occupied source voxel marks a grid voxel, no part vanishes and neighbours stay
+        neighbours (a thin part stays connected); an exact 2:1 is the max-pool of each 2 × 2 × 2
+        block. A grid mapped onto itself is unchanged.
     """
     resolution = check_resolution(resolution)
     occupancy = np.asarray(occupancy, dtype=bool)
@@ -326,19 +336,40 @@ def resample_occupancy(occupancy: np.ndarray, voxel_to_grid: np.ndarray, resolut
         raise VoxganError("voxel-to-grid affine must be finite and invertible")
     if ((linear != 0).sum(axis=0) == 1).all() and ((linear != 0).sum(axis=1) == 1).all():
         return resample_axis_aligned(occupancy, linear, shift, resolution)
-    return resample_by_boxes(occupancy, linear, shift, resolution)
+    return resample_by_points(occupancy, linear, shift, resolution)
 
 
-def interval_cover(scale: float, shift: float, size: int, resolution: int) -> np.ndarray:
-    """Which source cells along one axis overlap which target cells.
+def toward_middle(points: np.ndarray, resolution: int) -> np.ndarray:
+    """Grid coordinates (any shape) moved ``TIE`` toward the grid's middle, so that a point on a cell
+    boundary falls in the cell on the middle's side (ties go the same way seen from either end)."""
+    return points + TIE * np.sign(resolution / 2 - points)
 
-    Source cell a spans [a, a+1] and maps to scale * x + shift  ->  (R, size) bool, True where the
-    image's interior meets the open target interval (i, i+1).
+
+def axis_cells(scale: float, shift: float, size: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Along one axis where source cell a spans [a, a+1) and maps to scale * x + shift: which source
+    cells each target cell takes  ->  (sampled, landed), both (R, size) bool.
+
+    sampled[i, a]: the centre of target cell i lies in source cell a; landed[i, a]: the centre of source
+    cell a lies in target cell i.
     """
-    ends = scale * np.stack([np.arange(size), np.arange(1, size + 1)]) + shift  # (2, size)
-    low, high = ends.min(axis=0), ends.max(axis=0)
-    target = np.arange(resolution)[:, None]
-    return (target < high[None, :]) & (target + 1 > low[None, :])
+    target, source = np.arange(resolution), np.arange(size)
+    back = (toward_middle(target + 0.5, resolution) - shift) / scale
+    sampled = np.floor(back)[:, None] == source[None, :]
+    landed = np.floor(toward_middle(scale * (source + 0.5) + shift, resolution))[None, :] == target[:, None]
+    return sampled, landed
+
+
+def pooled(grid: np.ndarray, takes: list[np.ndarray]) -> np.ndarray:
+    """Target cell (i, j, k) is occupied when a source cell (a, b, c) it takes along every axis is.
+
+    grid : (D0, D1, D2) bool; takes : three (R, Dg) bool  ->  (R, R, R) bool.
+    """
+    values = grid.astype(np.float32)
+    for g, take in enumerate(takes):
+        moved = np.moveaxis(values, g, 0)
+        reduced = take.astype(np.float32) @ moved.reshape(moved.shape[0], -1)
+        values = np.moveaxis((reduced > 0).astype(np.float32).reshape((len(take),) + moved.shape[1:]), 0, g)
+    return values > 0
 
 
 def resample_axis_aligned(
@@ -349,31 +380,36 @@ def resample_axis_aligned(
     occupancy : (D0, D1, D2) bool; linear : (3, 3); shift : (3,)  ->  (R, R, R) bool.
     """
     source_axis = np.abs(linear).argmax(axis=1)  # target axis g reads source axis source_axis[g]
-    grid = np.transpose(occupancy, source_axis).astype(np.float32)
-    for g in range(3):
-        cover = interval_cover(linear[g, source_axis[g]], shift[g], grid.shape[g], resolution)
-        moved = np.moveaxis(grid, g, 0)
-        reduced = cover.astype(np.float32) @ moved.reshape(moved.shape[0], -1)
-        grid = np.moveaxis((reduced > 0).astype(np.float32).reshape((resolution,) + moved.shape[1:]), 0, g)
-    return grid > 0
+    grid = np.transpose(occupancy, source_axis)
+    scales = np.abs(linear[range(3), source_axis])
+    cells = [axis_cells(linear[g, source_axis[g]], shift[g], grid.shape[g], resolution) for g in range(3)]
+    parts = []
+    if not (scales < 1).all():  # else each grid centre's source voxel lands in it: landed holds these
+        parts.append(pooled(grid, [sampled for sampled, _ in cells]))
+    if not (scales > 1).all():  # else each landed source voxel holds its grid voxel's centre
+        parts.append(pooled(grid, [landed for _, landed in cells]))
+    return np.logical_or.reduce(parts) if len(parts) == 2 else parts[0]
 
 
-def resample_by_boxes(
+def resample_by_points(
     occupancy: np.ndarray, linear: np.ndarray, shift: np.ndarray, resolution: int
 ) -> np.ndarray:
-    """:func:`resample_occupancy` for any affine: each occupied source voxel marks its image's box.
+    """:func:`resample_occupancy` for any affine: grid centres mapped back, source centres mapped forward.
 
     occupancy : (D0, D1, D2) bool; linear : (3, 3); shift : (3,)  ->  (R, R, R) bool.
     """
     result = np.zeros((resolution,) * 3, dtype=bool)
-    corners = np.indices((2, 2, 2)).reshape(3, -1).T.astype(np.float64)  # (8, 3)
-    cells = np.argwhere(occupancy).astype(np.float64)
-    for start in range(0, len(cells), 1 << 16):
-        block = (cells[start : start + (1 << 16), None, :] + corners[None]) @ linear.T + shift  # (n, 8, 3)
-        low, high = block.min(axis=1), block.max(axis=1)
-        lo = np.clip(np.floor(low), 0, resolution - 1).astype(np.int64)
-        hi = np.clip(np.ceil(high) - 1, 0, resolution - 1).astype(np.int64)
-        keep = ((high > 0) & (low < resolution) & (lo <= hi)).all(axis=1)
-        marked = range_cells(lo[keep], hi[keep])[1]
-        result[tuple(marked.T)] = True
+    back = np.linalg.inv(linear)
+    plane = np.indices((resolution, resolution)).reshape(2, -1).T + 0.5  # (R², 2) centres of one slab
+    for i in range(resolution):
+        centres = toward_middle(np.column_stack([np.full(len(plane), i + 0.5), plane]), resolution)
+        cells = np.floor((centres - shift) @ back.T)
+        inside = ((cells >= 0) & (cells < occupancy.shape)).all(axis=1)
+        result[i].reshape(-1)[inside] = occupancy[tuple(cells[inside].astype(np.int64).T)]
+    sources = np.argwhere(occupancy)
+    for start in range(0, len(sources), 1 << 16):
+        landed = toward_middle((sources[start : start + (1 << 16)] + 0.5) @ linear.T + shift, resolution)
+        cells = np.floor(landed)
+        inside = ((cells >= 0) & (cells < resolution)).all(axis=1)
+        result[tuple(cells[inside].astype(np.int64).T)] = True
     return result
