@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from run import cpu_model
 
 from voxgan.model.pretrained import write_generator_file
 from voxgan.model.runs import checkpoint_path, load_generator
@@ -55,12 +55,7 @@ def shards_for(resolution: int, work: Path) -> Path:
 
 def machine() -> str:
     """The processor and the torch version, for the record."""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, torch {torch.__version__}"
+    return f"{cpu_model()}, torch {torch.__version__}"
 
 
 def package(name: str, run: Path, shards: Path, command: str, minutes: float | None) -> Path:
