@@ -5,6 +5,10 @@ Each command parses its options into its stage's config, calls that stage's entr
 stage; nothing imports it. Errors become one
 line on stderr: exit 2 for a bad option or value, exit 1 for a failure at run time (a
 :class:`~voxgan.errors.VoxganError`). ``VOXGAN_DEBUG=1`` shows the traceback instead.
+
+It is over 600 lines, and ``train`` and ``voxelize`` are long functions, because most of it is option
+declarations with their help texts (the README's reference for each command); the logic in them is a few
+lines each.
 """
 
 from __future__ import annotations
