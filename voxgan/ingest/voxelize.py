@@ -188,6 +188,7 @@ def lattice_inside(
     inside, undecided = np.zeros(touched.shape, dtype=bool), wanted.copy()
     prefixes = [box_prefix(touched)] + ([] if mesh_touched is None else [box_prefix(mesh_touched)])
     field = SampledField(winding, r)
+    zero = np.zeros(touched.shape, np.int32)  # the base of base - w; its pages stay unallocated
     stride = coarsest_stride(r)
     while stride >= 2 and r >= 3 and undecided.any():
         lattice = np.unique(np.append(np.arange(0, r, stride), r - 1))  # (L,) voxel indices of the samples
@@ -200,7 +201,7 @@ def lattice_inside(
         settle(inside, undecided, sampled, block_margins(sampled, clear[0]), lattice, base)
         if len(clear) == 2:
             shifted = base[np.ix_(lattice, lattice, lattice)] - sampled
-            settle(inside, undecided, shifted, block_margins(shifted, clear[1]), lattice, np.zeros_like(base))
+            settle(inside, undecided, shifted, block_margins(shifted, clear[1]), lattice, zero)
         stride //= 2
     points = np.flatnonzero(undecided)
     flat = inside.reshape(-1)
@@ -218,9 +219,14 @@ def settle(inside, undecided, sampled, margins, lattice, base) -> None:
     loop (:func:`voxgan.ingest.kernels.settle_loop`) visits only the blocks with a margin.
     """
     kernels = compiled_kernels()
-    if kernels is not None:
+    if kernels is None:
+        settle_numpy(inside, undecided, sampled, margins, lattice, base)
+    else:
         kernels.settle(lattice.astype(np.int64), sampled, margins, base, inside, undecided)
-        return
+
+
+def settle_numpy(inside, undecided, sampled, margins, lattice, base) -> None:
+    """:func:`settle` in vectorised numpy (the same voxels decided, in place)."""
     index = np.arange(lattice[-1] + 1)
     upper = np.minimum(np.searchsorted(lattice, index, side="right") - 1, len(lattice) - 2)
     lower = np.where(np.isin(index, lattice[1:-1]), upper - 1, upper)  # the block below a lattice plane
@@ -240,7 +246,12 @@ def settle(inside, undecided, sampled, margins, lattice, base) -> None:
 
 def box_prefix(voxels: np.ndarray) -> np.ndarray:
     """The inclusive 3-D prefix sum of a mask, a leading 0 added: (R, R, R) bool  ->  (R+1,) * 3 int32."""
-    return np.pad(voxels.cumsum(0, dtype=np.int32).cumsum(1).cumsum(2), ((1, 0), (1, 0), (1, 0)))
+    prefix = np.zeros(tuple(n + 1 for n in voxels.shape), dtype=np.int32)
+    sums = prefix[1:, 1:, 1:]
+    np.cumsum(voxels, axis=0, dtype=np.int32, out=sums)
+    np.cumsum(sums, axis=1, out=sums)  # in place: one grid, not three
+    np.cumsum(sums, axis=2, out=sums)
+    return prefix
 
 
 def coarsest_stride(resolution: int) -> int:
