@@ -74,8 +74,7 @@ def kernel_signatures(nb) -> dict[str, tuple]:
         "moments": (f8_3, i8_1, i8_1, f8_2, f8_2, f8_1),
         "parts": (nb.int64[:, ::1], i8_1),
         "decimals": (nb.Array(nb.uint8, 1, "C", readonly=True), f8_1),
-        "settle": (i8_1, nb.float32[:, :, ::1], nb.float32[:, :, ::1], nb.int32[:, :, ::1])
-        + (nb.boolean[:, :, ::1],) * 2,
+        "settle": (i8_1, f8_3, nb.float32[:, :, ::1], nb.int32[:, :, ::1]) + (nb.boolean[:, :, ::1],) * 2,
     }
 
 
