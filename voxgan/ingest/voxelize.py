@@ -175,11 +175,11 @@ def lattice_inside(
     which w is the caps)  ->  inside : (R, R, R) bool, False outside ``wanted``.
 
     Lattices of centres every ``stride`` voxels along each axis (and the last one), from
-    :func:`coarsest_stride` down to 2, cut the grid into blocks. A block that no triangle touches or
-    comes within ``stride / 2 - 1`` voxels of takes its eight corner samples' range of w, widened by
-    that range's width (at least ``OPEN_MARGIN``), as the range of w inside it, w being harmonic there;
-    a voxel whose range lies on one side of ``base ± 0.5`` is decided. A block clear of the mesh but
-    not of the caps does the same with ``base - w``, which is harmonic across the caps, against ±0.5.
+    :func:`coarsest_stride` down to 2, cut the grid into blocks. In a block that no triangle touches or
+    comes within ``stride / 2 - 1`` voxels of, w is harmonic: a voxel there takes w interpolated between
+    the block's eight corner samples and is decided where that lies the samples' spread (at least
+    ``OPEN_MARGIN``) from ``base ± 0.5`` (:func:`settle`). A block clear of the mesh but not of the caps
+    does the same with ``base - w``, the mesh's own field, which is harmonic across the caps, and ±0.5.
     Only blocks holding undecided voxels are sampled at the next lattice, so the samples follow the
     surface and the work grows with its area, not with R³. Every other wanted voxel is evaluated.
     """
