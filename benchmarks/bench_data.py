@@ -1,6 +1,7 @@
 """Volumes per second delivered by voxgan's loader against a naive map-style HDF5 Dataset.
 
-Run: ``.venv/bin/python benchmarks/bench_data.py`` (a minute or two on 2 cores; ``--quick``: less).
+Run: ``.venv/bin/python benchmarks/bench_data.py`` (a minute or two on 2 cores; ``--quick``: less;
+``--large``: only voxgan's loader at 64³, 128³ and 256³, batch 8).
 
 Writes synthetic-shape shards with :func:`voxgan.shards.write_shard` into a temporary folder, then times
 whole shuffled epochs at batch 64 (after one warm-up epoch, with persistent workers) and prints one table:
@@ -125,16 +126,37 @@ def time_naive(folder: Path, workers: int, limit: int) -> float:
     return volumes / (time.perf_counter() - start)
 
 
-def voxgan_loader(folder, workers):
+def voxgan_loader(folder, workers, batch=BATCH):
     return make_loader(
-        folder, batch_size=BATCH, num_workers=workers, persistent_workers=workers > 0, pin_memory=False
+        folder, batch_size=batch, num_workers=workers, persistent_workers=workers > 0, pin_memory=False
     )
+
+
+def large_resolutions(epochs: int) -> None:
+    """Print voxgan's loader at 64³, 128³ and 256³ (gzip-4, batch 8, 0 and 2 workers): volumes/s and MiB/s
+    of unpacked uint8 volumes delivered."""
+    print(f"batch 8, shuffled, volumes/s: best of {epochs} epochs after a warm-up epoch")
+    print(f"{'data':12} {'workers':>7} {'volumes/s':>11} {'MiB/s':>8} {'files':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for resolution, count, per_shard in [(64, 512, 128), (128, 128, 32), (256, 32, 8)]:
+            folder = Path(tmp) / f"r{resolution}"
+            size = write_folder(folder, count, resolution, per_shard, "gzip")
+            for workers in (0, 2):
+                rate = time_epochs(voxgan_loader(folder, workers, batch=8), epochs)
+                mib = rate * resolution**3 / 2**20
+                print(
+                    f"{resolution}³ gzip-4 {workers:>7} {rate:>11,.0f} {mib:>8,.0f} {size:>6.1f} MiB",
+                    flush=True,
+                )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and fewer epochs")
+    parser.add_argument("--large", action="store_true", help="only voxgan's loader at 64³, 128³, 256³")
     args = parser.parse_args()
+    if args.large:
+        return large_resolutions(2 if args.quick else 3)
     scale = 4 if args.quick else 1
     epochs = 2 if args.quick else 5
     rows = []

@@ -10,17 +10,21 @@ in one run, each as one fresh process over the whole set:
 * trimesh: ``trimesh.load`` + ``voxelized(pitch).fill()`` of each mesh scaled as voxgan scales it;
 * trimesh: ``trimesh.load`` alone;
 
-and the mean occupancy IoU of voxgan's samples against the exact reference (tests/reference_voxelize.py)
-on the meshes of at most ``--iou-faces`` faces.
+the peak memory (RSS) of voxgan's processes, and the mean occupancy IoU of voxgan's samples against the
+exact reference (tests/reference_voxelize.py) on the meshes of at most ``--iou-faces`` faces. With
+``--compiled-reference`` the reference's winding-number sum (every triangle at every voxel centre) runs
+in voxgan's compiled loop with no group of triangles counted as far, which is the same exact sum
+(tests/ingest/test_kernels.py holds them equal), many times faster at 64³ and 128³.
 
     .venv/bin/python benchmarks/bench_real.py                 # 32³
-    .venv/bin/python benchmarks/bench_real.py --resolution 128 --iou-faces 0 --no-fill
+    .venv/bin/python benchmarks/bench_real.py --resolution 128 --iou-faces 1500 --no-fill --compiled-reference
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -113,9 +117,19 @@ def warm_up(meshes: Path, folder: Path) -> None:
     subprocess.run([*command, "--layout", "flat", "--quiet"], check=True, stdout=subprocess.DEVNULL)
 
 
-def mean_iou(shards_dir: Path, meshes: Path, max_faces: int) -> tuple[float, float, int]:
-    """Mean and worst IoU of voxgan's samples against the exact reference, over meshes of at most
-    ``max_faces`` faces (read with voxgan's reader, mapped by each sample's stored affine)."""
+def compiled_reference_winding(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The reference's exact winding sum, (P, 3), (V, 3), (F, 3) -> (P,), by voxgan's compiled loop with no
+    group of triangles far enough to count by its dipole: every triangle's solid angle at every point."""
+    from voxgan.ingest.winding import clustered_winding_numbers
+
+    triangles = np.asarray(vertices, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
+    triangles = np.ascontiguousarray(triangles[np.isfinite(triangles).all(axis=(1, 2))])
+    return clustered_winding_numbers(np.asarray(points, dtype=np.float64), triangles, beta=np.inf)
+
+
+def mean_iou(shards_dir: Path, meshes: Path, max_faces: int) -> tuple[float, float, str, int]:
+    """Mean and worst IoU of voxgan's samples against the exact reference, and the worst mesh's name,
+    over meshes of at most ``max_faces`` faces (read with voxgan's reader, mapped by the stored affine)."""
     from reference_voxelize import iou, reference_voxelize
 
     from voxgan import shards
@@ -131,10 +145,12 @@ def mean_iou(shards_dir: Path, meshes: Path, max_faces: int) -> tuple[float, flo
                 vertices, faces = load_mesh(meshes / source, meshes)
                 if len(faces) <= max_faces:
                     mapped = apply_transform(vertices, matrix)
-                    scores.append(iou(grid, reference_voxelize(mapped, faces, manifest["resolution"])))
+                    score = iou(grid, reference_voxelize(mapped, faces, manifest["resolution"]))
+                    scores.append((score, source))
     if not scores:
-        return float("nan"), float("nan"), 0
-    return float(np.mean(scores)), float(np.min(scores)), len(scores)
+        return float("nan"), float("nan"), "", 0
+    worst = min(scores)
+    return float(np.mean([score for score, _ in scores])), worst[0], worst[1], len(scores)
 
 
 def main() -> int:
@@ -143,6 +159,7 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--iou-faces", type=int, default=5000, help="IoU on meshes up to this many faces")
     parser.add_argument("--no-fill", action="store_true", help="skip trimesh's fill (slow at 64³+)")
+    parser.add_argument("--compiled-reference", action="store_true", help="the exact sum, compiled")
     args = parser.parse_args()
     meshes = fetch(args.data)
     files = sorted(meshes.iterdir())
@@ -166,17 +183,25 @@ def main() -> int:
     ours = None
     for name, command in commands.items():  # each line as soon as it is measured
         value = timed(command)
+        if ours is None:  # the children waited for so far: voxgan's processes only
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         ours = ours or value
         print(
             f"| {name} | {value:.1f} | {'' if value is ours else f'{value / ours:.2f}× faster'} |", flush=True
         )
     manifest = json.loads((out / "manifest.json").read_text())
     samples = sum(split["count"] for split in manifest["splits"].values())
-    print(f"\nvoxgan: {samples} samples, {len(manifest['errors'])} errors")
+    print(
+        f"\nvoxgan: {samples} samples, {len(manifest['errors'])} errors, peak RSS of a process {peak:.0f} MiB"
+    )
     if args.iou_faces > 0:
-        mean, worst, count = mean_iou(out, meshes, args.iou_faces)
+        if args.compiled_reference:
+            import reference_voxelize
+
+            reference_voxelize.reference_winding = compiled_reference_winding
+        mean, worst, name, count = mean_iou(out, meshes, args.iou_faces)
         print(f"IoU against the exact reference ({count} meshes of <= {args.iou_faces:,} faces): ", end="")
-        print(f"mean {mean:.4f}, worst {worst:.4f}")
+        print(f"mean {mean:.4f}, worst {worst:.4f} ({name})")
     return 0
 
 

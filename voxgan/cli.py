@@ -64,7 +64,7 @@ def voxelize(
         str | None, typer.Option(help="auto | modelnet | shapenet | folder | flat [auto].")
     ] = None,
     resolution: Annotated[
-        int | None, typer.Option(help="Grid size R, a multiple of 8 (16, 32, 64) [16].")
+        int | None, typer.Option(help="Grid size R, a multiple of 8 up to 256 (16, 32, 64, 128, 256) [16].")
     ] = None,
     mode: Annotated[str | None, typer.Option(help="solid | surface [solid].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [number of cores].")] = None,

@@ -322,6 +322,20 @@ def test_usage_errors_exit_2_with_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_256_cubed_shards_hold_the_same_shapes_and_264_is_refused(tmp_path):
+    write_modelnet_tree(tmp_path / "in", train=1, test=0)
+    shares = {}
+    for r in (128, 256):
+        assert voxelize(tmp_path / "in", tmp_path / f"out{r}", resolution=r)["resolution"] == r
+        volumes, _, _ = shards.read_split(tmp_path / f"out{r}", "train")  # every shard checked on the way
+        assert volumes.shape == (2, r, r, r)
+        shares[r] = volumes.mean(axis=(1, 2, 3))  # the share of the grid each shape fills
+    # the same share give or take the surface layer, thinner at 256³
+    assert np.allclose(shares[256], shares[128], rtol=0.1) and (shares[256] > 0.01).all()
+    done = run_cli("voxelize", tmp_path / "in", tmp_path / "out264", "--resolution", 264)
+    assert done.returncode == 2 and "multiple of 8" in done.stderr and done.stderr.count("\n") == 1
+
+
 def test_no_mesh_or_no_sample_exits_1(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")

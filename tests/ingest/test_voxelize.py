@@ -8,11 +8,13 @@ from scipy import ndimage
 from tests.accuracy_set import accuracy_set, box, inverted, join, to_grid
 from tests.reference_voxelize import iou, reference_inside, reference_voxelize
 from voxgan.errors import VoxganError
+from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest.voxelize import (
     inside_voxels,
     resample_axis_aligned,
     resample_by_points,
     resample_occupancy,
+    settle_numpy,
     surface_voxels,
     voxelize,
 )
@@ -265,3 +267,31 @@ def test_a_triangle_soup_with_shuffled_orientation_matches_the_reference():
     corners[flipped] = corners[flipped][:, ::-1]
     vertices, faces = corners.reshape(-1, 3), np.arange(3 * len(corners)).reshape(-1, 3)
     assert iou(voxelize(vertices, faces, 16), reference_voxelize(vertices, faces, 16)) >= 0.99
+
+
+def test_the_compiled_and_the_numpy_settle_decide_the_same_voxels():
+    """Blocks with and without a margin, values near and far from base ± 0.5, voxels on lattice planes."""
+    kernels = compiled_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed: only the numpy path exists")
+    rng = np.random.default_rng(3)
+    for resolution, stride in [(16, 2), (23, 4), (32, 8)]:
+        lattice = np.unique(np.append(np.arange(0, resolution, stride), resolution - 1))
+        n = len(lattice) - 1
+        sampled = rng.normal(0.5, 0.6, (n + 1,) * 3)
+        margins = np.where(rng.random((n,) * 3) < 0.2, np.inf, rng.uniform(0.05, 0.3, (n,) * 3)).astype(
+            np.float32
+        )
+        base = rng.integers(-1, 2, (resolution,) * 3).astype(np.int32)
+        undecided = rng.random((resolution,) * 3) < 0.8
+        results = []
+        for settle in (kernels.settle, settle_numpy):
+            inside, left = np.zeros_like(undecided), undecided.copy()
+            if settle is settle_numpy:
+                settle(inside, left, sampled, margins, lattice, base)
+            else:
+                settle(lattice.astype(np.int64), sampled, margins, base, inside, left)
+            results.append((inside, left))
+        (inside_a, left_a), (inside_b, left_b) = results
+        assert np.array_equal(left_a, left_b) and np.array_equal(inside_a, inside_b), resolution
+        assert 0 < left_a.sum() < undecided.sum()  # some voxels decided, some not

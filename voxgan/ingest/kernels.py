@@ -47,7 +47,7 @@ def compiled_kernels():
         from numba.extending import register_jitable
     except ImportError:
         return None
-    for helper in (half_solid_angle, triangle_solid_angle, group_dipole, edge_side, sign):
+    for helper in (half_solid_angle, triangle_solid_angle, group_dipole, edge_side, sign, trilinear):
         register_jitable(helper)  # callable from the loops below, compiled into them
     loops = {
         "overlap": overlap_loop,
@@ -56,6 +56,7 @@ def compiled_kernels():
         "moments": group_moments_loop,
         "parts": vertex_parts_loop,
         "decimals": decimal_loop,
+        "settle": settle_loop,
     }
     signatures = kernel_signatures(numba.types)
     try:
@@ -83,6 +84,7 @@ def kernel_signatures(nb) -> dict[str, tuple]:
         "moments": (f8_3, i8_1, i8_1, f8_2, f8_2, f8_1),
         "parts": (nb.int64[:, ::1], i8_1),
         "decimals": (nb.Array(nb.uint8, 1, "C", readonly=True), f8_1),
+        "settle": (i8_1, f8_3, nb.float32[:, :, ::1], nb.int32[:, :, ::1]) + (nb.boolean[:, :, ::1],) * 2,
     }
 
 
@@ -279,21 +281,12 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
                     for m in range(3):  # edge m × unit axis u: a point v projects to (v × edge)_u
                         if closed_apart:
                             break
-                        ex, ey, ez = edge[m, 0], edge[m, 1], edge[m, 2]
                         o = (m + 2) % 3
                         for u in range(3):
-                            if u == 0:
-                                p1 = rel[m, 1] * ez - rel[m, 2] * ey
-                                p2 = rel[o, 1] * ez - rel[o, 2] * ey
-                                radius = 0.5 * (abs(ey) + abs(ez))
-                            elif u == 1:
-                                p1 = rel[m, 2] * ex - rel[m, 0] * ez
-                                p2 = rel[o, 2] * ex - rel[o, 0] * ez
-                                radius = 0.5 * (abs(ex) + abs(ez))
-                            else:
-                                p1 = rel[m, 0] * ey - rel[m, 1] * ex
-                                p2 = rel[o, 0] * ey - rel[o, 1] * ex
-                                radius = 0.5 * (abs(ex) + abs(ey))
+                            b, c = (u + 1) % 3, (u + 2) % 3
+                            p1 = rel[m, b] * edge[m, c] - rel[m, c] * edge[m, b]
+                            p2 = rel[o, b] * edge[m, c] - rel[o, c] * edge[m, b]
+                            radius = 0.5 * (abs(edge[m, b]) + abs(edge[m, c]))
                             low, high = min(p1, p2), max(p1, p2)
                             closed_apart |= low > radius or high < -radius
                             open_apart |= radius > 0 and (low >= radius or high <= -radius)
@@ -364,6 +357,50 @@ def column_crossing_loop(triangles, resolution, counts):  # compiled by numba
                 below = min(max(math.ceil((d0 * z2 + d1 * z0 + d2 * z1) / area - 0.5), 0), r)
                 if below > 0:
                     counts[i, j, below - 1] += s0
+
+
+def settle_loop(lattice, sampled, margins, base, inside, undecided):  # compiled by numba
+    """Decide, in place, each undecided voxel whose w, interpolated in a block, is a margin from base ± 0.5.
+
+    lattice : (L,) int64 voxel indices; sampled : (L, L, L) float64, w at the lattice's points; margins :
+    (L-1, L-1, L-1) float32, each block's margin (+inf: none); base : (R, R, R) int32; inside,
+    undecided : (R, R, R) bool. Block (a, b, c) spans voxels lattice[a]..lattice[a+1] (both ends)
+    along x, and so on; the same rule as :func:`voxgan.ingest.voxelize.settle`.
+    """
+    n = lattice.shape[0] - 1
+    for a in range(n):
+        for b in range(n):
+            for c in range(n):
+                margin = margins[a, b, c]
+                if math.isinf(margin):
+                    continue
+                for i in range(lattice[a], lattice[a + 1] + 1):
+                    tx = (i - lattice[a]) / (lattice[a + 1] - lattice[a])
+                    for j in range(lattice[b], lattice[b + 1] + 1):
+                        ty = (j - lattice[b]) / (lattice[b + 1] - lattice[b])
+                        for k in range(lattice[c], lattice[c + 1] + 1):
+                            if not undecided[i, j, k]:
+                                continue
+                            tz = (k - lattice[c]) / (lattice[c + 1] - lattice[c])
+                            w = trilinear(sampled, a, b, c, tx, ty, tz)
+                            below, above = base[i, j, k] - 0.5, base[i, j, k] + 0.5
+                            if w - margin > below and w + margin < above:
+                                undecided[i, j, k] = False
+                            elif w + margin <= below or w - margin >= above:
+                                inside[i, j, k] = True
+                                undecided[i, j, k] = False
+
+
+def trilinear(sampled, a, b, c, tx, ty, tz):  # compiled by numba
+    """sampled (L, L, L) interpolated in the cell from (a, b, c) at fractions (tx, ty, tz): along x,
+    then y, then z, each as ``low * (1 - t) + high * t`` (exact at t = 0 and 1), like the numpy path."""
+    c00 = sampled[a, b, c] * (1 - tx) + sampled[a + 1, b, c] * tx
+    c01 = sampled[a, b, c + 1] * (1 - tx) + sampled[a + 1, b, c + 1] * tx
+    c10 = sampled[a, b + 1, c] * (1 - tx) + sampled[a + 1, b + 1, c] * tx
+    c11 = sampled[a, b + 1, c + 1] * (1 - tx) + sampled[a + 1, b + 1, c + 1] * tx
+    c0 = c00 * (1 - ty) + c10 * ty
+    c1 = c01 * (1 - ty) + c11 * ty
+    return c0 * (1 - tz) + c1 * tz
 
 
 def two_level_winding_loop(

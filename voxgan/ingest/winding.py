@@ -60,7 +60,9 @@ def column_winding(triangles: np.ndarray, resolution: int) -> np.ndarray:
         kernels.columns(np.ascontiguousarray(triangles, dtype=np.float64), resolution, counts)
     else:
         column_crossings_numpy(triangles, resolution, counts)
-    return np.flip(np.flip(counts, axis=2).cumsum(axis=2, dtype=np.int32), axis=2)
+    downward = counts[:, :, ::-1]
+    np.cumsum(downward, axis=2, out=downward)  # in place, from the top down: one grid, not three
+    return counts
 
 
 def column_crossings_numpy(triangles: np.ndarray, resolution: int, counts: np.ndarray) -> None:
@@ -107,14 +109,9 @@ def clustered_winding_numbers(
     if kernels is None and len(triangles) * len(points) <= EXACT_PAIRS:
         return winding_numbers(points, triangles)
     centroids = (triangles[:, 0] + triangles[:, 1] + triangles[:, 2]) / 3
-    cells = np.floor(centroids / cell).astype(np.int64)
-    cells -= cells.min(axis=0)
-    span = cells.max(axis=0) + 1
-    keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
-    order = np.argsort(keys, kind="stable")
-    triangles, centroids, keys = triangles[order], centroids[order], keys[order]
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-    ends = np.append(starts[1:], len(keys))
+    order, starts, _ = cell_groups(centroids, cell)
+    triangles, centroids = triangles[order], centroids[order]
+    ends = np.append(starts[1:], len(triangles))
     vector_area = 0.5 * np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
     area = np.sqrt((vector_area**2).sum(axis=1)) + 1e-300
     group_normal = np.add.reduceat(vector_area, starts, axis=0)  # (G, 3)
@@ -159,6 +156,32 @@ def clustered_winding_numbers(
     return result
 
 
+def cell_keys(points: np.ndarray, cell: float) -> np.ndarray:
+    """Which cube of side ``cell`` holds each point, as one int each: (P, 3)  ->  (P,) int64."""
+    cells = np.floor(points / cell).astype(np.int64)
+    cells -= cells.min(axis=0)
+    span = cells.max(axis=0) + 1
+    return (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
+
+
+def cell_groups(
+    centroids: np.ndarray, cell: float, split: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Triangles grouped by the cube of side ``cell`` holding their centroid, and within it by the cube of
+    side ``cell / split``.
+
+    centroids : (F, 3)  ->  (order : (F,), starts : (G,), large_starts : (H,)): ``order`` sorts the
+    triangles (stably) so that each small cube's lie together, small group g from ``starts[g]``, and
+    each large cube's small groups lie together, large group h from small group ``large_starts[h]``.
+    """
+    large, small = cell_keys(centroids, cell), cell_keys(centroids, cell / split)
+    order = np.lexsort((small, large))
+    large, small = large[order], small[order]
+    starts = np.flatnonzero(np.concatenate([[True], (small[1:] != small[:-1]) | (large[1:] != large[:-1])]))
+    large_starts = np.flatnonzero(np.concatenate([[True], large[starts[1:]] != large[starts[:-1]]]))
+    return order, starts, large_starts
+
+
 def open_winding_function(triangles: np.ndarray, cell: float):
     """A function from points (P, 3) to winding numbers (P,) of the triangles (F, 3, 3).
 
@@ -171,27 +194,13 @@ def open_winding_function(triangles: np.ndarray, cell: float):
     if kernels is None or len(triangles) == 0:
         return lambda points: clustered_winding_numbers(points, triangles, cell=cell)
     centroids = (triangles[:, 0] + triangles[:, 1] + triangles[:, 2]) / 3
-    large = np.floor(centroids / cell).astype(np.int64)
-    large -= large.min(axis=0)
-    span = large.max(axis=0) + 1
-    large_count = len(np.unique((large[:, 0] * span[1] + large[:, 1]) * span[2] + large[:, 2]))
+    large_count = len(np.unique(cell_keys(centroids, cell)))
     split = 1
     while len(triangles) / large_count / (split * split) > SUBGROUP_TRIANGLES and split < 8:
         split *= 2
-    small = np.floor(centroids * (split / cell)).astype(np.int64)
-    small -= small.min(axis=0) // split * split
-    large = small // split
-    span = large.max(axis=0) + 1
-    local = small % split
-    keys = ((large[:, 0] * span[1] + large[:, 1]) * span[2] + large[:, 2]) * split**3 + (
-        (local[:, 0] * split + local[:, 1]) * split + local[:, 2]
-    )
-    order = np.argsort(keys, kind="stable")
-    triangles, keys = np.ascontiguousarray(triangles[order]), keys[order]
-    large_keys = keys // split**3
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))  # small groups
-    ends = np.append(starts[1:], len(keys))
-    large_starts = np.flatnonzero(np.concatenate([[True], large_keys[starts[1:]] != large_keys[starts[:-1]]]))
+    order, starts, large_starts = cell_groups(centroids, cell, split)
+    triangles = np.ascontiguousarray(triangles[order])
+    ends = np.append(starts[1:], len(triangles))  # small group h: triangles starts[h]:ends[h]
     large_ends = np.append(large_starts[1:], len(starts))  # large group g: small groups in that range
     small_centre, small_normal, small_radius = (
         np.empty((len(starts), 3)),
