@@ -42,3 +42,23 @@ def test_json_lines_append_one_record_a_line_with_numpy_numbers_as_floats(tmp_pa
     append_json_line(target, {"step": 2})
     records = [json.loads(line) for line in target.read_text().splitlines()]
     assert records == [{"step": 1, "fid": 0.5}, {"step": 2}]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_mode_a_new_file_gets_under_the_umask(tmp_path, umask, mode):
+    """Checkpoints, shards and pictures are readable by colleagues where the umask lets them be, as any
+    new file is, not owner-only as a temporary file is made."""
+    import stat
+    import subprocess
+    import sys
+
+    script = (
+        f"import os; os.umask({umask}); from pathlib import Path; import h5py; "
+        "from voxgan.atomic import atomic_path, write_once, write_text_atomic; "
+        f"folder = Path({str(tmp_path)!r}); write_text_atomic(folder / 'a.json', '{{}}'); "
+        "write_once(folder / 'b.bin', b'x')\n"
+        "with atomic_path(folder / 'c.h5') as tmp: h5py.File(tmp, 'w').close()"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    for name in ("a.json", "b.bin", "c.h5"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

@@ -2,7 +2,9 @@
 
 Every writer here writes to a temporary name in the destination's folder, flush it to disk, then rename it
 over the destination (``os.replace`` is atomic within one file system); on an error the temporary file
-is removed and the destination is untouched.
+is removed and the destination is untouched. A file written here gets the permissions any new file gets
+(``0o666`` less the process's umask, so colleagues on a shared file system can read it), not the
+owner-only ones of a temporary file.
 """
 
 from __future__ import annotations
@@ -17,11 +19,28 @@ from pathlib import Path
 from typing import IO
 
 
+def process_umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+NEW_FILE_MODE = 0o666 & ~process_umask()  # what open() would give a new file
+
+
+def temporary_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """A new temporary file beside ``path`` (fd, name), with the mode a new file gets, not ``0o600``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, NEW_FILE_MODE)
+    return fd, tmp
+
+
 @contextmanager
 def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[str]:
     """Yield a temporary path beside ``path`` for writers that take a name (h5py); rename on success."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = temporary_beside(path, suffix)
     os.close(fd)
     try:
         yield tmp
@@ -65,7 +84,7 @@ def write_once(path: Path, data: bytes) -> bool:
     one wins, and every reader sees a whole file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
