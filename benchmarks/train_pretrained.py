@@ -58,17 +58,18 @@ def machine() -> str:
     return f"{cpu_model()}, torch {torch.__version__}"
 
 
-def package(name: str, run: Path, shards: Path, command: str, minutes: float | None) -> Path:
+def package(name: str, run: Path, shards: Path, command: str) -> Path:
     """Evaluate the run's best checkpoint (its latest without one) and write ``voxgan/pretrained/<name>``."""
     best = run / "checkpoints" / "best.pt"
     checkpoint = best if best.is_file() else checkpoint_path(run)
+    seconds = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["train_seconds"]
     record = evaluate_run(checkpoint, shards, split="test", folder=run / f"pretrained-{name}")
     kept = ("nna_iou", "cov_iou", "mmd_iou", "nna_cd", "fid", "class_accuracy", "confident", "one_piece")
     about = {
         "name": name,
         "data": "the built-in shapes (voxgan shapes, seed 0; voxgan voxelize): 1,000 train, 200 test volumes",
         "command": command,
-        "training_minutes": minutes,
+        "training_minutes": round(seconds / 60, 1),
         "step": load_generator(checkpoint).step,
         "machine": machine(),
         "evaluation": {key: record[key] for key in kept if record.get(key) is not None},
@@ -77,7 +78,8 @@ def package(name: str, run: Path, shards: Path, command: str, minutes: float | N
     }
     out = ROOT / "voxgan" / "pretrained" / f"{name}.pt"
     write_generator_file(checkpoint, out, about)
-    (out.with_suffix(".md")).write_text(f"# {name}\n\n`{command}`\n\n{record['table']}\n")
+    table = record["table"].replace(str(shards), "shards")
+    out.with_suffix(".md").write_text(f"# {name}\n\n`{command}`\n\n{table}\n")
     return out
 
 
@@ -97,12 +99,14 @@ def main() -> None:
     shards = shards_for(resolution, args.work)
     train = ["train", "--data", str(shards), "--time-limit", f"{args.minutes:g}", "--eval-every", "500"]
     train += ["--seed", "0", *extra, "--out", str(args.work / "runs" / args.name)]
-    command = "OMP_NUM_THREADS=1 voxgan " + " ".join(train).replace(str(shards), "shards")
+    command = f"OMP_NUM_THREADS=1 voxgan {' '.join(train[:-2])} --out runs/{args.name}".replace(
+        str(shards), "shards"
+    )
     run = args.package
     if run is None:
         voxgan(*train, cwd=args.work)
         run = sorted((args.work / "runs" / args.name).iterdir())[-1]
-    out = package(args.name, run, shards, command, args.minutes)
+    out = package(args.name, run, shards, command)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) from {run}")
 
 

@@ -4,7 +4,8 @@ Each ``<name>.pt`` is a generator file: a checkpoint cut down to what generating
 ``format_version``, ``voxgan_version``, ``config``, ``step``, ``ema``; no critic, no optimiser), plus
 ``pretrained``, a dict saying how it was made and how it scored. It loads like any checkpoint, through
 :func:`voxgan.model.runs.load_generator` with ``torch.load(weights_only=True)``, offline.
-``benchmarks/train_pretrained.py`` trains and writes them; ``voxgan/pretrained/README.md`` lists them.
+``benchmarks/train_pretrained.py`` trains and writes them, each with ``<name>.md`` beside it: its command
+and its evaluation table.
 """
 
 from __future__ import annotations
