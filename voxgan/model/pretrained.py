@@ -50,9 +50,3 @@ def write_generator_file(checkpoint: Path, out: Path, about: dict) -> None:
     with atomic_open(out) as handle:
         torch.save({**kept, "pretrained": about}, handle)
 
-
-def pretrained_about(path: Path) -> dict:
-    """The ``pretrained`` dict of a generator file (how it was made and how it scored); {} when absent."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    about = state.get("pretrained", {}) if isinstance(state, dict) else {}
-    return about if isinstance(about, dict) else {}
