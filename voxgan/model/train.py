@@ -147,13 +147,31 @@ def train(
     if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         runs = [r for r in list_runs(Path(config.out)) if (r / "checkpoints" / "latest.pt").is_file()]
         resume = runs[-1] if runs else None
+    finished = False
     try:
-        return run_training(config, resume, device, rank, world_size, evaluate, changes)
+        run_dir = run_training(config, resume, device, rank, world_size, evaluate, changes)
+        finished = True
+        return run_dir
+    except TrainingStopped:
+        finished = True  # every rank stops at the same step after a signal
+        raise
     finally:
         if started_here:
-            import torch.distributed as dist
+            leave_process_group(finished)
 
-            dist.destroy_process_group()
+
+def leave_process_group(finished: bool) -> None:
+    """Tear down the process group this process started. After a run that finished, every rank first
+    frees its DDP wrappers (they hold the group) and waits for the others, so that no rank closes its
+    connections while another still uses them: a rank leaving early could abort in the group's threads."""
+    import gc
+
+    import torch.distributed as dist
+
+    if finished:
+        gc.collect()
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def run_training(
