@@ -358,6 +358,13 @@ def train(
     critic_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the critic, e.g. 4 or 4,8; 'none'.")
     ] = "4",
+    augment: Annotated[
+        str,
+        typer.Option(
+            help="What the critic sees, transformed alike for real and generated volumes (DiffAugment): "
+            "translation, cutout, both (translation,cutout) or none. Helps on small datasets."
+        ),
+    ] = "none",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generator (CUDA).")] = False,
 ) -> None:
     """Train the self-attention WGAN-GP on shards or a synthetic source; writes runs/NNNNN-*/.
@@ -407,6 +414,7 @@ def train(
         penalty_every=penalty_every,
         epoch_size=epoch_size,
         compile=compile,
+        augment=_names(augment),
     )
     try:
         check_config(config)
@@ -592,6 +600,13 @@ def _grid_sizes(text: str, hint: str) -> tuple[int, ...]:
         message = f"expected sizes like 8 or 4,8 or none, got {text!r}"
         raise typer.BadParameter(message, param_hint=hint) from None
     return sizes
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """Parse 'translation,cutout' or 'none' into a tuple of names (checked with the config)."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    return tuple(part.strip().lower() for part in text.split(","))
 
 
 def _typed(ctx: typer.Context, name: str) -> bool:

@@ -72,12 +72,26 @@ def test_conditional_run_gives_a_class_conditional_generator(tmp_path):
     assert volumes.shape == (4, 1, 16, 16, 16)
 
 
+def test_augmented_runs_train_through_the_augmentation_and_record_it(tmp_path):
+    plain = train(TrainConfig(out=str(tmp_path / "plain"), steps=2, epoch_size=40, **TINY))
+    policy = ("translation", "cutout")
+    run = train(TrainConfig(out=str(tmp_path / "aug"), steps=2, epoch_size=40, augment=policy, **TINY))
+    assert load_generator(run).config.augment == policy
+    weights, plain_weights = load_checkpoint(run)["generator"], load_checkpoint(plain)["generator"]
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert any(not torch.equal(v, plain_weights[k]) for k, v in weights.items())  # it saw other volumes
+    again = train(TrainConfig(out=str(tmp_path / "again"), steps=2, epoch_size=40, augment=policy, **TINY))
+    assert all(torch.equal(v, load_checkpoint(again)["generator"][k]) for k, v in weights.items())
+
+
 def test_bad_option_values_exit_2(tmp_path):
     done = voxgan_train("--resolution", "24", cwd=tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("voxgan: error: ")
     assert "--resolution: resolution must be 16, 32 or 64, got 24" in lines[0]
+    done = voxgan_train("--augment", "translation,rotation", cwd=tmp_path)
+    assert done.returncode == 2 and "--augment: augment must be among translation, cutout" in done.stderr
 
 
 def test_diverging_run_skips_non_finite_updates_then_stops_with_exit_1(tmp_path):

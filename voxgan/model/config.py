@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from voxgan.errors import ConfigError
+from voxgan.model.augment import AUGMENTATIONS
 from voxgan.model.networks import Critic, Generator, resolution_steps
 
 DEFAULT_EPOCHS = 50  # when neither --steps, --epochs nor --time-limit is given
@@ -84,6 +85,7 @@ class TrainConfig:
     penalty_weight: float = 10.0
     penalty_every: int = 1
     penalty_fraction: float = 1.0
+    augment: tuple[str, ...] = ()  # what the critic sees, transformed (DiffAugment): see model/augment.py
     channels_last: bool = True  # channels-last 3D memory format (faster convolutions on CPU and CUDA)
     ema_decay: float = 0.999
     max_nonfinite: int = 10  # optimiser updates in a row with a non-finite loss or gradient before stopping
@@ -195,6 +197,7 @@ def check_config(config: TrainConfig) -> None:
         ("lr_critic", config.lr_critic > 0, "must be positive"),
         ("ema_decay", 0 <= config.ema_decay < 1, "must be in [0, 1)"),
         ("attention_pool", config.attention_pool >= 1, "must be at least 1"),
+        ("augment", set(config.augment) <= set(AUGMENTATIONS), f"must be among {', '.join(AUGMENTATIONS)}"),
     ]
     for name, ok, message in checks:
         if not ok:

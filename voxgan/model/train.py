@@ -364,6 +364,7 @@ def train_step(
             weight,
             plan.penalty_samples,
             plan.autocast,
+            config.augment,
         )  # [loss, wasserstein, penalty, grad norm]
         count_critic_update(progress, values, penalise)
 
@@ -377,6 +378,7 @@ def train_step(
         labels,
         noise,
         plan.autocast,
+        config.augment,
     )  # [loss, grad norm]
     count_generator_update(progress, values)
     update_ema(networks.ema, networks.generator, config.ema_decay, progress.step)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from voxgan.model.augment import diff_augment
 from voxgan.model.loss import generator_loss
 
 
@@ -24,8 +25,10 @@ def critic_update(
     penalty_weight: float,
     penalty_samples: int,
     autocast,
+    augment: tuple[str, ...] = (),
 ) -> torch.Tensor:
-    """One critic update on a real batch (B, 1, R, R, R) and a fresh fake one.
+    """One critic update on a real batch (B, 1, R, R, R) and a fresh fake one, both seen through the
+    ``augment`` policy (:mod:`voxgan.model.augment`).
 
     Returns a (4,) tensor, without a host sync: loss, Wasserstein estimate, penalty (0 when not applied)
     and gradient norm.
@@ -34,6 +37,8 @@ def critic_update(
     alpha = torch.rand(len(real), device=real.device, generator=noise)
     with torch.no_grad(), autocast:
         fake = generator(z, labels).float()  # (B, 1, R, R, R)
+    if augment:
+        real, fake = diff_augment(real, augment, noise), diff_augment(fake, augment, noise)
     with autocast:
         loss, wasserstein, penalty = objective(real, fake, labels, alpha, penalty_weight, penalty_samples)
     norm = optimiser_update(optimiser, loss)
@@ -49,13 +54,18 @@ def generator_update(
     labels: torch.Tensor | None,
     noise: torch.Generator,
     autocast,
+    augment: tuple[str, ...] = (),
 ) -> torch.Tensor:
-    """One generator update against the frozen critic; returns [loss, grad norm] as a (2,) tensor."""
+    """One generator update against the frozen critic, which sees its volumes through ``augment``;
+    returns [loss, grad norm] as a (2,) tensor."""
     device = next(critic.parameters()).device
     critic.requires_grad_(False)
     z = torch.randn(batch_size, latent_dim, device=device, generator=noise)
     with autocast:
-        loss = generator_loss(critic(generator(z, labels), labels).float())
+        fake = generator(z, labels)
+        if augment:
+            fake = diff_augment(fake, augment, noise)
+        loss = generator_loss(critic(fake, labels).float())
     norm = optimiser_update(optimiser, loss)
     critic.requires_grad_(True)
     return torch.stack([loss.detach(), norm])
