@@ -49,4 +49,3 @@ def write_generator_file(checkpoint: Path, out: Path, about: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(out) as handle:
         torch.save({**kept, "pretrained": about}, handle)
-
