@@ -358,6 +358,13 @@ def train(
     critic_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the critic, e.g. 4 or 4,8; 'none'.")
     ] = "4",
+    output_layer: Annotated[
+        str,
+        typer.Option(
+            help="The generator's last doubling: transposed (a transposed convolution) or resize "
+            "(nearest up-sampling and a 3³ convolution: smoother surfaces, a little slower)."
+        ),
+    ] = "transposed",
     augment: Annotated[
         str,
         typer.Option(
@@ -415,6 +422,7 @@ def train(
         epoch_size=epoch_size,
         compile=compile,
         augment=_names(augment),
+        output_layer=output_layer,
     )
     try:
         check_config(config)

@@ -26,6 +26,8 @@ def test_a_config_round_trips_through_json_and_ignores_unknown_keys():
         (dict(penalty_fraction=0.0), "penalty_fraction must be in"),
         (dict(lr_critic=0.0), "lr_critic must be positive"),
         (dict(time_limit=0.0), "time_limit must be positive"),
+        (dict(output_layer="deconvolution"), "output_layer must be one of transposed, resize"),
+        (dict(augment=("translation", "flip")), "augment must be among translation, cutout"),
     ],
 )
 def test_check_config_names_the_bad_option(change, message):

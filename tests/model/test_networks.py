@@ -140,3 +140,15 @@ def test_networks_built_without_arguments_are_the_default_recipes():
         assert repr(built) == repr(expected)
         shapes = {k: v.shape for k, v in built.state_dict().items()}
         assert shapes == {k: v.shape for k, v in expected.state_dict().items()}
+
+
+def test_the_resize_output_layer_makes_no_checkerboard_where_the_transposed_one_does():
+    """A constant feature map gives a constant volume inside (the faces see the zero padding)."""
+    torch.manual_seed(0)
+    for layer, patterned in (("transposed", True), ("resize", False)):
+        generator = Generator(16, width=4, output_layer=layer)
+        channels = generator.blocks[-1].conv.out_channels
+        with torch.no_grad():
+            volume = generator.to_volume(torch.ones(1, channels, 8, 8, 8))[0, 0, 2:-2, 2:-2, 2:-2]
+        assert volume.shape == (12, 12, 12)
+        assert (volume.max() - volume.min() > 1e-3) == patterned, layer

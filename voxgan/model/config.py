@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from voxgan.errors import ConfigError
 from voxgan.model.augment import AUGMENTATIONS
-from voxgan.model.networks import Critic, Generator, resolution_steps
+from voxgan.model.networks import OUTPUT_LAYERS, Critic, Generator, resolution_steps
 
 DEFAULT_EPOCHS = 50  # when neither --steps, --epochs nor --time-limit is given
 DEFAULT_RESOLUTION = 16  # of a config that does not say, before the data has said
@@ -27,6 +27,7 @@ NETWORK_FIELDS = (
     "key_divisor",
     "attention_pool",
     "full_resolution_features",
+    "output_layer",
 )
 # Options that say how often something is written: steps ("500") or training time ("10m").
 INTERVAL_FIELDS = ("log_every", "checkpoint_every", "samples_every")
@@ -78,6 +79,7 @@ class TrainConfig:
     key_divisor: int = 8
     attention_pool: int = 2  # keys and values of attention on maps above 4³ pooled by this
     full_resolution_features: bool = False  # True: voxgan 0.1's networks (a convolution at R³ on both sides)
+    output_layer: str = "transposed"  # the generator's last doubling: transposed or resize (see Generator)
     lr_generator: float = 4e-4
     lr_critic: float = 8e-4
     betas: tuple[float, float] = (0.0, 0.9)
@@ -197,6 +199,7 @@ def check_config(config: TrainConfig) -> None:
         ("lr_critic", config.lr_critic > 0, "must be positive"),
         ("ema_decay", 0 <= config.ema_decay < 1, "must be in [0, 1)"),
         ("attention_pool", config.attention_pool >= 1, "must be at least 1"),
+        ("output_layer", config.output_layer in OUTPUT_LAYERS, f"must be one of {', '.join(OUTPUT_LAYERS)}"),
         ("augment", set(config.augment) <= set(AUGMENTATIONS), f"must be among {', '.join(AUGMENTATIONS)}"),
     ]
     for name, ok, message in checks:
@@ -245,6 +248,7 @@ def build_generator(config: TrainConfig) -> Generator:
         config.key_divisor,
         config.attention_pool,
         config.full_resolution_features,
+        config.output_layer,
     )
 
 

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 BASE_RESOLUTION = 4  # both networks start (generator) or end (critic) at a 4³ feature map
 RESOLUTIONS = (16, 32, 64)
+OUTPUT_LAYERS = ("transposed", "resize")  # the generator's last doubling (see Generator)
 
 
 def channels_at(resolution: int, out_resolution: int, width: int, max_multiplier: int = 8) -> int:
@@ -140,6 +141,9 @@ class Generator(nn.Module):
     key_divisor : query/key channels = C // key_divisor.
     attention_pool : keys and values of attention on maps above 4³ are pooled by this (1: not pooled).
     full_resolution_features : the layout of voxgan 0.1 (see the module docstring).
+    output_layer : the last doubling of the lean layout: ``transposed`` (a 4³ transposed convolution, as
+        3D-GAN) or ``resize`` (nearest up-sampling, then a 3³ convolution: no checkerboard pattern, Odena et
+        al. 2016; about 3× that layer's cost).
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class Generator(nn.Module):
         key_divisor: int = 8,
         attention_pool: int = 2,
         full_resolution_features: bool = False,
+        output_layer: str = "transposed",
     ):
         super().__init__()
         self.resolution, self.latent_dim, self.num_classes = resolution, latent_dim, num_classes
@@ -174,6 +179,8 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         if full_resolution_features:
             self.to_volume = nn.Conv3d(channels, 1, 3, padding=1)
+        elif output_layer == "resize":
+            self.to_volume = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv3d(channels, 1, 3, padding=1))
         else:
             self.to_volume = nn.ConvTranspose3d(channels, 1, 4, stride=2, padding=1)
 
