@@ -114,7 +114,7 @@ class TrainConfig:
 
 
 # The value of each option added after voxgan 0.1 that gives the runs saved before it existed.
-BEFORE_THEY_EXISTED = {"attention_pool": 1, "full_resolution_features": True}
+BEFORE_THEY_EXISTED = {"attention_pool": 1, "full_resolution_features": True, "output_layer": "transposed"}
 
 # The design voxgan grew from, as stated: transposed convolutions with R³ features in the generator,
 # convolutions in the critic, one self-attention layer each, WGAN-GP with λ = 10 and the penalty on each of
