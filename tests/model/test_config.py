@@ -28,6 +28,7 @@ def test_a_config_round_trips_through_json_and_ignores_unknown_keys():
         (dict(time_limit=0.0), "time_limit must be positive"),
         (dict(output_layer="deconvolution"), "output_layer must be one of transposed, resize"),
         (dict(augment=("translation", "flip")), "augment must be among translation, cutout"),
+        (dict(output_layer="resize", full_resolution_features=True), "needs full_resolution_features False"),
     ],
 )
 def test_check_config_names_the_bad_option(change, message):

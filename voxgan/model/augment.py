@@ -7,7 +7,9 @@ differentiable), so it learns the untransformed distribution. Every transformati
 - ``translation``: each volume shifted by up to R/16 voxels along each axis, empty voxels shifted in;
 - ``cutout``: an axis-aligned box of half the grid's side, at a random place in each volume, emptied.
 
-Both are indexing and masking only, so the gradient penalty's second derivative passes through them.
+Both are indexing and masking only: differentiable, cheap, the same on any device. Volumes voxelized from
+meshes stand centred on the floor of the grid; a critic that sees them shifted cannot tell where a shape
+stands, so ``translation`` lets samples drift (BENCHMARKS.md): it is for datasets too small for the critic.
 """
 
 from __future__ import annotations

@@ -200,6 +200,11 @@ def check_config(config: TrainConfig) -> None:
         ("ema_decay", 0 <= config.ema_decay < 1, "must be in [0, 1)"),
         ("attention_pool", config.attention_pool >= 1, "must be at least 1"),
         ("output_layer", config.output_layer in OUTPUT_LAYERS, f"must be one of {', '.join(OUTPUT_LAYERS)}"),
+        (
+            "output_layer",
+            config.output_layer == "transposed" or not config.full_resolution_features,
+            "other than transposed needs full_resolution_features False",
+        ),
         ("augment", set(config.augment) <= set(AUGMENTATIONS), f"must be among {', '.join(AUGMENTATIONS)}"),
     ]
     for name, ok, message in checks:
