@@ -9,6 +9,7 @@ optimiser) at ``voxgan/pretrained/<name>.pt``, with its table at ``<name>.md``.
 
     .venv/bin/python benchmarks/train_pretrained.py shapes-16 --minutes 110
     .venv/bin/python benchmarks/train_pretrained.py shapes-16-cond --minutes 110
+    .venv/bin/python benchmarks/train_pretrained.py shapes-32-cond --minutes 120
     .venv/bin/python benchmarks/train_pretrained.py shapes-16 --package runs/pretrained/00000-shards-16
 
 ``--package RUN`` skips training and writes the generator file of a run trained by the same command.
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = {  # name -> (resolution, extra options of voxgan train)
     "shapes-16": (16, []),
     "shapes-16-cond": (16, ["--conditional"]),
-    "shapes-32-cond": (32, ["--conditional"]),
+    "shapes-32-cond": (32, ["--conditional", "--generator-width", "8", "--critic-width", "8"]),
 }
 
 

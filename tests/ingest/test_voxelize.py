@@ -10,12 +10,18 @@ from tests.reference_voxelize import iou, reference_inside, reference_voxelize
 from voxgan.errors import VoxganError
 from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest.voxelize import (
+    blocks_holding,
+    blocks_holding_numpy,
+    blocks_near,
+    blocks_near_numpy,
+    blocks_spanning,
     inside_voxels,
     resample_axis_aligned,
     resample_by_points,
     resample_occupancy,
     settle_numpy,
     surface_voxels,
+    voxel_list,
     voxelize,
 )
 from voxgan.ingest.winding import open_winding_function, winding_numbers
@@ -295,3 +301,40 @@ def test_the_compiled_and_the_numpy_settle_decide_the_same_voxels():
         (inside_a, left_a), (inside_b, left_b) = results
         assert np.array_equal(left_a, left_b) and np.array_equal(inside_a, inside_b), resolution
         assert 0 < left_a.sum() < undecided.sum()  # some voxels decided, some not
+
+
+@pytest.mark.parametrize("resolution", [16, 40, 136])
+def test_blocks_near_a_surface_are_those_within_their_grown_span_in_both_paths(resolution):
+    """A block takes its voxels' w from its corners only when no surface voxel lies within ``grow`` of it:
+    the compiled and the numpy marking must find exactly the blocks a plain scan finds, on lattices whose
+    last block is short (40 and 136 are not multiples of the stride)."""
+    rng = np.random.default_rng(resolution)
+    surface = rng.random((resolution,) * 3) < 0.002
+    voxels = voxel_list(surface)
+    kernels = compiled_kernels()
+    stride = 2
+    while stride <= max(2, resolution // 8):
+        lattice = np.unique(np.append(np.arange(0, resolution, stride), resolution - 1))
+        grow, n = stride // 2 - 1, len(lattice) - 1
+        expected = np.zeros((n,) * 3, dtype=bool)
+        for a, b, c in np.ndindex(n, n, n):
+            span = tuple(slice(max(lattice[q] - grow, 0), lattice[q + 1] + grow + 1) for q in (a, b, c))
+            expected[a, b, c] = surface[span].any()
+        first, last = blocks_spanning(lattice, grow)
+        for mark in [blocks_near_numpy] + ([] if kernels is None else [kernels.near]):
+            near = np.zeros((n,) * 3, dtype=bool)
+            mark(voxels, first, last, near)
+            assert np.array_equal(near, expected), (stride, mark)
+        assert np.array_equal(blocks_near(voxels, lattice, grow), expected)
+        stride *= 2
+
+
+def test_the_compiled_and_the_numpy_block_reductions_agree():
+    """Which blocks still hold undecided voxels decides where the next lattice samples."""
+    rng = np.random.default_rng(3)
+    for resolution, stride in [(16, 2), (40, 4), (136, 16)]:
+        voxels = rng.random((resolution,) * 3) < 0.0005
+        lattice = np.unique(np.append(np.arange(0, resolution, stride), resolution - 1))
+        expected = blocks_holding_numpy(voxels, lattice)
+        assert expected.any() and not expected.all()
+        assert np.array_equal(blocks_holding(voxels, lattice), expected)

@@ -52,11 +52,14 @@ def compiled_kernels():
     loops = {
         "overlap": overlap_loop,
         "columns": column_crossing_loop,
+        "column_inside": column_inside_loop,
         "two_level": two_level_winding_loop,
         "moments": group_moments_loop,
         "parts": vertex_parts_loop,
         "decimals": decimal_loop,
         "settle": settle_loop,
+        "near": blocks_near_loop,
+        "holding": blocks_holding_loop,
     }
     signatures = kernel_signatures(numba.types)
     try:
@@ -80,11 +83,14 @@ def kernel_signatures(nb) -> dict[str, tuple]:
     return {
         "overlap": (f8_3, nb.int64, nb.boolean[:, :, ::1], nb.boolean[:, :, ::1]),
         "columns": (f8_3, nb.int64, nb.int32[:, :, ::1]),
+        "column_inside": (nb.int32[:, :, ::1], nb.boolean[:, :, ::1], nb.boolean[:, :, ::1]),
         "two_level": (f8_2, f8_3, i8_1, i8_1, f8_2, f8_2, f8_1, i8_1, i8_1, f8_2, f8_2, f8_1, f8_1),
         "moments": (f8_3, i8_1, i8_1, f8_2, f8_2, f8_1),
         "parts": (nb.int64[:, ::1], i8_1),
         "decimals": (nb.Array(nb.uint8, 1, "C", readonly=True), f8_1),
         "settle": (i8_1, f8_3, nb.float32[:, :, ::1], nb.int32[:, :, ::1]) + (nb.boolean[:, :, ::1],) * 2,
+        "near": (nb.int64[:, ::1], i8_1, i8_1, nb.boolean[:, :, ::1]),
+        "holding": (nb.boolean[:, :, ::1], i8_1, nb.boolean[:, :, ::1]),
     }
 
 
@@ -357,6 +363,50 @@ def column_crossing_loop(triangles, resolution, counts):  # compiled by numba
                 below = min(max(math.ceil((d0 * z2 + d1 * z0 + d2 * z1) / area - 0.5), 0), r)
                 if below > 0:
                     counts[i, j, below - 1] += s0
+
+
+def column_inside_loop(counts, skip, inside):  # compiled by numba
+    """Mark, in place, the voxels whose +z ray crosses the surface a nonzero signed number of times.
+
+    counts : (R, R, R) int32, crossings added by :func:`column_crossing_loop`; skip, inside : (R, R, R)
+    bool. ``inside[i, j, k]`` becomes ``sum(counts[i, j, k:]) != 0 and not skip[i, j, k]``: one pass
+    from the top of each column down, where numpy needs a cumulative sum, a comparison and a mask.
+    """
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            total = 0
+            for k in range(counts.shape[2] - 1, -1, -1):
+                total += counts[i, j, k]
+                inside[i, j, k] = total != 0 and not skip[i, j, k]
+
+
+def blocks_near_loop(voxels, first, last, near):  # compiled by numba
+    """Mark, in place, the blocks near each listed voxel.
+
+    voxels : (N, 3) int64 voxel indices; first, last : (R,) int64, the first and last block whose grown
+    span holds a voxel index (the same along every axis); near : (n, n, n) bool.
+    """
+    for v in range(voxels.shape[0]):
+        x, y, z = voxels[v, 0], voxels[v, 1], voxels[v, 2]
+        for a in range(first[x], last[x] + 1):
+            for b in range(first[y], last[y] + 1):
+                for c in range(first[z], last[z] + 1):
+                    near[a, b, c] = True
+
+
+def blocks_holding_loop(voxels, block_of, holding):  # compiled by numba
+    """Mark, in place, the blocks that hold a True voxel: one pass over the grid.
+
+    voxels : (R, R, R) bool; block_of : (R,) int64, the block of each voxel index (the same along every
+    axis); holding : (n, n, n) bool.
+    """
+    for i in range(voxels.shape[0]):
+        a = block_of[i]
+        for j in range(voxels.shape[1]):
+            b = block_of[j]
+            for k in range(voxels.shape[2]):
+                if voxels[i, j, k]:
+                    holding[a, b, block_of[k]] = True
 
 
 def settle_loop(lattice, sampled, margins, base, inside, undecided):  # compiled by numba

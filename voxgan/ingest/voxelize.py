@@ -35,7 +35,13 @@ from voxgan.errors import VoxganError
 from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest.overlap import all_axes, overlap_masks
 from voxgan.ingest.topology import front_faces, hole_caps, is_closed, vertex_parts
-from voxgan.ingest.winding import CLUSTER_CELL, column_winding, open_winding_function, winding_numbers
+from voxgan.ingest.winding import (
+    CLUSTER_CELL,
+    column_inside,
+    column_winding,
+    open_winding_function,
+    winding_numbers,
+)
 from voxgan.shards import MODES
 
 OPEN_MARGIN = 0.05  # lattice samples of a winding field decide a block at least this far from a half-integer
@@ -137,10 +143,11 @@ def inside_mask(
     evaluated (reported False), or None  ->  inside : (R, R, R) bool.
     """
     r = touched.shape[0]
-    wanted = np.ones(touched.shape, dtype=bool) if skip is None else ~skip
+    skip = np.zeros(touched.shape, dtype=bool) if skip is None else skip
     if len(triangles) == 0:
         return np.zeros(touched.shape, dtype=bool)
     if not is_closed(faces):
+        wanted = ~skip
         front = front_faces(faces)
         if not front.all():  # back faces cancel their fronts: w = 0 everywhere without this
             triangles, faces = triangles[front], faces[front]
@@ -152,7 +159,7 @@ def inside_mask(
         closed = column_winding(np.concatenate([triangles, caps]), r)  # mesh + caps: an integer field
         caps_touch = overlap_masks(caps, r)[1]
         return lattice_inside(open_winding_function(caps, cell), closed, caps_touch, wanted, touched)
-    inside = (np.abs(column_winding(outward_parts(triangles, faces), r)) >= 1) & wanted
+    inside = column_inside(outward_parts(triangles, faces), r, skip)
     if not inside.any():  # a closed mesh with nothing inside may be double-sided
         front = front_faces(faces)
         if not front.all():
@@ -186,7 +193,7 @@ def lattice_inside(
     r = touched.shape[0]
     base = np.zeros(touched.shape, np.int32) if base is None else np.ascontiguousarray(base, np.int32)
     inside, undecided = np.zeros(touched.shape, dtype=bool), wanted.copy()
-    prefixes = [box_prefix(touched)] + ([] if mesh_touched is None else [box_prefix(mesh_touched)])
+    surfaces = [voxel_list(touched)] + ([] if mesh_touched is None else [voxel_list(mesh_touched)])
     field = SampledField(winding, r)
     zero = np.zeros(touched.shape, np.int32)  # the base of base - w; its pages stay unallocated
     stride = coarsest_stride(r)
@@ -194,7 +201,7 @@ def lattice_inside(
         lattice = np.unique(np.append(np.arange(0, r, stride), r - 1))  # (L,) voxel indices of the samples
         grow = stride // 2 - 1
         pending = blocks_holding(undecided, lattice)
-        clear = [pending & (box_counts(p, lattice[:-1] - grow, lattice[1:] + grow) == 0) for p in prefixes]
+        clear = [pending & ~blocks_near(voxels, lattice, grow) for voxels in surfaces]
         if len(clear) == 2:
             clear[1] &= ~clear[0]
         sampled = field.at_corners(lattice, np.logical_or.reduce(clear))
@@ -244,14 +251,9 @@ def settle_numpy(inside, undecided, sampled, margins, lattice, base) -> None:
     undecided &= ~(outside | within)
 
 
-def box_prefix(voxels: np.ndarray) -> np.ndarray:
-    """The inclusive 3-D prefix sum of a mask, a leading 0 added: (R, R, R) bool  ->  (R+1,) * 3 int32."""
-    prefix = np.zeros(tuple(n + 1 for n in voxels.shape), dtype=np.int32)
-    sums = prefix[1:, 1:, 1:]
-    np.cumsum(voxels, axis=0, dtype=np.int32, out=sums)
-    np.cumsum(sums, axis=1, out=sums)  # in place: one grid, not three
-    np.cumsum(sums, axis=2, out=sums)
-    return prefix
+def voxel_list(voxels: np.ndarray) -> np.ndarray:
+    """The indices of a mask's True voxels: (R, R, R) bool  ->  (N, 3) int64, C-contiguous."""
+    return np.ascontiguousarray(np.argwhere(voxels), dtype=np.int64)
 
 
 def coarsest_stride(resolution: int) -> int:
@@ -293,26 +295,39 @@ class SampledField:
         return sampled
 
 
-def box_counts(prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Touched voxels in each box of a block grid, from a 3-D prefix sum.
+def blocks_near(voxels: np.ndarray, lattice: np.ndarray, grow: int) -> np.ndarray:
+    """Which blocks of a lattice hold a listed voxel or lie within ``grow`` voxels of one.
 
-    prefix : (R+1, R+1, R+1) int, the inclusive prefix sum padded with a leading 0; lo, hi : (n,) int,
-    the boxes' first and last voxel along each axis (clipped to the grid)  ->  (n, n, n) int.
+    voxels : (N, 3) int64 voxel indices (:func:`voxel_list`); lattice : (L,) int, the blocks' corners
+    (block b spans lattice[b]..lattice[b+1], both ends); grow : int >= 0  ->  (L-1, L-1, L-1) bool.
+    The work grows with N (the surface), not with the grid.
     """
-    r = prefix.shape[0] - 1
-    a, b = np.clip(lo, 0, r), np.clip(hi + 1, 0, r)
-    x0, y0, z0 = np.ix_(a, a, a)
-    x1, y1, z1 = np.ix_(b, b, b)
-    return (
-        prefix[x1, y1, z1]
-        - prefix[x0, y1, z1]
-        - prefix[x1, y0, z1]
-        - prefix[x1, y1, z0]
-        + prefix[x0, y0, z1]
-        + prefix[x0, y1, z0]
-        + prefix[x1, y0, z0]
-        - prefix[x0, y0, z0]
-    )
+    n = len(lattice) - 1
+    near = np.zeros((n, n, n), dtype=bool)
+    first, last = blocks_spanning(lattice, grow)
+    kernels = compiled_kernels()
+    if kernels is None:
+        blocks_near_numpy(voxels, first, last, near)
+    else:
+        kernels.near(voxels, first, last, near)
+    return near
+
+
+def blocks_spanning(lattice: np.ndarray, grow: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first and the last block whose span, grown by ``grow``, holds each voxel index: (L,)  ->  (R,)
+    int64 each."""
+    index = np.arange(lattice[-1] + 1)
+    first = np.searchsorted(lattice[1:] + grow, index, side="left")
+    return first, np.searchsorted(lattice[:-1] - grow, index, side="right") - 1
+
+
+def blocks_near_numpy(voxels, first, last, near) -> None:
+    """:func:`voxgan.ingest.kernels.blocks_near_loop` in vectorised numpy (the same blocks, in place)."""
+    low, high = first[voxels], last[voxels]  # (N, 3) each
+    for offset in np.ndindex(*(int(np.max(high - low, initial=0)) + 1,) * 3):
+        blocks = low + offset
+        keep = (blocks <= high).all(axis=1)
+        near[tuple(blocks[keep].T)] = True
 
 
 def blocks_holding(voxels: np.ndarray, lattice: np.ndarray) -> np.ndarray:
@@ -321,6 +336,18 @@ def blocks_holding(voxels: np.ndarray, lattice: np.ndarray) -> np.ndarray:
     Block b is taken as voxels lattice[b]..lattice[b+1]-1 (the last block to the grid's end): each
     voxel counts in one block.
     """
+    kernels = compiled_kernels()
+    if kernels is None:
+        return blocks_holding_numpy(voxels, lattice)
+    n = len(lattice) - 1
+    block_of = np.minimum(np.searchsorted(lattice, np.arange(voxels.shape[0]), side="right") - 1, n - 1)
+    holding = np.zeros((n, n, n), dtype=bool)
+    kernels.holding(voxels, block_of, holding)
+    return holding
+
+
+def blocks_holding_numpy(voxels: np.ndarray, lattice: np.ndarray) -> np.ndarray:
+    """:func:`blocks_holding` in numpy: a logical or over each block, one axis at a time."""
     for axis in range(3):
         voxels = np.logical_or.reduceat(voxels, lattice[:-1], axis=axis)
     return voxels

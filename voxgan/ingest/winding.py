@@ -54,14 +54,37 @@ def column_winding(triangles: np.ndarray, resolution: int) -> np.ndarray:
     is crossed once per triangle (:func:`voxgan.ingest.kernels.column_crossing_loop`), ties on shared
     edges and corners broken consistently. A centre lying exactly on the surface counts as just above it.
     """
+    counts = column_crossings(triangles, resolution)
+    downward = counts[:, :, ::-1]
+    np.cumsum(downward, axis=2, out=downward)  # in place, from the top down: one grid, not three
+    return counts
+
+
+def column_inside(triangles: np.ndarray, resolution: int, skip: np.ndarray) -> np.ndarray:
+    """Where :func:`column_winding` is not 0, outside ``skip``: the inside of a closed mesh.
+
+    triangles : (F, 3, 3) in grid coordinates; skip : (R, R, R) bool, voxels reported False  ->  (R, R, R)
+    bool. One compiled pass over the crossings (:func:`voxgan.ingest.kernels.column_inside_loop`).
+    """
+    kernels = compiled_kernels()
+    if kernels is None:
+        return (column_winding(triangles, resolution) != 0) & ~skip
+    inside = np.empty((resolution,) * 3, dtype=bool)
+    kernels.column_inside(column_crossings(triangles, resolution), np.ascontiguousarray(skip), inside)
+    return inside
+
+
+def column_crossings(triangles: np.ndarray, resolution: int) -> np.ndarray:
+    """Each triangle's signed crossing with each column, at the highest voxel centre below it.
+
+    triangles : (F, 3, 3)  ->  (R, R, R) int32 (summed from the top down they give :func:`column_winding`).
+    """
     counts = np.zeros((resolution,) * 3, dtype=np.int32)
     kernels = compiled_kernels()
     if kernels is not None:
         kernels.columns(np.ascontiguousarray(triangles, dtype=np.float64), resolution, counts)
     else:
         column_crossings_numpy(triangles, resolution, counts)
-    downward = counts[:, :, ::-1]
-    np.cumsum(downward, axis=2, out=downward)  # in place, from the top down: one grid, not three
     return counts
 
 
