@@ -27,8 +27,6 @@ from tests.meshfiles import (
 )
 from voxgan import shards
 from voxgan.ingest import pipeline
-from voxgan.ingest.mesh import weld_vertices
-from voxgan.ingest.topology import is_closed
 
 
 def run_cli(*args, **kwargs):
@@ -346,23 +344,6 @@ def test_no_mesh_or_no_sample_exits_1(tmp_path):
     done = run_cli("voxelize", tmp_path / "broken", tmp_path / "out2", "--workers", 1)
     assert done.returncode == 1 and "no sample written" in done.stderr
     assert len(json.loads((tmp_path / "out2" / "manifest.json").read_text())["errors"]) == 16
-
-
-def test_soups_and_split_seams_are_welded_closed_without_changing_a_triangle():
-    vertices, faces = furniture(7)
-    assert is_closed(faces)
-    soup = vertices[faces].reshape(-1, 3)
-    welded, welded_faces = weld_vertices(soup, np.arange(len(soup)).reshape(-1, 3))
-    assert len(welded) == len(np.unique(vertices, axis=0)) < len(soup)
-    assert np.array_equal(welded[welded_faces], vertices[faces]) and is_closed(welded_faces)
-    seamed = faces.copy()  # every second face on copies of its vertices, as glTF splits seams
-    seamed[1::2] += len(vertices)
-    split_vertices = np.concatenate([vertices, vertices])
-    assert not is_closed(seamed)
-    welded, welded_faces = weld_vertices(split_vertices, seamed)
-    assert is_closed(welded_faces) and np.array_equal(welded[welded_faces], vertices[faces])
-    untouched = weld_vertices(welded, welded_faces)
-    assert untouched[0] is welded and untouched[1] is welded_faces
 
 
 def test_a_full_disk_ends_in_one_line_loses_nothing_and_resumes_to_the_same_shards(tmp_path, full_disk_dir):

@@ -9,6 +9,7 @@ from tests.accuracy_set import accuracy_set, box, inverted, join, to_grid
 from tests.reference_voxelize import iou, reference_inside, reference_voxelize
 from voxgan.errors import VoxganError
 from voxgan.ingest.kernels import compiled_kernels
+from voxgan.ingest.topology import is_closed, welded_faces
 from voxgan.ingest.voxelize import (
     blocks_holding,
     blocks_holding_numpy,
@@ -338,3 +339,19 @@ def test_the_compiled_and_the_numpy_block_reductions_agree():
         expected = blocks_holding_numpy(voxels, lattice)
         assert expected.any() and not expected.all()
         assert np.array_equal(blocks_holding(voxels, lattice), expected)
+
+
+def test_soups_and_meshes_split_at_seams_are_welded_closed_without_changing_a_triangle():
+    torus = trimesh.creation.torus(5.0, 2.0, major_sections=24, minor_sections=12)
+    vertices, faces = torus.vertices + 8.0, torus.faces
+    assert is_closed(faces)
+    seamed = faces.copy()  # every second face on copies of its vertices, as glTF splits seams
+    seamed[1::2] += len(vertices)
+    split = np.concatenate([vertices, vertices])
+    soup = vertices[faces].reshape(-1, 3)
+    for mesh_vertices, mesh_faces in [(split, seamed), (soup, np.arange(len(soup)).reshape(-1, 3))]:
+        assert not is_closed(mesh_faces)
+        welded = welded_faces(mesh_vertices[mesh_faces])
+        assert is_closed(welded)
+        assert welded.max() + 1 == len(vertices)  # one vertex per position, as the torus has
+        assert np.array_equal(voxelize(mesh_vertices, mesh_faces, 16), voxelize(vertices, faces, 16))

@@ -20,7 +20,6 @@ from voxgan.ingest.frame import (
     snap_to_planes,
     up_axis_for,
 )
-from voxgan.ingest.mesh import weld_vertices
 from voxgan.ingest.voxelize import resample_occupancy, voxelize
 
 
@@ -68,7 +67,7 @@ def occupancy_of(settings: Settings, source: str) -> tuple[np.ndarray, np.ndarra
             )
         occupancy = resample_occupancy(read.occupancy, mesh_to_grid @ read.voxel_to_mesh, r)
     else:
-        vertices, faces = weld_vertices(*read)
+        vertices, faces = read
         if settings.grid_coords:
             mesh_to_grid = grid_coords_transform(up_axis, settings.scale)
             grid_vertices = snap_to_planes(apply_transform(vertices, mesh_to_grid))

@@ -79,6 +79,28 @@ def vertex_parts(faces: np.ndarray) -> tuple[int, np.ndarray]:
     return connected_components(links.tocsr(), directed=False)
 
 
+def welded_faces(triangles: np.ndarray) -> np.ndarray:
+    """Corner indices that give corners at exactly the same position one vertex.
+
+    triangles : (F, 3, 3)  ->  faces : (F, 3) int64. A triangle soup (three corners of its own per face,
+    as STL stores) or a mesh split along its seams (glTF and OBJ split vertices where normals or texture
+    coordinates change) shares no edge across the split and looks open; welded, it is the closed mesh
+    it is. No triangle changes. (Two positions whose hashes collide may be left apart, which only costs
+    time; positions are compared bit for bit, so nothing different is merged.)
+    """
+    bits = np.ascontiguousarray(triangles, dtype=np.float64).reshape(-1, 3).view(np.uint64)
+    key = bits[:, 0] * np.uint64(0x9E3779B97F4A7C15)  # a hash of each corner's position: one sort of
+    key ^= bits[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)  # one key, several times faster than a lexsort of
+    key ^= bits[:, 2] * np.uint64(0x165667B19E3779F9)  # three; equal rows end up side by side
+    order = np.argsort(key)
+    ordered = bits[order]
+    starts = np.ones(len(ordered), dtype=bool)
+    starts[1:] = any_axis(ordered[1:] != ordered[:-1])
+    index = np.empty(len(ordered), dtype=np.int64)
+    index[order] = np.cumsum(starts) - 1
+    return index.reshape(-1, 3)
+
+
 def hole_caps(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Triangles that close an open mesh: with them every directed edge is matched by its reverse.
 

@@ -10,7 +10,8 @@ occupancy grids are (R, R, R) bool indexed ``[x, y, z]``. Geometry outside [0, R
   which settles most triangles of a detailed mesh without running the full test.
 * **Inside**: a voxel centre is inside when the generalized winding number (Jacobson et al. 2013)
   satisfies ``|w| >= 0.5``. The absolute value makes fully inverted meshes (``w = -1`` inside) fill
-  like outward-facing ones. A closed mesh's ``w`` (every directed edge matched by its reverse) is an
+  like outward-facing ones. A closed mesh's ``w`` (every directed edge matched by its reverse, corners
+  at exactly the same position counted as one vertex, so soups and meshes split at seams close) is an
   integer, the signed crossings of a +z ray: one pass over the triangles counts them for every column
   of centres at once, exactly (ties on shared edges broken by simulation of simplicity). Closed parts
   with a negative signed volume are reversed first, so an inverted part overlapping another does not
@@ -34,7 +35,7 @@ import numpy as np
 from voxgan.errors import VoxganError
 from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest.overlap import all_axes, overlap_masks
-from voxgan.ingest.topology import front_faces, hole_caps, is_closed, vertex_parts
+from voxgan.ingest.topology import front_faces, hole_caps, is_closed, vertex_parts, welded_faces
 from voxgan.ingest.winding import (
     CLUSTER_CELL,
     column_inside,
@@ -146,6 +147,8 @@ def inside_mask(
     skip = np.zeros(touched.shape, dtype=bool) if skip is None else skip
     if len(triangles) == 0:
         return np.zeros(touched.shape, dtype=bool)
+    if not is_closed(faces):
+        faces = welded_faces(triangles)
     if not is_closed(faces):
         wanted = ~skip
         front = front_faces(faces)
