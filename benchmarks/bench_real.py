@@ -18,6 +18,9 @@ in voxgan's compiled loop with no group of triangles counted as far, which is th
 
     .venv/bin/python benchmarks/bench_real.py                 # 32³
     .venv/bin/python benchmarks/bench_real.py --resolution 128 --iou-faces 1500 --no-fill --compiled-reference
+    git worktree add /tmp/before COMMIT && .venv/bin/python benchmarks/bench_real.py --baseline /tmp/before
+
+``--baseline DIR`` also times ``python -m voxgan voxelize`` run from another checkout, in the same run.
 """
 
 from __future__ import annotations
@@ -98,14 +101,14 @@ for path in sorted(Path(sys.argv[3]).iterdir()):
 """
 
 
-def timed(command: list[str]) -> float:
-    """Wall seconds of one process."""
+def timed(command: list[str], cwd: Path | None = None) -> float:
+    """Wall seconds of one process (``python -m voxgan`` run in a checkout's folder runs that checkout)."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
     return time.perf_counter() - start
 
 
-def warm_up(meshes: Path, folder: Path) -> None:
+def warm_up(meshes: Path, folder: Path, cwd: Path | None = None) -> None:
     """One small voxgan run first, so that numba's compiled kernels are in its on-disk cache (compiling
     them takes about a minute once per install; every later process loads them)."""
     few = folder / "meshes"
@@ -114,7 +117,7 @@ def warm_up(meshes: Path, folder: Path) -> None:
     for path in sorted(meshes.iterdir())[:3]:
         shutil.copyfile(path, few / path.name)
     command = [sys.executable, "-m", "voxgan", "voxelize", str(few), str(folder / "out"), "--workers", "1"]
-    subprocess.run([*command, "--layout", "flat", "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*command, "--layout", "flat", "--quiet"], check=True, stdout=subprocess.DEVNULL, cwd=cwd)
 
 
 def compiled_reference_winding(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -160,7 +163,13 @@ def main() -> int:
     parser.add_argument("--iou-faces", type=int, default=5000, help="IoU on meshes up to this many faces")
     parser.add_argument("--no-fill", action="store_true", help="skip trimesh's fill (slow at 64³+)")
     parser.add_argument("--compiled-reference", action="store_true", help="the exact sum, compiled")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another voxgan checkout (git worktree add DIR COMMIT) timed the same way, side by side",
+    )
     args = parser.parse_args()
+    args.data = args.data.resolve()  # the baseline runs in its own folder
     meshes = fetch(args.data)
     files = sorted(meshes.iterdir())
     faces = sorted(trimesh_faces(p) for p in files)
@@ -178,11 +187,17 @@ def main() -> int:
     }
     if args.no_fill:
         del commands["trimesh load + voxelized().fill()"]
-    warm_up(meshes, args.data / "warm-up")
+    folders = {name: ROOT for name in commands}
+    if args.baseline:
+        name = f"voxgan voxelize, {args.baseline.name} (baseline)"
+        baseline_out = str(args.data / f"shards-{r}-baseline")
+        commands[name], folders[name] = [*voxgan[:5], baseline_out, *voxgan[6:]], args.baseline.resolve()
+        warm_up(meshes, args.data / "warm-up-baseline", folders[name])
+    warm_up(meshes, args.data / "warm-up", ROOT)
     print(f"\n| {r}³, one process each | seconds | voxgan is |\n|---|---:|---:|")
     ours = None
     for name, command in commands.items():  # each line as soon as it is measured
-        value = timed(command)
+        value = timed(command, folders[name])
         if ours is None:  # the children waited for so far: voxgan's processes only
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         ours = ours or value

@@ -35,11 +35,14 @@ def test_a_shipped_generator_is_a_small_plain_data_file_of_the_default_recipe(na
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert set(state) == {*GENERATOR_KEYS, "pretrained"}  # no critic, no optimiser
     loaded = load_generator(path)
-    default = TrainConfig()
-    for option in ("generator_width", "generator_attention", "latent_dim"):
-        assert getattr(loaded.config, option) == getattr(default, option), option
-    assert loaded.generator.num_classes == (10 if name.endswith("-cond") else 0)
     about = state["pretrained"]
+    default = TrainConfig()
+    for option in ("generator_width", "critic_width", "generator_attention", "latent_dim"):
+        flag = "--" + option.replace("_", "-")
+        value = getattr(loaded.config, option)  # the default, or what the recorded command asked for
+        assert value == getattr(default, option) or f"{flag} {value}" in about["command"], option
+    assert loaded.generator.num_classes == (10 if name.endswith("-cond") else 0)
+    assert loaded.config.resolution == int(name.split("-")[1])
     assert about["name"] == name and about["step"] == loaded.step > 0
     assert 0.45 <= about["evaluation"]["nna_iou"] <= 1 and "voxgan train" in about["command"]
     with pytest.raises(Exception, match="incomplete"):
