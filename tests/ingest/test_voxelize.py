@@ -11,6 +11,8 @@ from voxgan.errors import VoxganError
 from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest.topology import is_closed, welded_faces
 from voxgan.ingest.voxelize import (
+    OPEN_MARGIN,
+    block_margins,
     blocks_holding,
     blocks_holding_numpy,
     blocks_near,
@@ -286,18 +288,16 @@ def test_the_compiled_and_the_numpy_settle_decide_the_same_voxels():
         lattice = np.unique(np.append(np.arange(0, resolution, stride), resolution - 1))
         n = len(lattice) - 1
         sampled = rng.normal(0.5, 0.6, (n + 1,) * 3)
-        margins = np.where(rng.random((n,) * 3) < 0.2, np.inf, rng.uniform(0.05, 0.3, (n,) * 3)).astype(
-            np.float32
-        )
+        eligible = rng.random((n,) * 3) < 0.8
         base = rng.integers(-1, 2, (resolution,) * 3).astype(np.int32)
         undecided = rng.random((resolution,) * 3) < 0.8
         results = []
         for settle in (kernels.settle, settle_numpy):
             inside, left = np.zeros_like(undecided), undecided.copy()
             if settle is settle_numpy:
-                settle(inside, left, sampled, margins, lattice, base)
+                settle(inside, left, sampled, block_margins(sampled, eligible), lattice, base)
             else:
-                settle(lattice.astype(np.int64), sampled, margins, base, inside, left)
+                settle(lattice.astype(np.int64), sampled, eligible, OPEN_MARGIN, base, inside, left)
             results.append((inside, left))
         (inside_a, left_a), (inside_b, left_b) = results
         assert np.array_equal(left_a, left_b) and np.array_equal(inside_a, inside_b), resolution

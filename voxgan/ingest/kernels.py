@@ -88,7 +88,8 @@ def kernel_signatures(nb) -> dict[str, tuple]:
         "moments": (f8_3, i8_1, i8_1, f8_2, f8_2, f8_1),
         "parts": (nb.int64[:, ::1], i8_1),
         "decimals": (nb.Array(nb.uint8, 1, "C", readonly=True), f8_1),
-        "settle": (i8_1, f8_3, nb.float32[:, :, ::1], nb.int32[:, :, ::1]) + (nb.boolean[:, :, ::1],) * 2,
+        "settle": (i8_1, f8_3, nb.boolean[:, :, ::1], nb.float64, nb.int32[:, :, ::1])
+        + (nb.boolean[:, :, ::1],) * 2,
         "near": (nb.int64[:, ::1], i8_1, i8_1, nb.boolean[:, :, ::1]),
         "holding": (nb.boolean[:, :, ::1], i8_1, nb.boolean[:, :, ::1]),
     }
@@ -409,21 +410,27 @@ def blocks_holding_loop(voxels, block_of, holding):  # compiled by numba
                     holding[a, b, block_of[k]] = True
 
 
-def settle_loop(lattice, sampled, margins, base, inside, undecided):  # compiled by numba
+def settle_loop(lattice, sampled, eligible, floor, base, inside, undecided):  # compiled by numba
     """Decide, in place, each undecided voxel whose w, interpolated in a block, is a margin from base ± 0.5.
 
-    lattice : (L,) int64 voxel indices; sampled : (L, L, L) float64, w at the lattice's points; margins :
-    (L-1, L-1, L-1) float32, each block's margin (+inf: none); base : (R, R, R) int32; inside,
-    undecided : (R, R, R) bool. Block (a, b, c) spans voxels lattice[a]..lattice[a+1] (both ends)
-    along x, and so on; the same rule as :func:`voxgan.ingest.voxelize.settle`.
+    lattice : (L,) int64 voxel indices; sampled : (L, L, L) float64, w at the lattice's points; eligible :
+    (L-1, L-1, L-1) bool, the blocks to visit; floor : the smallest margin; base : (R, R, R) int32; inside,
+    undecided : (R, R, R) bool. Block (a, b, c) spans voxels lattice[a]..lattice[a+1] (both ends) along x,
+    and so on; its margin is the spread of its eight corner samples, at least ``floor``, as float32: the
+    same rule as :func:`voxgan.ingest.voxelize.settle_numpy` with
+    :func:`voxgan.ingest.voxelize.block_margins`.
     """
     n = lattice.shape[0] - 1
     for a in range(n):
         for b in range(n):
             for c in range(n):
-                margin = margins[a, b, c]
-                if math.isinf(margin):
+                if not eligible[a, b, c]:
                     continue
+                low = high = sampled[a, b, c]
+                for corner in range(1, 8):
+                    value = sampled[a + (corner >> 2), b + ((corner >> 1) & 1), c + (corner & 1)]
+                    low, high = min(low, value), max(high, value)
+                margin = np.float64(np.float32(max(high - low, floor)))
                 for i in range(lattice[a], lattice[a + 1] + 1):
                     tx = (i - lattice[a]) / (lattice[a + 1] - lattice[a])
                     for j in range(lattice[b], lattice[b + 1] + 1):

@@ -208,10 +208,10 @@ def lattice_inside(
         if len(clear) == 2:
             clear[1] &= ~clear[0]
         sampled = field.at_corners(lattice, np.logical_or.reduce(clear))
-        settle(inside, undecided, sampled, block_margins(sampled, clear[0]), lattice, base)
+        settle(inside, undecided, sampled, clear[0], lattice, base)
         if len(clear) == 2:
             shifted = base[np.ix_(lattice, lattice, lattice)] - sampled
-            settle(inside, undecided, shifted, block_margins(shifted, clear[1]), lattice, zero)
+            settle(inside, undecided, shifted, clear[1], lattice, zero)
         stride //= 2
     points = np.flatnonzero(undecided)
     flat = inside.reshape(-1)
@@ -219,20 +219,22 @@ def lattice_inside(
     return inside
 
 
-def settle(inside, undecided, sampled, margins, lattice, base) -> None:
+def settle(inside, undecided, sampled, eligible, lattice, base) -> None:
     """Decide, in place, undecided voxels whose w, interpolated in a block, lies a margin from ``base ± 0.5``.
 
-    inside, undecided : (R, R, R) bool; sampled : (L, L, L) float, w at the lattice's points; margins :
-    (L-1, L-1, L-1) float32, each block's margin (+inf: none); lattice : (L,) int; base : (R, R, R)
-    int32. w is interpolated trilinearly between a block's corners; a voxel on a lattice plane lies in
-    the blocks on both sides of it, which agree on w there, and the smaller margin counts. The compiled
-    loop (:func:`voxgan.ingest.kernels.settle_loop`) visits only the blocks with a margin.
+    inside, undecided : (R, R, R) bool; sampled : (L, L, L) float, w at the lattice's points; eligible :
+    (L-1, L-1, L-1) bool, the blocks whose voxels may take w from their corners; lattice : (L,) int; base :
+    (R, R, R) int32. w is interpolated trilinearly between a block's corners; a block's margin is the
+    spread of its corners (:func:`block_margins`); a voxel on a lattice plane lies in the blocks on both
+    sides of it, which agree on w there, and the smaller margin counts. The compiled loop
+    (:func:`voxgan.ingest.kernels.settle_loop`) visits only the eligible blocks.
     """
     kernels = compiled_kernels()
     if kernels is None:
-        settle_numpy(inside, undecided, sampled, margins, lattice, base)
+        settle_numpy(inside, undecided, sampled, block_margins(sampled, eligible), lattice, base)
     else:
-        kernels.settle(lattice.astype(np.int64), sampled, margins, base, inside, undecided)
+        lattice = lattice.astype(np.int64)
+        kernels.settle(lattice, sampled, np.ascontiguousarray(eligible), OPEN_MARGIN, base, inside, undecided)
 
 
 def settle_numpy(inside, undecided, sampled, margins, lattice, base) -> None:
