@@ -4,7 +4,8 @@ Fetches the meshes that Debian packages ship (``cura``: printer beds and parts, 
 test meshes, ``assimp-testmodels``: assimp's format samples) with ``apt-get download`` and ``dpkg-deb -x``
 into ``data/real/`` (ignored by git), keeps the mesh files both voxgan and trimesh read (OBJ, OFF, STL,
 PLY, GLB; 2 KB to 2 MB; no point clouds, no deliberately broken files) in ``data/real/set/``, then times
-in one run, each as one fresh process over the whole set:
+in one run, each as one fresh process over the whole set, the commands in turn for ``--rounds`` rounds
+(medians reported: single runs on a shared machine vary by a third):
 
 * ``voxgan voxelize SET OUT --resolution R --workers 1`` (process start, imports, parse, voxelize, write);
 * trimesh: ``trimesh.load`` + ``voxelized(pitch).fill()`` of each mesh scaled as voxgan scales it;
@@ -29,6 +30,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -163,6 +165,7 @@ def main() -> int:
     parser.add_argument("--iou-faces", type=int, default=5000, help="IoU on meshes up to this many faces")
     parser.add_argument("--no-fill", action="store_true", help="skip trimesh's fill (slow at 64³+)")
     parser.add_argument("--compiled-reference", action="store_true", help="the exact sum, compiled")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each command, interleaved; medians")
     parser.add_argument(
         "--baseline",
         type=Path,
@@ -194,16 +197,21 @@ def main() -> int:
         commands[name], folders[name] = [*voxgan[:5], baseline_out, *voxgan[6:]], args.baseline.resolve()
         warm_up(meshes, args.data / "warm-up-baseline", folders[name])
     warm_up(meshes, args.data / "warm-up", ROOT)
-    print(f"\n| {r}³, one process each | seconds | voxgan is |\n|---|---:|---:|")
-    ours = None
-    for name, command in commands.items():  # each line as soon as it is measured
-        value = timed(command, folders[name])
-        if ours is None:  # the children waited for so far: voxgan's processes only
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        ours = ours or value
-        print(
-            f"| {name} | {value:.1f} | {'' if value is ours else f'{value / ours:.2f}× faster'} |", flush=True
-        )
+    seconds = {name: [] for name in commands}
+    peak = 0.0
+    for _ in range(args.rounds):  # the commands in turn, round after round: the machine's moods fall on all
+        for name, command in commands.items():
+            seconds[name].append(timed(command, folders[name]))
+            if name == "voxgan voxelize" and not peak:  # the children waited for so far: voxgan's only
+                peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    ours = statistics.median(seconds["voxgan voxelize"])
+    print(f"\n| {r}³, one process each, median of {args.rounds} | seconds | all runs | voxgan is N× faster |")
+    print("|---|---:|---|---:|")
+    for name, values in seconds.items():
+        value = statistics.median(values)
+        runs = " ".join(f"{v:.1f}" for v in values)
+        ratio = "" if name == "voxgan voxelize" else f"{value / ours:.2f}×"
+        print(f"| {name} | {value:.1f} | {runs} | {ratio} |")
     manifest = json.loads((out / "manifest.json").read_text())
     samples = sum(split["count"] for split in manifest["splits"].values())
     print(
