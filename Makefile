@@ -63,7 +63,8 @@ voxelize: $(STAMP) ## mesh dataset to shards: make voxelize [RECIPE=modelnet40 M
 demo: voxelize ## pretrained samples first, then shapes shards, DEMO_MINUTES=10 of training, exports, evaluation, report
 	$(BIN)/voxgan export --pretrained shapes-16-cond --format png --num 40 --out exports
 	$(BIN)/voxgan export --pretrained shapes-16-cond --format html --num 40 --out exports
-	@echo "pretrained samples (4 of each class): exports/shapes-16-cond.png and exports/shapes-16-cond.html; now training your own"
+	$(BIN)/voxgan export --pretrained shapes-32-cond --format png --num 40 --out exports
+	@echo "pretrained samples (4 of each class): exports/shapes-16-cond.png, exports/shapes-16-cond.html and at 32³ exports/shapes-32-cond.png; now training your own"
 	$(BIN)/voxgan train --data $(SHARDS) --time-limit $(DEMO_MINUTES) --out runs
 	$(BIN)/voxgan export --format obj --num 16 --out exports
 	$(BIN)/voxgan export --format png --num 64 --out exports

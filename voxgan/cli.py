@@ -463,7 +463,8 @@ def export(
     ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file instead of a run.")] = None,
     pretrained: Annotated[
-        str | None, typer.Option(help="A generator shipped with voxgan instead: shapes-16, shapes-16-cond.")
+        str | None,
+        typer.Option(help="A generator shipped with voxgan: shapes-16, shapes-16-cond, shapes-32-cond."),
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Export volumes of this shard folder instead.")] = None,
     split: Annotated[str, typer.Option(help="Split of --data to take volumes from.")] = "test",

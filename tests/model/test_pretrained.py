@@ -15,7 +15,7 @@ from voxgan.model.pretrained import pretrained_names, pretrained_path, write_gen
 from voxgan.model.runs import GENERATOR_KEYS, load_checkpoint, load_generator
 
 NAMES = pretrained_names()
-SHIPPED = ("shapes-16", "shapes-16-cond")
+SHIPPED = ("shapes-16", "shapes-16-cond", "shapes-32-cond")
 
 
 def voxgan(*args, cwd):
