@@ -85,8 +85,8 @@ def welded_faces(triangles: np.ndarray) -> np.ndarray:
     triangles : (F, 3, 3)  ->  faces : (F, 3) int64. A triangle soup (three corners of its own per face,
     as STL stores) or a mesh split along its seams (glTF and OBJ split vertices where normals or texture
     coordinates change) shares no edge across the split and looks open; welded, it is the closed mesh
-    it is. No triangle changes. (Two positions whose hashes collide may be left apart, which only costs
-    time; positions are compared bit for bit, so nothing different is merged.)
+    it is. No triangle changes. (Positions are compared bit for bit, so nothing different is merged; +0.0
+    and -0.0, or two positions whose hashes collide, may be left apart, which only costs time.)
     """
     bits = np.ascontiguousarray(triangles, dtype=np.float64).reshape(-1, 3).view(np.uint64)
     key = bits[:, 0] * np.uint64(0x9E3779B97F4A7C15)  # a hash of each corner's position: one sort of
