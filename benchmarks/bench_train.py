@@ -51,6 +51,7 @@ CONFIGS = {
     "0.1 default, critic width 16": dict(critic_width=16),
     "0.1 default, no attention at all": dict(generator_attention=(), critic_attention=()),
     "lean networks w16, pooled attention, 1 critic update = default": TODAY,
+    "default without the speck penalty": {**TODAY, "speck_penalty": 0.0},
 }
 
 
@@ -81,7 +82,18 @@ def make_iteration(config: TrainConfig, device: torch.device):
             penalise = (step * config.n_critic + k) % config.penalty_every == 0
             weight = config.penalty_weight * config.penalty_every if penalise else 0.0
             critic_update(objective, generator, optimiser_c, real, None, noise, weight, samples, autocast)
-        generator_update(generator, critic, optimiser_g, config.batch_size, 100, None, noise, autocast)
+        generator_update(
+            generator,
+            critic,
+            optimiser_g,
+            config.batch_size,
+            100,
+            None,
+            noise,
+            autocast,
+            (),
+            config.speck_penalty,
+        )
         if cuda:
             torch.cuda.synchronize()
 

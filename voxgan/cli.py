@@ -342,6 +342,10 @@ def train(
     lr_generator: Annotated[float, typer.Option(help="Adam learning rate of the generator.")] = 4e-4,
     lr_critic: Annotated[float, typer.Option(help="Adam learning rate of the critic.")] = 8e-4,
     n_critic: Annotated[int, typer.Option(help="Critic updates per generator update (one step).")] = 1,
+    speck_penalty: Annotated[
+        float,
+        typer.Option(help="Weight in the generator's loss of loose voxels (no occupied face neighbour)."),
+    ] = 0.0,
     generator_width: Annotated[
         int, typer.Option(help="Generator channels at full resolution (doubling per halving).")
     ] = 16,
@@ -417,6 +421,7 @@ def train(
         lr_generator=lr_generator,
         lr_critic=lr_critic,
         n_critic=n_critic,
+        speck_penalty=speck_penalty,
         generator_width=generator_width,
         critic_width=critic_width,
         penalty_every=penalty_every,

@@ -1,10 +1,10 @@
-"""The WGAN-GP terms on critics whose answers are known in closed form."""
+"""The WGAN-GP terms on critics whose answers are known in closed form; the loose-voxel mass."""
 
 import pytest
 import torch
 from torch import nn
 
-from voxgan.model.loss import CriticObjective, critic_loss, generator_loss, gradient_penalty
+from voxgan.model.loss import CriticObjective, critic_loss, generator_loss, gradient_penalty, isolated_mass
 
 
 class LinearCritic(nn.Module):
@@ -68,3 +68,27 @@ def test_objective_combines_terms_and_penalises_a_sub_batch():
     norm = (0.25 * 8) ** 0.5
     torch.testing.assert_close(penalty, torch.tensor((norm - 1) ** 2))
     torch.testing.assert_close(total, -expected + 40.0 * penalty)
+
+
+def volumes_with(*voxel_sets, size=8):
+    """(B, 1, size, size, size) float volumes, volume b occupied at voxel_sets[b]'s (x, y, z) voxels."""
+    volumes = torch.zeros(len(voxel_sets), 1, size, size, size)
+    for b, voxels in enumerate(voxel_sets):
+        for x, y, z in voxels:
+            volumes[b, 0, x, y, z] = 1.0
+    return volumes
+
+
+def test_isolated_mass_counts_loose_voxels_and_nothing_that_touches_a_face():
+    block = [(x, y, z) for x in range(2, 5) for y in range(2, 5) for z in range(2, 5)]
+    line = [(1, 1, z) for z in range(8)]  # one voxel thick, like a chair leg
+    corner_touch = [(2, 2, 2), (3, 3, 3)]  # touching at a corner only: two pieces
+    volumes = volumes_with(block, line, block + [(7, 7, 7)], [(0, 0, 0)], corner_touch, [])
+    torch.testing.assert_close(isolated_mass(volumes), torch.tensor([0.0, 0.0, 1.0, 1.0, 2.0, 0.0]))
+
+
+def test_isolated_mass_pushes_a_loose_voxel_down_and_leaves_a_shape_alone():
+    volumes = volumes_with([(3, 3, 3), (3, 3, 4), (6, 1, 1)]).mul(0.9).requires_grad_(True)
+    isolated_mass(volumes).sum().backward()
+    assert volumes.grad[0, 0, 6, 1, 1] > 0.9  # gradient descent lowers the loose voxel
+    assert volumes.grad[0, 0, 3, 3, 3] < 0.1 and volumes.grad[0, 0, 3, 3, 4] < 0.1

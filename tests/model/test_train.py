@@ -94,6 +94,19 @@ def test_bad_option_values_exit_2(tmp_path):
     assert done.returncode == 2 and "--augment: augment must be among translation, cutout" in done.stderr
 
 
+def test_the_speck_penalty_is_an_option_of_the_run(tmp_path):
+    done = voxgan_train("--steps", "2", "--speck-penalty", "0.5", "--out", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = find_latest_run(tmp_path / "runs")
+    assert load_checkpoint(run)["config"]["speck_penalty"] == 0.5
+    assert all(np.isfinite(record["loss_generator"]) for record in read_stats(run))
+    done = voxgan_train("--speck-penalty", "-1", cwd=tmp_path)
+    assert (
+        done.returncode == 2
+        and "--speck-penalty: speck_penalty must be 0 (off) or more, got -1" in done.stderr
+    )
+
+
 def test_diverging_run_skips_non_finite_updates_then_stops_with_exit_1(tmp_path):
     done = voxgan_train("--lr", "1e30", "--steps", "20", "--epoch-size", "400", "--out", "runs", cwd=tmp_path)
     assert done.returncode == 1, done.stderr

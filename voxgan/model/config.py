@@ -90,6 +90,7 @@ class TrainConfig:
     augment: tuple[str, ...] = ()  # what the critic sees, transformed (DiffAugment): see model/augment.py
     channels_last: bool = True  # channels-last 3D memory format (faster convolutions on CPU and CUDA)
     ema_decay: float = 0.999
+    speck_penalty: float = 0.0  # weight of the generator's loose voxels (loss.isolated_mass) in its loss
     max_nonfinite: int = 10  # optimiser updates in a row with a non-finite loss or gradient before stopping
     class_names: tuple[str, ...] = ()
 
@@ -114,7 +115,12 @@ class TrainConfig:
 
 
 # The value of each option added after voxgan 0.1 that gives the runs saved before it existed.
-BEFORE_THEY_EXISTED = {"attention_pool": 1, "full_resolution_features": True, "output_layer": "transposed"}
+BEFORE_THEY_EXISTED = {
+    "attention_pool": 1,
+    "full_resolution_features": True,
+    "output_layer": "transposed",
+    "speck_penalty": 0.0,
+}
 
 # The design voxgan grew from, as stated: transposed convolutions with R³ features in the generator,
 # convolutions in the critic, one self-attention layer each, WGAN-GP with λ = 10 and the penalty on each of
@@ -134,6 +140,7 @@ ORIGINAL_DESIGN = dict(
     penalty_every=1,
     batch_size=32,
     ema_decay=0.0,
+    speck_penalty=0.0,
 )
 
 
@@ -198,6 +205,7 @@ def check_config(config: TrainConfig) -> None:
         ("lr_generator", config.lr_generator > 0, "must be positive"),
         ("lr_critic", config.lr_critic > 0, "must be positive"),
         ("ema_decay", 0 <= config.ema_decay < 1, "must be in [0, 1)"),
+        ("speck_penalty", config.speck_penalty >= 0, "must be 0 (off) or more"),
         ("attention_pool", config.attention_pool >= 1, "must be at least 1"),
         ("output_layer", config.output_layer in OUTPUT_LAYERS, f"must be one of {', '.join(OUTPUT_LAYERS)}"),
         (

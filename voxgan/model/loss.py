@@ -21,6 +21,24 @@ def generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
+def isolated_mass(volumes: torch.Tensor) -> torch.Tensor:
+    """How much of each volume stands alone: Σ v · (1 - the largest of its six face neighbours).
+
+    volumes : (B, 1, R, R, R) in [0, 1] -> (B,). A voxel with no occupied face neighbour (a loose speck)
+    counts fully, one inside a shape or along a thin part not at all; outside the grid counts as empty.
+    """
+    padded = torch.nn.functional.pad(volumes, (1, 1, 1, 1, 1, 1))
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -1))
+    neighbours = []
+    for axis in (2, 3, 4):
+        for shift in (slice(None, -2), slice(2, None)):
+            index = list(inner)
+            index[axis] = shift
+            neighbours.append(padded[tuple(index)])
+    largest = torch.stack(neighbours).amax(dim=0)  # (B, 1, R, R, R)
+    return (volumes * (1 - largest)).flatten(1).sum(dim=1)
+
+
 def gradient_penalty(
     critic: nn.Module,
     real: torch.Tensor,

@@ -379,6 +379,7 @@ def train_step(
         noise,
         plan.autocast,
         config.augment,
+        config.speck_penalty,
     )  # [loss, grad norm]
     count_generator_update(progress, values)
     update_ema(networks.ema, networks.generator, config.ema_decay, progress.step)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from voxgan.model.augment import diff_augment
-from voxgan.model.loss import generator_loss
+from voxgan.model.loss import generator_loss, isolated_mass
 
 
 def critic_update(
@@ -55,17 +55,20 @@ def generator_update(
     noise: torch.Generator,
     autocast,
     augment: tuple[str, ...] = (),
+    speck_weight: float = 0.0,
 ) -> torch.Tensor:
-    """One generator update against the frozen critic, which sees its volumes through ``augment``;
-    returns [loss, grad norm] as a (2,) tensor."""
+    """One generator update against the frozen critic, which sees its volumes through ``augment``, plus
+    ``speck_weight`` times the mean :func:`~voxgan.model.loss.isolated_mass` of its volumes; returns
+    [loss, grad norm] as a (2,) tensor."""
     device = next(critic.parameters()).device
     critic.requires_grad_(False)
     z = torch.randn(batch_size, latent_dim, device=device, generator=noise)
     with autocast:
         fake = generator(z, labels)
+        specks = isolated_mass(fake.float()).mean() if speck_weight > 0 else 0.0
         if augment:
             fake = diff_augment(fake, augment, noise)
-        loss = generator_loss(critic(fake, labels).float())
+        loss = generator_loss(critic(fake, labels).float()) + speck_weight * specks
     norm = optimiser_update(optimiser, loss)
     critic.requires_grad_(True)
     return torch.stack([loss.detach(), norm])
