@@ -4,7 +4,8 @@ Each row is a model/penalty configuration run through the trainer's own update f
 (voxgan.model.updates.critic_update / generator_update); the first row is the straightforward design
 (attention at 8³ in both networks, q/k at C channels, penalty on every critic update), the rows after it
 build up to voxgan 0.1's default (5 critic updates a step), and the last is today's default (lean networks,
-one critic update a step: compare samples/s, not seconds per iteration, across the two).
+one critic update a step: compare samples/s, not seconds per iteration, across the two), then the default
+with the speck penalty.
 Rows run in interleaved rounds, so that the load of a shared machine hits all of them alike.
 Columns: wall-clock seconds per iteration (median and best), process CPU seconds of the best-CPU iteration
 (all threads; on a machine shared with other jobs it moves far less than wall time), samples/s from the best
@@ -51,7 +52,7 @@ CONFIGS = {
     "0.1 default, critic width 16": dict(critic_width=16),
     "0.1 default, no attention at all": dict(generator_attention=(), critic_attention=()),
     "lean networks w16, pooled attention, 1 critic update = default": TODAY,
-    "default without the speck penalty": {**TODAY, "speck_penalty": 0.0},
+    "default + --speck-penalty 0.05 (loose voxels in G's loss)": {**TODAY, "speck_penalty": 0.05},
 }
 
 
