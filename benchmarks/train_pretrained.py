@@ -32,7 +32,7 @@ from voxgan.results.evaluate import evaluate_run
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {  # name -> (resolution, extra options of voxgan train)
-    "shapes-16": (16, []),
+    "shapes-16": (16, ["--unconditional"]),
     "shapes-16-cond": (16, ["--conditional"]),
     "shapes-32-cond": (32, ["--conditional", "--generator-width", "8", "--critic-width", "8"]),
 }

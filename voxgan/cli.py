@@ -303,8 +303,14 @@ def train(
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     conditional: Annotated[
-        bool, typer.Option("--conditional", help="Class-conditional: generate a chosen class (needs labels).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--conditional/--unconditional",
+            help="Class-conditional (generate a chosen class; needs labels) or not [conditional when the "
+            "data has two classes or more].",
+            show_default=False,
+        ),
+    ] = None,
     log_every: Annotated[
         str, typer.Option(help="Interval of stats.jsonl lines: training time (10s) or steps (10).")
     ] = "10s",
@@ -347,11 +353,18 @@ def train(
         typer.Option(help="Weight in the generator's loss of loose voxels (no occupied face neighbour)."),
     ] = 0.0,
     generator_width: Annotated[
-        int, typer.Option(help="Generator channels at full resolution (doubling per halving).")
-    ] = 16,
+        int | None,
+        typer.Option(
+            help="Generator channels at full resolution, doubling per halving [16 at 16³, 8 at 32³, 4 at "
+            "64³]."
+        ),
+    ] = None,
     critic_width: Annotated[
-        int, typer.Option(help="Critic channels at full resolution (doubling per halving).")
-    ] = 16,
+        int | None,
+        typer.Option(
+            help="Critic channels at full resolution, doubling per halving [16 at 16³, 8 at 32³, 4 at 64³]."
+        ),
+    ] = None,
     penalty_every: Annotated[
         int, typer.Option(help="Gradient penalty on every k-th critic update, weighted 10k (lazy).")
     ] = 1,

@@ -36,7 +36,7 @@ def test_a_default_run_grows_by_at_most_100_mb_an_hour_whatever_its_speed(tmp_pa
     line = max(len(line) + 1 for line in (run / "stats.jsonl").read_text().splitlines())
     config = TrainConfig()
     fixed = (config.keep + 1) * checkpoint  # the kept snapshots and best.pt (latest.pt is a hard link)
-    assert fixed < 60 * 2**20
+    assert fixed < 80 * 2**20  # four checkpoints of a conditional run, about 17 MB each at 16³
     for steps_per_second in (0.5, 8.0, 400.0):  # a slow CPU, this machine, a GPU
         hour = simulate_an_hour(config, steps_per_second)
         assert hour["samples"] <= 61 and hour["log"] <= 361 and hour["checkpoint"] <= 7

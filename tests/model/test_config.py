@@ -44,7 +44,9 @@ def test_build_networks_follows_the_config():
     generator, critic = build_networks(config)
     assert (generator.resolution, generator.latent_dim, generator.num_classes) == (32, 100, 2)
     assert (critic.resolution, critic.num_classes) == (32, 2)
-    unconditional, _ = build_networks(TrainConfig(generator_width=4, critic_width=4, class_names=("a", "b")))
+    unconditional, _ = build_networks(
+        TrainConfig(generator_width=4, critic_width=4, conditional=False, class_names=("a", "b"))
+    )
     assert unconditional.num_classes == 0
 
 

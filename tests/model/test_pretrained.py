@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.results.sources import make_shards
-from voxgan.model.config import TrainConfig
+from voxgan.model.config import TrainConfig, with_data_defaults
 from voxgan.model.pretrained import pretrained_names, pretrained_path, write_generator_file
 from voxgan.model.runs import GENERATOR_KEYS, load_checkpoint, load_generator
 
@@ -36,7 +36,7 @@ def test_a_shipped_generator_is_a_small_plain_data_file_of_the_default_recipe(na
     assert set(state) == {*GENERATOR_KEYS, "pretrained"}  # no critic, no optimiser
     loaded = load_generator(path)
     about = state["pretrained"]
-    default = TrainConfig()
+    default = with_data_defaults(TrainConfig(), loaded.config.resolution, loaded.config.class_names)
     for option in ("generator_width", "critic_width", "generator_attention", "latent_dim"):
         flag = "--" + option.replace("_", "-")
         value = getattr(loaded.config, option)  # the default, or what the recorded command asked for
@@ -89,6 +89,6 @@ def test_a_generator_file_generates_what_its_checkpoint_does(short_run, tmp_path
     write_generator_file(short_run, out, {"name": "tiny"})
     full, cut = load_generator(short_run), load_generator(out)
     assert cut.step == full.step and cut.config == full.config
-    z = torch.randn(3, full.generator.latent_dim)
-    assert torch.equal(full.generator(z, None), cut.generator(z, None))
+    z, labels = torch.randn(3, full.generator.latent_dim), torch.arange(3) % full.generator.num_classes
+    assert torch.equal(full.generator(z, labels), cut.generator(z, labels))
     assert out.stat().st_size < (short_run / "checkpoints" / "latest.pt").stat().st_size / 3

@@ -28,13 +28,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_load_generator_gives_the_ema_generator_in_eval_mode_its_config_and_step(short_run):
     loaded = load_generator(short_run)
     generator, config = loaded.generator, loaded.config
-    assert not generator.training and generator.num_classes == 0
+    assert not generator.training and generator.num_classes == 4  # the synthetic shapes' classes
     assert (generator.latent_dim, generator.resolution) == (100, 16)
     assert config == TrainConfig.from_dict(json.loads((short_run / "config.json").read_text()))
     assert config.class_names == ("sphere", "box", "cylinder", "torus")
     assert loaded.step == load_checkpoint(short_run)["step"] == 2
     with torch.no_grad():
-        volumes = generator(torch.randn(3, generator.latent_dim), None)
+        volumes = generator(torch.randn(3, generator.latent_dim), torch.tensor([0, 1, 3]))
     assert volumes.shape == (3, 1, 16, 16, 16) and volumes.min() >= 0 and volumes.max() <= 1
     from_file = load_generator(short_run / "checkpoints" / "step-0000001.pt")
     assert from_file.step == 1

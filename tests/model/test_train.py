@@ -32,7 +32,7 @@ def read_stats(run: Path) -> list[dict]:
 
 
 def test_a_run_writes_its_files(short_run):
-    assert short_run.parent.name.startswith("runs") and short_run.name == "00000-shapes-16"
+    assert short_run.parent.name.startswith("runs") and short_run.name == "00000-shapes-16-cond"
     config = json.loads((short_run / "config.json").read_text())
     assert config["steps"] == 2 and config["class_names"] and config["voxgan_version"]
     stats = read_stats(short_run)
@@ -174,8 +174,8 @@ def test_two_processes_under_torchrun_train_in_step(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     # Every checkpoint compared the ranks' weights (a mismatch fails the run); only rank 0 wrote files.
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["00000-shapes-16"]
-    run = tmp_path / "runs" / "00000-shapes-16"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["00000-shapes-16-cond"]
+    run = tmp_path / "runs" / "00000-shapes-16-cond"
     assert "2 process(es)" in done.stderr and done.stdout.count("run: ") == 1
     assert "Warning" not in done.stderr  # e.g. DDP's "Grad strides do not match bucket view strides"
     stats = read_stats(run)
@@ -362,18 +362,37 @@ def test_a_full_disk_mid_run_stops_in_one_line_keeps_latest_and_resumes_exactly(
         assert {k: a[k] for k in (*STAT_KEYS, "epoch")} == {k: b[k] for k in (*STAT_KEYS, "epoch")}, a["step"]
 
 
-def test_training_on_shards_takes_their_resolution_and_a_different_one_is_named(tmp_path):
+def test_training_on_shards_takes_their_resolution_widths_and_classes_and_a_different_one_is_named(tmp_path):
     from tests.results.sources import make_shards
 
     make_shards(tmp_path / "shards32", {"train": 8, "test": 4}, resolution=32)
-    done = voxgan_train("--data", "shards32", "--steps", "1", "--batch-size", "4", "--n-critic", "1",
-                        "--out", "runs", cwd=tmp_path)  # fmt: skip
+    done = train_plainly("--data", "shards32", "--steps", "1", "--batch-size", "4", "--out", "runs",
+                         cwd=tmp_path)  # fmt: skip (the default widths)
     assert done.returncode == 0, done.stderr
     run = find_latest_run(tmp_path / "runs")
-    assert (
-        run.name == "00000-shards32-32" and json.loads((run / "config.json").read_text())["resolution"] == 32
-    )
+    config = json.loads((run / "config.json").read_text())
+    assert run.name == "00000-shards32-32-cond" and config["resolution"] == 32
+    assert config["generator_width"] == config["critic_width"] == 8  # width 16's channels per grid size
+    assert config["conditional"] and "conditional on 4 classes" in done.stderr
+    assert load_generator(run).generator.num_classes == 4
     wrong = voxgan_train("--data", "shards32", "--resolution", "16", "--steps", "1", cwd=tmp_path)
     assert wrong.returncode == 2
     (line,) = wrong.stderr.strip().splitlines()
     assert "--resolution" in line and "holds 32³ volumes, not 16³" in line
+
+
+def test_a_run_is_conditional_only_on_two_classes_or_more_unless_told(tmp_path):
+    from tests.results.sources import make_shards
+
+    make_shards(tmp_path / "two", {"train": 8, "test": 4}, classes=("sphere", "box"))
+    make_shards(tmp_path / "one", {"train": 8, "test": 4}, classes=("sphere",))
+    tiny = ("--steps", "1", "--batch-size", "4", "--generator-width", "4", "--critic-width", "4")
+    for data, option, classes in [("two", (), 2), ("two", ("--unconditional",), 0), ("one", (), 0),
+                                  ("one", ("--conditional",), 1)]:  # fmt: skip
+        done = voxgan_train(
+            "--data", data, *tiny, *option, "--out", f"runs-{data}{''.join(option)}", cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        run = find_latest_run(tmp_path / f"runs-{data}{''.join(option)}")
+        assert load_generator(run).generator.num_classes == classes, (data, option)
+        assert run.name.endswith("-cond") == (classes > 0)

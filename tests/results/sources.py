@@ -31,19 +31,20 @@ def synthetic_shapes(count, split="test", resolution=16, seed=0):
     return voxels[:, 0].numpy().astype(bool), labels.numpy()
 
 
-def make_shards(folder, counts=None, resolution=16, seed=0):
-    """A real shard folder (manifest + HDF5) holding synthetic shapes in each split."""
+def make_shards(folder, counts=None, resolution=16, seed=0, classes=CLASSES):
+    """A real shard folder (manifest + HDF5) holding synthetic shapes in each split, labelled with the
+    first ``len(classes)`` of the shapes' classes (the others folded onto them)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     splits = {}
     for split, count in (counts or {"train": 48, "test": 24}).items():
         occupancy, labels = synthetic_shapes(count, split, resolution, seed)
-        header = ShardHeader(resolution=resolution, split=split, class_names=CLASSES, recipe="test")
+        header = ShardHeader(resolution=resolution, split=split, class_names=classes, recipe="test")
         entry = write_shard(
             folder / shard_name(split, 0),
             header,
             pack(occupancy),
-            labels,
+            labels % len(classes),
             [f"{split}/{i}.obj" for i in range(count)],
             np.tile(np.eye(4), (count, 1, 1)),
         )
@@ -54,7 +55,7 @@ def make_shards(folder, counts=None, resolution=16, seed=0):
         "mode": "solid",
         "layout": "test",
         "recipe": "test",
-        "classes": list(CLASSES),
+        "classes": list(classes),
         "splits": splits,
         "errors": [],
         "skipped": {},

@@ -272,7 +272,7 @@ def fixed_latents(config: TrainConfig, device: torch.device) -> tuple[torch.Tens
     """The latents (SAMPLE_GRID, Z) of every samples/ picture, drawn from the seed, and their labels."""
     sample_generator = torch.Generator().manual_seed(config.seed)
     sample_z = torch.randn(SAMPLE_GRID, config.latent_dim, generator=sample_generator).to(device)
-    num_classes = len(config.class_names) if config.conditional else 0
+    num_classes = config.num_classes
     sample_labels = torch.arange(SAMPLE_GRID, device=device) % num_classes if num_classes else None
     return sample_z, sample_labels
 

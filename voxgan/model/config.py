@@ -63,7 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
-    conditional: bool = False
+    conditional: bool | None = None  # None: conditional when the data has two classes or more
     log_every: str = "10s"  # an interval (see parse_interval) of stats.jsonl lines
     checkpoint_every: str = "10m"  # an interval: steps ("500") or training time ("30s", "10m", "2h")
     samples_every: str = "1m"  # the same for samples/step-NNNNNNN.png and loss.png
@@ -72,8 +72,8 @@ class TrainConfig:
     compile: bool = False
     epoch_size: int = 1000  # volumes per epoch of a synthetic source
     latent_dim: int = 100
-    generator_width: int = 16
-    critic_width: int = 16
+    generator_width: int | None = None  # None: default_width(resolution), 16 at 16³
+    critic_width: int | None = None
     generator_attention: tuple[int, ...] = (4,)  # on the base map: global and cheap
     critic_attention: tuple[int, ...] = (4,)
     key_divisor: int = 8
@@ -93,6 +93,13 @@ class TrainConfig:
     speck_penalty: float = 0.0  # weight of the generator's loose voxels (loss.isolated_mass) in its loss
     max_nonfinite: int = 10  # optimiser updates in a row with a non-finite loss or gradient before stopping
     class_names: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the networks are conditioned on (0: unconditional); ``conditional`` None conditions on
+        the data's classes when there are two or more."""
+        conditional = len(self.class_names) >= 2 if self.conditional is None else self.conditional
+        return len(self.class_names) if conditional else 0
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -192,8 +199,8 @@ def check_config(config: TrainConfig) -> None:
         ("batch_size", config.batch_size >= 1, "must be at least 1"),
         ("workers", config.workers >= 0, "must be 0 or more"),
         ("epoch_size", config.epoch_size >= 1, "must be at least 1"),
-        ("generator_width", config.generator_width >= 1, "must be at least 1"),
-        ("critic_width", config.critic_width >= 1, "must be at least 1"),
+        ("generator_width", (config.generator_width or 1) >= 1, "must be at least 1"),
+        ("critic_width", (config.critic_width or 1) >= 1, "must be at least 1"),
         ("epochs", config.epochs is None or config.epochs >= 1, "must be at least 1"),
         ("time_limit", config.time_limit is None or config.time_limit > 0, "must be positive"),
         ("steps", config.steps is None or config.steps >= 1, "must be at least 1"),
@@ -245,6 +252,24 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def default_width(resolution: int) -> int:
+    """Channels at full resolution that give each grid size the channels width 16 gives it at 16³ (64 at
+    4³, 32 at 8³, 16 at 16³): 16 at 16³, 8 at 32³, 4 at 64³."""
+    return max(1, 16 * 16 // resolution)
+
+
+def with_data_defaults(config: TrainConfig, resolution: int, class_names: tuple[str, ...]) -> TrainConfig:
+    """``config`` with what it leaves to the data decided: the resolution, the widths and whether to
+    condition on the classes (the data's ``class_names``, taken by a new run)."""
+    config = dataclasses.replace(config, resolution=resolution, class_names=class_names)
+    return dataclasses.replace(
+        config,
+        conditional=config.num_classes > 0,
+        generator_width=config.generator_width or default_width(resolution),
+        critic_width=config.critic_width or default_width(resolution),
+    )
+
+
 def build_networks(config: TrainConfig) -> tuple[Generator, Critic]:
     """The generator and critic a config describes (both on the CPU, freshly initialised, in this order)."""
     return build_generator(config), build_critic(config)
@@ -252,12 +277,13 @@ def build_networks(config: TrainConfig) -> tuple[Generator, Critic]:
 
 def build_generator(config: TrainConfig) -> Generator:
     """The generator a config describes (on the CPU, freshly initialised)."""
+    resolution = config.resolution or DEFAULT_RESOLUTION
     return Generator(
-        config.resolution or DEFAULT_RESOLUTION,
+        resolution,
         config.latent_dim,
-        config.generator_width,
+        config.generator_width or default_width(resolution),
         tuple(config.generator_attention),
-        len(config.class_names) if config.conditional else 0,
+        config.num_classes,
         config.key_divisor,
         config.attention_pool,
         config.full_resolution_features,
@@ -267,11 +293,12 @@ def build_generator(config: TrainConfig) -> Generator:
 
 def build_critic(config: TrainConfig) -> Critic:
     """The critic a config describes (on the CPU, freshly initialised)."""
+    resolution = config.resolution or DEFAULT_RESOLUTION
     return Critic(
-        config.resolution or DEFAULT_RESOLUTION,
-        config.critic_width,
+        resolution,
+        config.critic_width or default_width(resolution),
         tuple(config.critic_attention),
-        len(config.class_names) if config.conditional else 0,
+        config.num_classes,
         config.key_divisor,
         config.attention_pool,
         config.full_resolution_features,

@@ -86,7 +86,7 @@ class StepPlan:
             memory_format=torch.channels_last_3d if config.channels_last else torch.contiguous_format,
             autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
             penalty_samples=max(1, round(config.batch_size * config.penalty_fraction)),
-            num_classes=len(config.class_names) if config.conditional else 0,
+            num_classes=config.num_classes,
         )
 
     @property

@@ -60,6 +60,7 @@ from voxgan.model.config import (
     check_config,
     is_device_name,
     option_name,
+    with_data_defaults,
 )
 from voxgan.model.loss import CriticObjective
 from voxgan.model.runs import TENSORBOARD_MISSING, best_so_far, list_runs, load_checkpoint
@@ -227,8 +228,9 @@ def load_data(
     """The training batches, and ``config`` completed by the data: its classes and resolution, checked
     again (the attention sizes, now that the grid is known)."""
     loader = open_loader(config, device.type == "cuda")
-    config = with_loader_classes(config, loader, resuming=resuming)
-    config = dataclasses.replace(config, resolution=loader.resolution)  # the data's, when not given
+    check_loader_classes(config, loader, resuming=resuming)
+    if not resuming:  # a resumed run has every option of its own
+        config = with_data_defaults(config, loader.resolution, tuple(loader.class_names))
     check_config(config)
     return loader, config
 
@@ -243,8 +245,9 @@ def open_run(
         return RunFolder(run_dir, [], None, *fixed_latents(config, plan.device))
     folder = open_run_folder(config, run_dir, progress.step, plan.device)
     state = f"resuming at step {progress.step}" if progress.step else "new run"
-    print(f"voxgan train: {folder.run_dir} ({state}, {describe_target(config, total_steps)}, {plan.device}, "
-          f"{plan.world_size} process(es))", file=sys.stderr)  # fmt: skip
+    classes = f"conditional on {config.num_classes} classes, " if config.num_classes else ""
+    print(f"voxgan train: {folder.run_dir} ({state}, {describe_target(config, total_steps)}, {classes}"
+          f"{plan.device}, {plan.world_size} process(es))", file=sys.stderr)  # fmt: skip
     if changed:
         print(f"voxgan train: changed on resume: {', '.join(changed)}", file=sys.stderr)
     if folder.writer is None:
@@ -466,16 +469,14 @@ def open_loader(config: TrainConfig, cuda: bool) -> VoxelLoader:
     return loader
 
 
-def with_loader_classes(config: TrainConfig, loader: VoxelLoader, *, resuming: bool) -> TrainConfig:
-    """A new run takes the data's class names; a resumed conditional run must find the same ones."""
+def check_loader_classes(config: TrainConfig, loader: VoxelLoader, *, resuming: bool) -> None:
+    """VoxganError when the data's classes cannot serve the run: ``--conditional`` on data without
+    labels, or a resumed conditional run on data whose classes differ."""
     class_names = tuple(loader.class_names)
-    if not resuming:
-        config = dataclasses.replace(config, class_names=class_names)
-    elif config.conditional and class_names != tuple(config.class_names):
+    if resuming and config.conditional and class_names != tuple(config.class_names):
         raise VoxganError(f"{config.data}: its classes differ from the ones the run was trained on")
-    if config.conditional and not config.class_names:
+    if config.conditional and not class_names:
         raise VoxganError(f"{config.data} has no class labels; drop --conditional or use labelled shards")
-    return config
 
 
 def distribute(
