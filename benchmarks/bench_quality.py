@@ -32,6 +32,7 @@ from voxgan.model.runs import latent_batch, load_generator, run_generator
 from voxgan.model.train import resolve_device, train
 from voxgan.render import render_volumes
 from voxgan.results.evaluate import evaluate_run
+from voxgan.results.export import generator_labels
 
 MARKS = 4
 CONTENDERS = {
@@ -84,7 +85,8 @@ def train_and_evaluate(name: str, overrides: dict, args, out: Path) -> list[dict
             file=sys.stderr,
         )
     generator = load_generator(run_dir).generator
-    volumes = run_generator(generator, latent_batch(16, generator.latent_dim, args.seed), None) > 0.5
+    labels = generator_labels(generator.num_classes, 16, None)  # the classes in turn when conditional
+    volumes = run_generator(generator, latent_batch(16, generator.latent_dim, args.seed), labels) > 0.5
     render_volumes(volumes, out / f"samples-{name}.png", ncols=8)
     return records
 
