@@ -129,9 +129,10 @@ BEFORE_THEY_EXISTED = {
     "speck_penalty": 0.0,
 }
 
-# The design voxgan grew from, as stated (unconditional): transposed convolutions with R³ features in the generator,
-# convolutions in the critic, one self-attention layer each, WGAN-GP with λ = 10 and the penalty on each of
-# 5 critic updates per generator update, Adam 1e-4 with betas (0, 0.9), batch 32, no average of weights.
+# The design voxgan grew from, as stated: unconditional, transposed convolutions with R³ features in the
+# generator, convolutions in the critic, one self-attention layer each, WGAN-GP with λ = 10 and the penalty
+# on each of 5 critic updates per generator update, Adam 1e-4 with betas (0, 0.9), batch 32, no average of
+# weights.
 ORIGINAL_DESIGN = dict(
     conditional=False,
     generator_width=32,
