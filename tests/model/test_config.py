@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from voxgan.errors import VoxganError
-from voxgan.model.config import Interval, TrainConfig, build_networks, check_config, parse_interval
+from voxgan.model.config import (
+    Interval,
+    TrainConfig,
+    build_networks,
+    check_config,
+    default_width,
+    parse_interval,
+)
 
 
 def test_a_config_round_trips_through_json_and_ignores_unknown_keys():
@@ -23,6 +30,8 @@ def test_a_config_round_trips_through_json_and_ignores_unknown_keys():
     [
         (dict(resolution=24), "resolution must be 16, 32 or 64"),
         (dict(batch_size=0), "batch_size must be at least 1"),
+        (dict(generator_width=0), "generator_width must be at least 1"),
+        (dict(critic_width=0), "critic_width must be at least 1"),
         (dict(penalty_fraction=0.0), "penalty_fraction must be in"),
         (dict(lr_critic=0.0), "lr_critic must be positive"),
         (dict(time_limit=0.0), "time_limit must be positive"),
@@ -48,6 +57,13 @@ def test_build_networks_follows_the_config():
         TrainConfig(generator_width=4, critic_width=4, conditional=False, class_names=("a", "b"))
     )
     assert unconditional.num_classes == 0
+    assert [default_width(r) for r in (16, 32, 64)] == [16, 8, 4] and default_width(32, 12) == 12
+    left, given = (
+        build_networks(TrainConfig(resolution=32)),
+        build_networks(TrainConfig(resolution=32, generator_width=8, critic_width=8)),
+    )
+    for network, same in zip(left, given, strict=True):  # widths left to the resolution: 8 at 32³
+        assert [p.shape for p in network.parameters()] == [p.shape for p in same.parameters()]
 
 
 def test_a_config_saved_by_voxgan_0_1_describes_its_own_networks():

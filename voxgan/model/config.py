@@ -201,8 +201,12 @@ def check_config(config: TrainConfig) -> None:
         ("batch_size", config.batch_size >= 1, "must be at least 1"),
         ("workers", config.workers >= 0, "must be 0 or more"),
         ("epoch_size", config.epoch_size >= 1, "must be at least 1"),
-        ("generator_width", (config.generator_width or 1) >= 1, "must be at least 1"),
-        ("critic_width", (config.critic_width or 1) >= 1, "must be at least 1"),
+        (
+            "generator_width",
+            config.generator_width is None or config.generator_width >= 1,
+            "must be at least 1",
+        ),
+        ("critic_width", config.critic_width is None or config.critic_width >= 1, "must be at least 1"),
         ("epochs", config.epochs is None or config.epochs >= 1, "must be at least 1"),
         ("time_limit", config.time_limit is None or config.time_limit > 0, "must be positive"),
         ("steps", config.steps is None or config.steps >= 1, "must be at least 1"),
@@ -254,10 +258,10 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def default_width(resolution: int) -> int:
-    """Channels at full resolution that give each grid size the channels width 16 gives it at 16³ (64 at
-    4³, 32 at 8³, 16 at 16³): 16 at 16³, 8 at 32³, 4 at 64³."""
-    return max(1, 16 * 16 // resolution)
+def default_width(resolution: int, width: int | None = None) -> int:
+    """``width`` when given, else the channels at full resolution that give each grid size the channels
+    width 16 gives it at 16³ (64 at 4³, 32 at 8³, 16 at 16³): 16 at 16³, 8 at 32³, 4 at 64³."""
+    return max(1, 16 * 16 // resolution) if width is None else width
 
 
 def with_data_defaults(config: TrainConfig, resolution: int, class_names: tuple[str, ...]) -> TrainConfig:
@@ -267,8 +271,8 @@ def with_data_defaults(config: TrainConfig, resolution: int, class_names: tuple[
     return dataclasses.replace(
         config,
         conditional=config.num_classes > 0,
-        generator_width=config.generator_width or default_width(resolution),
-        critic_width=config.critic_width or default_width(resolution),
+        generator_width=default_width(resolution, config.generator_width),
+        critic_width=default_width(resolution, config.critic_width),
     )
 
 
@@ -283,7 +287,7 @@ def build_generator(config: TrainConfig) -> Generator:
     return Generator(
         resolution,
         config.latent_dim,
-        config.generator_width or default_width(resolution),
+        default_width(resolution, config.generator_width),
         tuple(config.generator_attention),
         config.num_classes,
         config.key_divisor,
@@ -298,7 +302,7 @@ def build_critic(config: TrainConfig) -> Critic:
     resolution = config.resolution or DEFAULT_RESOLUTION
     return Critic(
         resolution,
-        config.critic_width or default_width(resolution),
+        default_width(resolution, config.critic_width),
         tuple(config.critic_attention),
         config.num_classes,
         config.key_divisor,
