@@ -225,8 +225,9 @@ def run_training(
 def load_data(
     config: TrainConfig, device: torch.device, *, resuming: bool
 ) -> tuple[VoxelLoader, TrainConfig]:
-    """The training batches, and ``config`` completed by the data: its classes and resolution, checked
-    again (the attention sizes, now that the grid is known)."""
+    """The training batches, and ``config`` completed by the data for a new run (its classes, resolution,
+    widths and whether to condition: :func:`with_data_defaults`), checked again (the attention sizes, now
+    that the grid is known)."""
     loader = open_loader(config, device.type == "cuda")
     check_loader_classes(config, loader, resuming=resuming)
     if not resuming:  # a resumed run has every option of its own
