@@ -504,12 +504,20 @@ def export(
     scale: Annotated[
         float, typer.Option(help="Units per voxel of meshes and binvox (glb: metres, e.g. 0.05).")
     ] = 1.0,
+    keep_specks: Annotated[
+        bool,
+        typer.Option(
+            "--keep-specks",
+            help="A generator's volumes as made: keep the pieces under 5% of a volume's largest piece.",
+        ),
+    ] = False,
 ) -> None:
     """Write generated (or dataset) volumes as meshes, voxel files, an image grid, an animation or a page.
 
     Meshes are grid coordinates (voxel (i, j, k) spans [i, i+1)^3) times --scale, turned from +z up to
     the format's up axis: glb +y (glTF), the others --up-axis [z]; watertight, with outward normals.
     voxgan voxelize --grid-coords with the same --up-axis and --scale reads them back unchanged.
+    A generator's volumes lose their specks (pieces under 5% of the volume's largest) unless --keep-specks.
     gif: a loop through latent space (a model) or a turntable (--data). html: one self-contained page with
     every volume in 3D, turnable with the mouse; it opens from disk with no network.
 
@@ -533,6 +541,7 @@ def export(
         out=out,
         up_axis=up_axis.lower() if up_axis else None,
         scale=scale,
+        keep_specks=keep_specks,
     )
     try:
         check_export_config(config)
@@ -568,6 +577,13 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
     no_context: Annotated[
         bool, typer.Option("--no-context", help="Skip the train-split and noise context rows.")
+    ] = False,
+    keep_specks: Annotated[
+        bool,
+        typer.Option(
+            "--keep-specks",
+            help="Score the samples as made (by default without specks, as voxgan export writes them).",
+        ),
     ] = False,
 ) -> None:
     """MMD, COV and 1-NNA (1 - IoU and Chamfer distances) and a voxel FID of a model against a split.
@@ -607,7 +623,14 @@ def evaluate(
         source = find_latest_run(Path("runs"))
         typer.echo(f"voxgan: no --run given: evaluating the newest run, {source}", err=True)
     record = evaluate_run(
-        source, data, split=split, num=num, device=device, context=not no_context, folder=folder
+        source,
+        data,
+        split=split,
+        num=num,
+        device=device,
+        context=not no_context,
+        folder=folder,
+        keep_specks=keep_specks,
     )
     typer.echo(record["table"])
     folder = Path(record["table_path"]).parent

@@ -84,6 +84,19 @@ def test_real_volumes_score_the_data_row_and_specks_show_as_pieces(evaluation_sh
     assert specked["class_accuracy"] >= real["class_accuracy"] - 0.1
 
 
+def test_samples_are_scored_without_their_specks_unless_kept(conditional_evaluation, evaluation_shards, tmp_path):
+    """The record says what taking the specks out did; --keep-specks scores the same samples as made."""
+    run_dir, record = conditional_evaluation
+    specks = record["specks"]
+    assert specks["share"] == 0.05 and specks["volumes"] > 0 and specks["voxels"] >= specks["volumes"]
+    assert record["one_piece"] > specks["one_piece_before"]
+    assert "scored without their specks" in (run_dir / "eval-step-0000007.md").read_text()
+    made = evaluate_run(run_dir, evaluation_shards, split="test", context=False, keep_specks=True,
+                        folder=tmp_path)  # fmt: skip
+    assert made["specks"] is None and made["one_piece"] == specks["one_piece_before"]
+    assert "without their specks" not in made["table"]
+
+
 def report_groups(path):
     """(volumes, captions) of report.html's gallery, in threes: sample, nearest train, nearest test."""
     from tests.browser import page_volumes

@@ -30,7 +30,8 @@ from voxgan.results.export import (
     export_up_axis,
     export_volumes,
 )
-from voxgan.results.meshing import blocks_mesh, volume_mesh
+from voxgan.results.meshing import blocks_mesh, volume_mesh, without_specks
+from voxgan.results.metrics import piece_counts
 from voxgan.shards import ShardHeader, pack, read_shard, write_shard
 
 
@@ -136,6 +137,23 @@ def test_export_without_source_takes_the_newest_run(tmp_path):
 
     with Image.open(tmp_path / "exports" / f"{newest.name}-walk.gif") as walk:
         assert walk.n_frames == 3 * 12  # a closed loop through 3 latents, 12 frames apart
+
+
+def test_a_generator_s_volumes_are_exported_without_specks_unless_kept(tmp_path):
+    """The default export is the --keep-specks export with the pieces under 5% of each volume's largest
+    taken out, and says how many volumes lost some; volumes of a shard folder are never touched."""
+    run = make_run(tmp_path / "runs", conditional=True)
+    args = ["export", "--format", "npy", "--num", "16", "--run", str(run)]
+    done = run_cli(*args, cwd=tmp_path)
+    kept = run_cli(*args, "--keep-specks", "--out", "kept", cwd=tmp_path)
+    assert done.returncode == 0 and kept.returncode == 0, done.stderr + kept.stderr
+    cleaned = np.load(tmp_path / "exports" / f"{run.name}.npy")
+    made = np.load(tmp_path / "kept" / f"{run.name}.npy")
+    changed = int((cleaned != made).any(axis=(1, 2, 3)).sum())
+    assert changed > 0 and (piece_counts(made) > 1).any()  # the untrained generator leaves specks
+    assert np.array_equal(cleaned, without_specks(made)) and not (cleaned & ~made).any()
+    assert f"specks taken out of {changed} of 16 volume(s)" in done.stdout
+    assert "specks" not in kept.stdout
 
 
 def test_export_cli_errors_are_one_line(tmp_path):

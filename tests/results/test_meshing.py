@@ -8,7 +8,8 @@ import pytest
 
 from tests.results.sources import assert_closed_outward, ball, synthetic_shapes
 from voxgan.ingest.voxelize import surface_voxels, voxelize
-from voxgan.results.meshing import blocks_mesh, smooth_mesh, volume_mesh
+from voxgan.results.meshing import blocks_mesh, smooth_mesh, volume_mesh, without_specks
+from voxgan.results.metrics import piece_counts
 
 
 def pinched():
@@ -131,3 +132,23 @@ def test_blocks_mesh_splits_an_edge_whose_two_sheets_share_both_ends(middle):
     assert np.array_equal(voxelize(vertices, faces, 5), volume)
     on_edge = np.isclose(vertices[:, 2] % 1, 0.5) & np.isclose(vertices[:, :2], 2, atol=0.01).all(axis=1)
     assert on_edge.sum() == 2  # one midpoint per voxel along the shared edge
+
+
+def test_without_specks_takes_out_the_small_pieces_and_nothing_else():
+    """A piece under 5% of its volume's largest goes; a larger detached part, a voxel touching the shape
+    only at a corner, two equal pieces and an empty volume stay as they are."""
+    volumes = np.zeros((3, 16, 16, 16), bool)
+    volumes[0, 2:10, 2:10, 2:10] = True  # the shape: 512 voxels
+    volumes[0, 10, 10, 10] = True  # touches the shape at a corner: part of it
+    volumes[0, 12:15, 12:14, 0:5] = True  # a detached part of 30 voxels (5.8% of 513): kept
+    volumes[0, 12:14, 0:2, 10:15] = True  # a detached crumb of 20 voxels (3.9%): a speck
+    volumes[0, 0, 15, 15] = True  # a loose voxel: a speck
+    volumes[1, 1:4, 1:4, 1:4] = volumes[1, 10:13, 10:13, 10:13] = True  # two equal pieces
+    before = volumes.copy()
+    expected = volumes.copy()
+    expected[0, 12:14, 0:2, 10:15] = expected[0, 0, 15, 15] = False
+    cleaned = without_specks(volumes)
+    assert np.array_equal(cleaned, expected)
+    assert np.array_equal(volumes, before)  # the input is left alone
+    assert np.array_equal(without_specks(expected), expected)  # nothing more to take
+    assert list(piece_counts(cleaned)) == [2, 2, 0]

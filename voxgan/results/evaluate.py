@@ -7,7 +7,7 @@ score) and ``synthetic:noise`` volumes (what a useless one scores), and the chos
 :mod:`voxgan.results.metrics`. :func:`evaluate_during_training` is what ``voxgan train --eval-every``
 calls after each checkpoint. Each evaluation also writes the run's ``report.html``
 (:mod:`voxgan.results.report`): the table, the curves over the run and each sample beside its nearest
-training and test volumes.
+training and test volumes. The samples are scored as ``voxgan export`` writes them, without their specks.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from voxgan.atomic import append_json_line, write_text_atomic
 from voxgan.data import make_loader
 from voxgan.errors import VoxganError, out_of_space
 from voxgan.model.runs import latent_batch, load_generator, run_folder_of, run_generator
+from voxgan.results.meshing import SPECK_SHARE, without_specks
 from voxgan.results.metrics import (
     FeatureNet,
     ReferenceSet,
     classifier_outputs,
     frechet_distance,
     histogram_distance,
+    piece_counts,
     shape_profile,
     shard_classifier,
 )
@@ -215,6 +217,19 @@ def generator_source(generator, threshold: float = 0.5, seed: int = 0, device: s
     return generate
 
 
+def speck_record(raw: np.ndarray, cleaned: np.ndarray) -> dict:
+    """What taking the specks out of (N, R, R, R) bool volumes did: ``share`` (the rule), ``volumes`` (how
+    many lost voxels), ``voxels`` (how many voxels went, in all), ``one_piece_before`` (share of one-piece
+    volumes as made)."""
+    removed = (raw & ~cleaned).reshape(len(raw), -1).sum(axis=1)
+    return {
+        "share": SPECK_SHARE,
+        "volumes": int((removed > 0).sum()),
+        "voxels": int(removed.sum()),
+        "one_piece_before": float(np.mean(piece_counts(raw) == 1)),
+    }
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path | None = None,
@@ -224,15 +239,20 @@ def evaluate_run(
     device: str = "cpu",
     context: bool = True,
     folder: Path | None = None,
+    keep_specks: bool = False,
 ) -> dict:
     """Evaluate a run's latest checkpoint (or a checkpoint file) and record the result in its run folder
     (or in ``folder``, e.g. for a pretrained generator's file).
+
+    The samples are scored as ``voxgan export`` writes them: without their specks
+    (:func:`~voxgan.results.meshing.without_specks`; ``specks`` in the record says what went), or as the
+    generator made them with ``keep_specks``.
 
     ``data`` defaults to the run's training data. Appends the record (``step``, ``split``, ``num``,
     ``mmd_iou``, ``cov_iou``, ``nna_iou``, ``mmd_cd``, ``cov_cd``, ``nna_cd``, ``fid``,
     ``fid_classifier_accuracy``, ``one_piece``, ``pieces``, ``confident``, ``class_histogram``,
     ``class_tv``, ``class_accuracy`` for conditional models, ``reference`` (the same profile of the data),
-    ``context``, ``per_class`` for conditional models) to the run's
+    ``context``, ``per_class`` for conditional models, ``specks``) to the run's
     ``metrics.jsonl``, writes the markdown table to ``eval-step-NNNNNNN.md`` and returns the record
     with ``table`` (the markdown) and ``table_path`` added.
     """
@@ -245,7 +265,8 @@ def evaluate_run(
     source, made = generator_source(generator, device=device), []
 
     def generate(count: int, labels: np.ndarray | None) -> np.ndarray:
-        made.append((source(count, labels), labels))  # the first call makes the set the metrics score
+        raw = source(count, labels)  # the first call makes the set the metrics score
+        made.append((raw if keep_specks else without_specks(raw), labels, raw))
         return made[-1][0]
 
     record = {"kind": "evaluate", "step": step}
@@ -263,6 +284,8 @@ def evaluate_run(
             device=device,
         )
     )
+    samples, labels, raw = made[0]
+    record["specks"] = None if keep_specks else speck_record(raw, samples)
     folder = Path(folder) if folder is not None else run_folder_of(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown_table(record)
@@ -272,7 +295,6 @@ def evaluate_run(
     with out_of_space(folder, "run the same command again"):
         write_text_atomic(table_path, table + "\n")
         append_json_line(folder / "metrics.jsonl", record)
-    samples, labels = made[0]
     chunks_of = partial(split_chunks, data, resolution=generator.resolution)  # chunks_of(split)
     with out_of_space(folder, "run the same command again"):
         report = write_report(folder, record, samples, labels, class_names, chunks_of, device)

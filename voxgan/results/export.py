@@ -3,7 +3,8 @@
 Meshes (OBJ, STL, PLY, GLB, OFF; made by :mod:`voxgan.results.meshing`, in the grid frame), voxel files
 (binvox, npy), pictures (a PNG grid, a GIF walk through latent space or turntable) and a page (HTML: the
 volumes in 3D, each turnable with the mouse, one self-contained file; :mod:`voxgan.pages`). Volumes come from
-a trained generator (a run folder or a checkpoint) or from a shard folder.
+a trained generator (a run folder or a checkpoint) or from a shard folder. A generator's volumes are written
+without their specks (:func:`~voxgan.results.meshing.without_specks`) unless ``--keep-specks``.
 
 Meshes and binvox files are written in the file's frame (:func:`export_transform`): the grid's +z turned
 to the format's up axis (GLB: +y, by the glTF specification; the others: ``--up-axis``, +z unless told)
@@ -28,7 +29,7 @@ from voxgan.model.pretrained import pretrained_path
 from voxgan.model.runs import LoadedGenerator, find_latest_run, latent_batch, load_generator, run_generator
 from voxgan.pages import Cell, Gallery, escape, write_page
 from voxgan.render import render_volume, render_volumes
-from voxgan.results.meshing import MESH_KINDS, mesh_warning, occupancy_of, volume_mesh
+from voxgan.results.meshing import MESH_KINDS, mesh_warning, occupancy_of, volume_mesh, without_specks
 from voxgan.shards import read_split
 
 MESH_FORMATS = ("obj", "stl", "ply", "glb", "off")
@@ -239,6 +240,7 @@ class ExportConfig:
     device: str = "cpu"
     up_axis: str | None = None  # formats without a convention (OBJ, STL, PLY, OFF, binvox) [z]
     scale: float = 1.0  # units per voxel of meshes and binvox (glTF: metres)
+    keep_specks: bool = False  # generated volumes as made, loose specks and all (meshing.without_specks)
 
 
 @dataclass
@@ -351,7 +353,7 @@ def export_command(config: ExportConfig) -> str:
     ):
         if value != default:
             words.append(f"{option} {value}")
-    return " ".join(words)
+    return " ".join(words + ["--keep-specks"] * config.keep_specks)
 
 
 def write_html(volume_set: VolumeSet, occupancy: np.ndarray, config: ExportConfig, path: Path) -> list[str]:
@@ -381,10 +383,10 @@ def write_html(volume_set: VolumeSet, occupancy: np.ndarray, config: ExportConfi
 
 
 def animation_frames(
-    volume_set: VolumeSet, generator: Generator | None, threshold: float, device: str
+    volume_set: VolumeSet, generator: Generator | None, threshold: float, device: str, keep_specks: bool
 ) -> tuple[str, list[np.ndarray]]:
-    """("walk", frames) through ``generator``'s latent space from the volume set's latents, or without a
-    generator ("turntable", frames) of the first volume."""
+    """("walk", frames) through ``generator``'s latent space from the volume set's latents (without their
+    specks unless ``keep_specks``), or without a generator ("turntable", frames) of the first volume."""
     if generator is not None:
         keys = volume_set.latents[: max(2, min(len(volume_set.latents), 8))]
         if len(keys) < 2:
@@ -392,8 +394,9 @@ def animation_frames(
         walk = latent_walk(keys)
         label = volume_set.labels[0] if volume_set.labels[0] >= 0 else None
         labels = None if label is None else np.full(len(walk), label, np.int64)
-        volumes = run_generator(generator, walk, labels, device)
-        return "walk", [render_volume(v, threshold=threshold) for v in volumes]
+        volumes = run_generator(generator, walk, labels, device) > threshold
+        volumes = volumes if keep_specks else without_specks(volumes)
+        return "walk", [render_volume(v) for v in volumes]
     volumes = turntable(volume_set.volumes[0].astype(np.float32))
     return "turntable", [render_volume(v, threshold=0.5) for v in volumes]
 
@@ -421,12 +424,20 @@ def _write_exports(config: ExportConfig, volume_set: VolumeSet, generator: Gener
     out.mkdir(parents=True, exist_ok=True)
     warnings, files = list(volume_set.notes), []
     occupancy = np.stack([occupancy_of(v, config.threshold) for v in volume_set.volumes])
+    source = volume_set.description
+    if generator is not None and not config.keep_specks:
+        cleaned = without_specks(occupancy)
+        changed = int((cleaned != occupancy).any(axis=(1, 2, 3)).sum())
+        source += f"; specks taken out of {changed} of {len(occupancy)} volume(s) (--keep-specks keeps them)"
+        occupancy = cleaned
     name = volume_set.name
     if config.format == "png":
         files.append(out / f"{name}.png")
         render_volumes(occupancy, files[-1], ncols=class_columns(volume_set), titles=tile_titles(volume_set))
     elif config.format == "gif":
-        kind, frames = animation_frames(volume_set, generator, config.threshold, config.device)
+        kind, frames = animation_frames(
+            volume_set, generator, config.threshold, config.device, config.keep_specks
+        )
         files.append(out / f"{name}-{kind}.gif")
         write_bytes_atomic(files[-1], gif_bytes(frames))
     elif config.format == "html":
@@ -452,4 +463,4 @@ def _write_exports(config: ExportConfig, volume_set: VolumeSet, generator: Gener
                 write_bytes_atomic(path, mesh_bytes(mesh, config.format))
             files.append(path)
     frame = frame_line(config, occupancy.shape[1])
-    return ExportResult(files=files, source=volume_set.description, warnings=warnings, frame=frame)
+    return ExportResult(files=files, source=source, warnings=warnings, frame=frame)

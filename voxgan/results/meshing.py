@@ -26,12 +26,35 @@ CROSSING_AXIS = (1, 0, 0)  # by a face's normal axis: the in-plane axis along wh
 SMOOTH_SUPERSAMPLE = 3  # odd, so that a voxel centre is a fine sample
 SMOOTH_SIGMA = 1.0  # in fine samples
 SMOOTH_LEVEL = 0.25
+SPECK_SHARE = 0.05  # a piece with fewer voxels than this share of its volume's largest piece is a speck
+TOUCHING = np.ones((3, 3, 3), bool)  # voxels touching at a face, an edge or a corner are one piece
 
 
 def occupancy_of(volume: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """(R, R, R) bool or float  ->  (R, R, R) bool: bool volumes as they are, others ``> threshold``."""
     volume = np.asarray(volume)
     return volume.copy() if volume.dtype == bool else volume > threshold
+
+
+def pieces(occupancy: np.ndarray) -> tuple[np.ndarray, int]:
+    """(R, R, R) bool  ->  (piece of each voxel : (R, R, R) int, 0 where empty, 1.. in a piece; count).
+    Voxels touching at a face, an edge or a corner are one piece."""
+    from scipy import ndimage
+
+    return ndimage.label(occupancy, TOUCHING)
+
+
+def without_specks(occupancy: np.ndarray, share: float = SPECK_SHARE) -> np.ndarray:
+    """(N, R, R, R) bool  ->  the same volumes without their specks: the pieces with fewer voxels than
+    ``share`` of their volume's largest piece (loose voxels a generator leaves, detached crumbs)."""
+    cleaned = np.array(occupancy, dtype=bool, copy=True)
+    for volume in cleaned:
+        labels, count = pieces(volume)
+        if count > 1:
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            volume[sizes[labels] < share * sizes.max()] = False
+    return cleaned
 
 
 def boundary_quads(occupancy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

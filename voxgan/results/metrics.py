@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from voxgan.atomic import atomic_open
+from voxgan.results.meshing import pieces
 from voxgan.shards import read_manifest, read_split
 
 CHUNK_BYTES = 64 * 2**20  # size of one operand block of the pairwise products
@@ -287,10 +288,7 @@ def classifier_outputs(model, volumes: np.ndarray, device: str = "cpu") -> tuple
 def piece_counts(occupancy: np.ndarray) -> np.ndarray:
     """(N, R, R, R) bool -> (N,) int: the connected pieces of each volume (voxels that touch at a face, an
     edge or a corner are one piece; an empty volume has none)."""
-    from scipy import ndimage
-
-    touching = np.ones((3, 3, 3), bool)
-    return np.array([ndimage.label(volume, touching)[1] for volume in occupancy], dtype=np.int64)
+    return np.array([pieces(volume)[1] for volume in occupancy], dtype=np.int64)
 
 
 def shape_profile(

@@ -325,6 +325,7 @@ def classifier_line(record: dict) -> str:
         "one piece: the share of volumes that are one connected piece (voxels touching at a face, an edge "
         "or a corner; loose specks make two or more)."
     )
+    pieces += specks_line(record.get("specks"))
     accuracy = record.get("fid_classifier_accuracy")
     if accuracy is None:
         return (
@@ -336,6 +337,18 @@ def classifier_line(record: dict) -> str:
         f"({100 * accuracy:.1f}% test accuracy). class acc.: the share of a conditional model's samples it "
         "names as the class asked for (the data row: its real volumes, the ceiling); confident: the share it "
         f"names with probability ≥ 90%; {pieces}"
+    )
+
+
+def specks_line(specks: dict | None) -> str:
+    """What taking the specks out of the samples did (the record's ``specks``), or nothing."""
+    if not specks:
+        return ""
+    return (
+        f" The model's samples are scored without their specks, as voxgan export writes them: pieces under "
+        f"{100 * specks['share']:g}% of a sample's largest piece, {specks['voxels']} voxel(s) from "
+        f"{specks['volumes']} sample(s); {number(specks['one_piece_before'], percent=True)} were one piece "
+        "before (--keep-specks scores them as made)."
     )
 
 
