@@ -585,6 +585,13 @@ def evaluate(
             help="Score the samples as made (by default without specks, as voxgan export writes them).",
         ),
     ] = False,
+    draws: Annotated[
+        int,
+        typer.Option(
+            help="Sets of samples to score, new latents each: the model row is their mean ± standard "
+            "deviation (one set's 1-NNA moves by several points from one set to the next)."
+        ),
+    ] = 1,
 ) -> None:
     """MMD, COV and 1-NNA (1 - IoU and Chamfer distances) and a voxel FID of a model against a split.
 
@@ -601,6 +608,8 @@ def evaluate(
         raise typer.BadParameter("give --run or --checkpoint, not both")
     if num is not None and num < 2:
         raise typer.BadParameter(f"must be at least 2, got {num}", param_hint="--num")
+    if draws < 1:
+        raise typer.BadParameter(f"must be at least 1, got {draws}", param_hint="--draws")
     from voxgan.model.train import resolve_device
 
     try:
@@ -631,6 +640,7 @@ def evaluate(
         context=not no_context,
         folder=folder,
         keep_specks=keep_specks,
+        draws=draws,
     )
     typer.echo(record["table"])
     folder = Path(record["table_path"]).parent

@@ -84,7 +84,9 @@ def test_real_volumes_score_the_data_row_and_specks_show_as_pieces(evaluation_sh
     assert specked["class_accuracy"] >= real["class_accuracy"] - 0.1
 
 
-def test_samples_are_scored_without_their_specks_unless_kept(conditional_evaluation, evaluation_shards, tmp_path):
+def test_samples_are_scored_without_their_specks_unless_kept(
+    conditional_evaluation, evaluation_shards, tmp_path
+):
     """The record says what taking the specks out did; --keep-specks scores the same samples as made."""
     run_dir, record = conditional_evaluation
     specks = record["specks"]
@@ -95,6 +97,43 @@ def test_samples_are_scored_without_their_specks_unless_kept(conditional_evaluat
                         folder=tmp_path)  # fmt: skip
     assert made["specks"] is None and made["one_piece"] == specks["one_piece_before"]
     assert "without their specks" not in made["table"]
+
+
+def test_several_draws_give_the_mean_of_each_set_scored_alone_and_its_spread(evaluation_shards):
+    """With draws=2 the model row is the mean of the two sets' own scores, the set metrics and FID with
+    their standard deviation beside them; the table says so."""
+    volumes, _, _ = read_split(evaluation_shards, "test")
+    noise = np.random.default_rng(0).random(volumes.shape) < 0.3
+    sets = {"data": volumes, "noise": noise}
+
+    def source(*names):
+        queue = [sets[name] for name in names]
+        return lambda count, asked: queue.pop(0).copy()
+
+    common = dict(resolution=16, conditional=True, context=False)
+    alone = [evaluate_volumes(source(name), evaluation_shards, **common) for name in sets]
+    both = evaluate_volumes(source(*sets), evaluation_shards, draws=2, **common)
+    assert both["draws"] == 2 and "draws" not in alone[0]
+    for key in ("nna_iou", "cov_iou", "mmd_iou", "nna_cd", "fid", "one_piece", "class_accuracy"):
+        assert both[key] == pytest.approx((alone[0][key] + alone[1][key]) / 2), key
+    spread = abs(alone[0]["nna_iou"] - alone[1]["nna_iou"]) / np.sqrt(2)  # the std of two numbers
+    assert both["nna_iou_std"] == pytest.approx(spread) and both["nna_iou_std"] > 0.2
+    assert "one_piece_std" not in both
+    from voxgan.results.report import markdown_table
+
+    table = markdown_table({**both, "step": 1})
+    assert "mean ± standard deviation over 2 sets of 40 samples" in table
+    assert f"{100 * both['nna_iou']:.1f}% ± {100 * both['nna_iou_std']:.1f} |" in table
+
+
+def test_evaluate_draws_must_be_at_least_one(evaluation_shards, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "voxgan", "evaluate", "--data", str(evaluation_shards), "--draws", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "--draws" in done.stderr
 
 
 def report_groups(path):
@@ -151,12 +190,13 @@ def test_evaluate_cli_prints_table_and_appends(evaluation_shards, tmp_path):
     run_dir = make_run(tmp_path / "runs", step=3)
     args = ["evaluate", "--data", str(evaluation_shards), "--num", "12", "--device", "cpu", "--no-context"]
     done = subprocess.run(
-        [sys.executable, "-m", "voxgan", *args], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "voxgan", *args, "--draws", "3"], capture_output=True, text=True, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
-    assert "newest run" in done.stderr and "| model |" in done.stdout
+    assert "newest run" in done.stderr and "| model |" in done.stdout and "over 3 sets" in done.stdout
     record = json.loads((run_dir / "metrics.jsonl").read_text())
-    assert record["num"] == 12 and "context" not in record
+    assert record["num"] == 12 and "context" not in record and record["draws"] == 3
+    assert record["specks"]["volumes"] <= 3 * 12  # counted over the three sets
     done = subprocess.run(
         [sys.executable, "-m", "voxgan", "evaluate", "--data", str(evaluation_shards), "--split", "nope"],
         capture_output=True,

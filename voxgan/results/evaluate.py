@@ -26,6 +26,7 @@ from voxgan.errors import VoxganError, out_of_space
 from voxgan.model.runs import latent_batch, load_generator, run_folder_of, run_generator
 from voxgan.results.meshing import SPECK_SHARE, without_specks
 from voxgan.results.metrics import (
+    METRIC_KEYS,
     FeatureNet,
     ReferenceSet,
     classifier_outputs,
@@ -136,11 +137,14 @@ def evaluate_volumes(
     context: bool = True,
     device: str = "cpu",
     seed: int = 0,
+    draws: int = 1,
 ) -> dict:
     """Evaluate a volume source against ``split`` of ``data``.
 
-    ``generate(count, labels)`` returns (count, R, R, R) bool; ``labels`` is (count,) int64 for a
-    conditional model (then the generated set has the reference set's labels) or None.
+    ``generate(count, labels)`` returns (count, R, R, R) bool, a new set at each call; ``labels`` is
+    (count,) int64 for a conditional model (then the generated set has the reference set's labels) or None.
+    With ``draws`` > 1 the model's numbers are the mean over that many sets, with ``{key}_std`` beside the
+    set metrics and FID (:func:`mean_of_draws`); the per-class rows are those of the first set.
     Returns the metrics record without ``step`` (see :func:`evaluate_run`).
     """
     started = time.perf_counter()
@@ -158,7 +162,10 @@ def evaluate_volumes(
         net = shard_classifier(Path(data), split, device)
     scorer = Scorer(ReferenceSet(reference, device), labels, net, class_names or data_classes, device)
     record = {"split": split, "num": count, "data": str(data)}
-    record.update(scorer.score(generated, labels if use_labels else None))
+    asked = labels if use_labels else None
+    scores = [scorer.score(generated, asked)]
+    scores += [scorer.score(generate(count, asked), asked) for _ in range(draws - 1)]
+    record.update(mean_of_draws(scores))
     record["fid_classifier_accuracy"] = net.accuracy if net else None
     record["reference"] = scorer.data_row
     if context:
@@ -167,6 +174,26 @@ def evaluate_volumes(
         record["per_class"] = per_class_rows(scorer, generated)
     record["seconds"] = round(time.perf_counter() - started, 2)
     return record
+
+
+SPREAD_KEYS = (*METRIC_KEYS, "fid")  # the numbers a model row shows with their spread over draws
+
+
+def mean_of_draws(scores: list[dict]) -> dict:
+    """One row from the scores of several generated sets: each number the mean over the sets, ``{key}_std``
+    (the sample standard deviation) for :data:`SPREAD_KEYS` and ``draws`` (how many) when there are two or
+    more; the class histogram of the first set."""
+    if len(scores) == 1:
+        return dict(scores[0])
+    row = dict(scores[0])
+    for key, value in scores[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [float(score[key]) for score in scores]
+            row[key] = float(np.mean(values))
+            if key in SPREAD_KEYS:
+                row[f"{key}_std"] = float(np.std(values, ddof=1))
+    row["draws"] = len(scores)
+    return row
 
 
 def context_rows(scorer: Scorer, data, split: str, count: int, resolution: int, seed: int) -> dict:
@@ -217,17 +244,19 @@ def generator_source(generator, threshold: float = 0.5, seed: int = 0, device: s
     return generate
 
 
-def speck_record(raw: np.ndarray, cleaned: np.ndarray) -> dict:
-    """What taking the specks out of (N, R, R, R) bool volumes did: ``share`` (the rule), ``volumes`` (how
-    many lost voxels), ``voxels`` (how many voxels went, in all), ``one_piece_before`` (share of one-piece
-    volumes as made)."""
+def speck_counts(raw: np.ndarray, cleaned: np.ndarray) -> np.ndarray:
+    """What taking the specks out of (N, R, R, R) bool volumes did: (volumes, volumes that lost voxels,
+    voxels that went, volumes one piece as made), to add up over sets (see :func:`speck_record`)."""
     removed = (raw & ~cleaned).reshape(len(raw), -1).sum(axis=1)
-    return {
-        "share": SPECK_SHARE,
-        "volumes": int((removed > 0).sum()),
-        "voxels": int(removed.sum()),
-        "one_piece_before": float(np.mean(piece_counts(raw) == 1)),
-    }
+    return np.array([len(raw), (removed > 0).sum(), removed.sum(), (piece_counts(raw) == 1).sum()], np.int64)
+
+
+def speck_record(counts: np.ndarray) -> dict:
+    """The record's ``specks`` from :func:`speck_counts` summed over the sets scored: ``share`` (the rule),
+    ``volumes`` (how many lost voxels), ``voxels`` (how many voxels went, in all), ``one_piece_before``
+    (share of one-piece volumes as made)."""
+    total, volumes, voxels, one_piece = (int(c) for c in counts)
+    return {"share": SPECK_SHARE, "volumes": volumes, "voxels": voxels, "one_piece_before": one_piece / total}
 
 
 def evaluate_run(
@@ -240,13 +269,15 @@ def evaluate_run(
     context: bool = True,
     folder: Path | None = None,
     keep_specks: bool = False,
+    draws: int = 1,
 ) -> dict:
     """Evaluate a run's latest checkpoint (or a checkpoint file) and record the result in its run folder
     (or in ``folder``, e.g. for a pretrained generator's file).
 
     The samples are scored as ``voxgan export`` writes them: without their specks
-    (:func:`~voxgan.results.meshing.without_specks`; ``specks`` in the record says what went), or as the
-    generator made them with ``keep_specks``.
+    (:func:`~voxgan.results.meshing.without_specks`; ``specks`` in the record says what went, over every
+    set), or as the generator made them with ``keep_specks``. ``draws`` sets of samples, from new latents
+    each, are scored and averaged (see :func:`evaluate_volumes`); the report shows the first.
 
     ``data`` defaults to the run's training data. Appends the record (``step``, ``split``, ``num``,
     ``mmd_iou``, ``cov_iou``, ``nna_iou``, ``mmd_cd``, ``cov_cd``, ``nna_cd``, ``fid``,
@@ -262,12 +293,16 @@ def evaluate_run(
     data = data if data is not None else loaded.config.data
     if not data:
         raise VoxganError(f"{run_dir}: the run does not say which data it was trained on; pass --data")
-    source, made = generator_source(generator, device=device), []
+    source, made, specks = generator_source(generator, device=device), [], np.zeros(4, np.int64)
 
     def generate(count: int, labels: np.ndarray | None) -> np.ndarray:
-        raw = source(count, labels)  # the first call makes the set the metrics score
-        made.append((raw if keep_specks else without_specks(raw), labels, raw))
-        return made[-1][0]
+        volumes = source(count, labels)  # a new set at each call (draws); the report shows the first
+        if not keep_specks:
+            volumes, raw = without_specks(volumes), volumes
+            specks[:] += speck_counts(raw, volumes)
+        if not made:
+            made.append((volumes, labels))
+        return volumes
 
     record = {"kind": "evaluate", "step": step}
     class_names = loaded.config.class_names
@@ -282,10 +317,11 @@ def evaluate_run(
             conditional=generator.num_classes > 0,
             context=context,
             device=device,
+            draws=draws,
         )
     )
-    samples, labels, raw = made[0]
-    record["specks"] = None if keep_specks else speck_record(raw, samples)
+    samples, labels = made[0]
+    record["specks"] = None if keep_specks else speck_record(specks)
     folder = Path(folder) if folder is not None else run_folder_of(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown_table(record)

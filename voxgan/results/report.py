@@ -271,16 +271,25 @@ TABLE_HEADER = [
 ]
 
 
+def spread(values: dict, key: str, percent: bool = False) -> str:
+    """A table cell with its spread over draws where the row has one: '57.6% ± 3.4' (percentage points)."""
+    cell = number(values.get(key), percent=percent)
+    std = values.get(f"{key}_std")
+    if std is None:
+        return cell
+    return f"{cell} ± {100 * std:.1f}" if percent else f"{cell} ± {std:.2g}"
+
+
 def row_cells(values: dict) -> list[str]:
     """The number cells of one row of the metrics table (after the set's name)."""
     return [
-        number(values.get("mmd_iou")),
-        number(values.get("cov_iou"), percent=True),
-        number(values.get("nna_iou"), percent=True),
-        number(values.get("mmd_cd")),
-        number(values.get("cov_cd"), percent=True),
-        number(values.get("nna_cd"), percent=True),
-        number(values.get("fid")),
+        spread(values, "mmd_iou"),
+        spread(values, "cov_iou", percent=True),
+        spread(values, "nna_iou", percent=True),
+        spread(values, "mmd_cd"),
+        spread(values, "cov_cd", percent=True),
+        spread(values, "nna_cd", percent=True),
+        spread(values, "fid"),
         class_accuracy_cell(values),
         number(values.get("confident"), percent=True),
         number(values.get("one_piece"), percent=True),
@@ -312,11 +321,17 @@ def table_rows(record: dict) -> list[list[str]]:
 
 
 def table_heading(record: dict) -> str:
-    """The line above the table: the step, the sizes and the reference split."""
-    return (
+    """The line above the table: the step, the sizes, the reference split and the draws."""
+    line = (
         f"Evaluation at step {record.get('step', '?')}: {record['num']} generated vs {record['num']} "
         f"volumes of split '{record['split']}' of {record.get('data', '?')}"
     )
+    if record.get("draws", 1) > 1:
+        line += (
+            f"; the model row is the mean ± standard deviation over {record['draws']} sets of "
+            f"{record['num']} samples (new latents each), the class rows are the first set's"
+        )
+    return line
 
 
 def classifier_line(record: dict) -> str:
