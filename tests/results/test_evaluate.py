@@ -155,6 +155,8 @@ def test_the_report_shows_each_sample_beside_its_nearest_train_and_test_volume(
         assert f"<td>{row}" in text
     # 1-NNA, COV, MMD-IoU, MMD-CD, FID, class accuracy and one-piece share over the run's steps
     assert text.count('<svg class="chart"') == 7
+    one_piece = re.search(r'<svg class="chart"[^>]*aria-label="one piece.*?</svg>', text).group(0)
+    assert ">without specks</text>" in one_piece and ">as made</text>" in one_piece  # both series drawn
     assert 'href="metrics.jsonl"' in text and 'href="eval-step-0000007.md"' in text
     assert "voxgan evaluate --run" in text
     volumes, captions = report_groups(run_dir / "report.html")

@@ -31,7 +31,10 @@ METRIC_CHARTS = (  # (title, ((record key, label), ...))
     ("MMD-CD (lower is better)", (("mmd_cd", "model"),)),
     ("voxel FID (lower is better)", (("fid", "model"),)),
     ("named by the classifier", (("class_accuracy", "as asked"), ("confident", "confidently"))),
-    ("one piece (share of samples)", (("one_piece", "model"),)),
+    (
+        "one piece (share of samples)",
+        (("one_piece", "without specks"), ("specks.one_piece_before", "as made")),
+    ),
 )
 LOSS_CHARTS = (
     (
@@ -102,12 +105,20 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def charts(records: list[dict], groups) -> list[str]:
     """One SVG chart per (title, ((key, label), ...)) of ``groups`` from records with a ``step`` (none
-    where no record has a value)."""
-    made = []
+    where no record has a value); a key ``a.b`` is ``record[a][b]``."""
+    made, records = [], [r for r in records if "step" in r]
     for title, keys in groups:
-        series = {label: [(r["step"], r.get(key)) for r in records if "step" in r] for key, label in keys}
+        series = {label: [(r["step"], value_at(r, key)) for r in records] for key, label in keys}
         made.append(line_chart(title, series))
     return [chart for chart in made if chart]
+
+
+def value_at(record: dict, key: str):
+    """``record[key]``, or for ``a.b`` ``record[a][b]``; None where a part is missing or None."""
+    value = record
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def class_name(class_names, label) -> str:
