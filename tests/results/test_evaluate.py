@@ -90,7 +90,8 @@ def test_samples_are_scored_without_their_specks_unless_kept(
     """The record says what taking the specks out did; --keep-specks scores the same samples as made."""
     run_dir, record = conditional_evaluation
     specks = record["specks"]
-    assert specks["share"] == 0.05 and specks["volumes"] > 0 and specks["voxels"] >= specks["volumes"]
+    assert specks["share"] == 0.05 and specks["scored"] == 40
+    assert 0 < specks["volumes"] <= 40 and specks["voxels"] >= specks["volumes"]
     assert record["one_piece"] > specks["one_piece_before"]
     assert "scored without their specks" in (run_dir / "eval-step-0000007.md").read_text()
     made = evaluate_run(run_dir, evaluation_shards, split="test", context=False, keep_specks=True,
@@ -198,7 +199,8 @@ def test_evaluate_cli_prints_table_and_appends(evaluation_shards, tmp_path):
     assert "newest run" in done.stderr and "| model |" in done.stdout and "over 3 sets" in done.stdout
     record = json.loads((run_dir / "metrics.jsonl").read_text())
     assert record["num"] == 12 and "context" not in record and record["draws"] == 3
-    assert record["specks"]["volumes"] <= 3 * 12  # counted over the three sets
+    assert record["specks"]["scored"] == 3 * 12  # counted over the three sets
+    assert 0 <= record["specks"]["volumes"] <= 3 * 12 and f"of {3 * 12} samples" in done.stdout
     done = subprocess.run(
         [sys.executable, "-m", "voxgan", "evaluate", "--data", str(evaluation_shards), "--split", "nope"],
         capture_output=True,

@@ -253,10 +253,16 @@ def speck_counts(raw: np.ndarray, cleaned: np.ndarray) -> np.ndarray:
 
 def speck_record(counts: np.ndarray) -> dict:
     """The record's ``specks`` from :func:`speck_counts` summed over the sets scored: ``share`` (the rule),
-    ``volumes`` (how many lost voxels), ``voxels`` (how many voxels went, in all), ``one_piece_before``
-    (share of one-piece volumes as made)."""
+    ``scored`` (volumes looked at, over every set), ``volumes`` (how many lost voxels), ``voxels`` (how many
+    voxels went, in all), ``one_piece_before`` (share of one-piece volumes as made)."""
     total, volumes, voxels, one_piece = (int(c) for c in counts)
-    return {"share": SPECK_SHARE, "volumes": volumes, "voxels": voxels, "one_piece_before": one_piece / total}
+    return {
+        "share": SPECK_SHARE,
+        "scored": total,
+        "volumes": volumes,
+        "voxels": voxels,
+        "one_piece_before": one_piece / total,
+    }
 
 
 def evaluate_run(

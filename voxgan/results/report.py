@@ -373,8 +373,9 @@ def specks_line(specks: dict | None) -> str:
     return (
         f" The model's samples are scored without their specks, as voxgan export writes them: pieces under "
         f"{100 * specks['share']:g}% of a sample's largest piece, {specks['voxels']} voxel(s) from "
-        f"{specks['volumes']} sample(s); {number(specks['one_piece_before'], percent=True)} were one piece "
-        "before (--keep-specks scores them as made)."
+        f"{specks['volumes']} of {specks['scored']} samples; "
+        f"{number(specks['one_piece_before'], percent=True)} were one piece before (--keep-specks scores "
+        "them as made)."
     )
 
 
