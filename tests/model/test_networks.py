@@ -1,10 +1,23 @@
 """Shapes of the networks at every resolution, the attention block and its second derivative."""
 
+import functools
+
 import pytest
 import torch
+from torch.nn import functional as F
 
 from voxgan.model.loss import gradient_penalty
-from voxgan.model.networks import Critic, DownBlock, Generator, SelfAttention3d, UpBlock
+from voxgan.model.networks import (
+    Critic,
+    DownBlock,
+    Generator,
+    SelfAttention3d,
+    UpBlock,
+    VolumeConv3d,
+    VolumeConvTranspose3d,
+    phase_conv3d,
+    phase_conv_transpose3d,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -152,3 +165,57 @@ def test_the_resize_output_layer_makes_no_checkerboard_where_the_transposed_one_
             volume = generator.to_volume(torch.ones(1, channels, 8, 8, 8))[0, 0, 2:-2, 2:-2, 2:-2]
         assert volume.shape == (12, 12, 12)
         assert (volume.max() - volume.min() > 1e-3) == patterned, layer
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 8, 8, 8), (3, 2, 4, 6, 2)])
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_the_phase_forms_are_the_library_convolutions_with_their_derivatives(shape, out_channels):
+    """On the CPU the layers to and from the volume run as phase forms: the same function, first and second
+    derivatives (the gradient penalty's) included, on non-cubic maps and any channel counts."""
+    torch.manual_seed(0)
+    double = dict(dtype=torch.float64)
+    x = torch.randn(shape, **double, requires_grad=True)
+    pairs = [
+        (phase_conv3d, F.conv3d, torch.randn(out_channels, shape[1], 4, 4, 4, **double)),
+        (phase_conv_transpose3d, F.conv_transpose3d, torch.randn(shape[1], out_channels, 4, 4, 4, **double)),
+    ]
+    for phase_form, library, weight in pairs:
+        weight.requires_grad_(True)
+        bias = torch.randn(out_channels, **double, requires_grad=True)
+        strided = functools.partial(library, stride=2, padding=1)
+        assert torch.allclose(phase_form(x, weight, bias), strided(x, weight, bias), atol=1e-12)
+        assert torch.allclose(phase_form(x, weight, None), strided(x, weight, None), atol=1e-12)
+        ours, theirs = derivatives(phase_form, x, weight, bias), derivatives(strided, x, weight, bias)
+        for mine, reference in zip(ours, theirs, strict=True):
+            assert torch.allclose(mine, reference, atol=1e-10)
+
+
+def derivatives(convolution, x, weight, bias) -> list[torch.Tensor]:
+    """The gradients of a fixed random projection of ``convolution(x, weight, bias)`` with respect to x,
+    weight and bias, and that of the squared norm of its x-gradient with respect to the weight (what a
+    gradient penalty differentiates)."""
+    out = convolution(x, weight, bias)
+    projection = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad((out * projection).sum(), (x, weight, bias), create_graph=True)
+    return [*grads, *torch.autograd.grad(grads[0].square().sum(), weight)]
+
+
+def test_the_layers_to_and_from_the_volume_keep_their_weights_and_outputs():
+    """VolumeConv3d / VolumeConvTranspose3d load the state dicts of the library layers they replace (the
+    checkpoints written before them) and compute what those did."""
+    torch.manual_seed(0)
+    pairs = [
+        (VolumeConv3d(1, 4), torch.nn.Conv3d(1, 4, 4, stride=2, padding=1), (2, 1, 16, 16, 16)),
+        (
+            VolumeConvTranspose3d(4, 1),
+            torch.nn.ConvTranspose3d(4, 1, 4, stride=2, padding=1),
+            (2, 4, 8, 8, 8),
+        ),
+    ]
+    for volume_layer, library_layer, shape in pairs:
+        volume_layer.load_state_dict(library_layer.state_dict())
+        x = torch.rand(shape).contiguous(memory_format=torch.channels_last_3d)
+        assert torch.allclose(volume_layer(x), library_layer(x), atol=1e-5)
+    generator, critic = Generator(16, width=4), Critic(16, width=4)
+    assert isinstance(generator.to_volume, VolumeConvTranspose3d)
+    assert isinstance(critic.blocks[0].conv, VolumeConv3d) and type(critic.blocks[1].conv) is torch.nn.Conv3d

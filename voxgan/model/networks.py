@@ -91,6 +91,69 @@ def attention_or_none(channels: int, resolution: int, wanted: tuple[int, ...], k
     return SelfAttention3d(channels, channels // key_divisor, pool if resolution > BASE_RESOLUTION else 1)
 
 
+class VolumeConvTranspose3d(nn.ConvTranspose3d):
+    """``ConvTranspose3d(in_channels, out_channels, 4, stride=2, padding=1)`` that runs, on the CPU, as
+    :func:`phase_conv_transpose3d`: the same function and parameters, several times faster there to one
+    channel, where oneDNN's transposed kernel is slow (see BENCHMARKS.md). Other devices use the kernel."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x : (B, Cin, D, H, W) -> (B, Cout, 2D, 2H, 2W)."""
+        if x.device.type != "cpu":
+            return super().forward(x)
+        return phase_conv_transpose3d(x, self.weight, self.bias)
+
+
+class VolumeConv3d(nn.Conv3d):
+    """``Conv3d(in_channels, out_channels, 4, stride=2, padding=1)`` that runs, on the CPU, as
+    :func:`phase_conv3d`: the same function and parameters, about twice as fast there from one channel,
+    the gradient penalty's second derivative included (see BENCHMARKS.md). Other devices use the kernel."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x : (B, Cin, D, H, W), D, H, W even -> (B, Cout, D/2, H/2, W/2)."""
+        if x.device.type != "cpu":
+            return super().forward(x)
+        return phase_conv3d(x, self.weight, self.bias)
+
+
+def phase_conv_transpose3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv_transpose3d(x, weight, bias, stride=2, padding=1)`` for a 4³ kernel, as one 2³ convolution.
+
+    x : (B, Cin, D, H, W); weight : (Cin, Cout, 4, 4, 4); bias : (Cout,) or None -> (B, Cout, 2D, 2H, 2W).
+    Along each axis, output 2j + r - 1 (phase r in {0, 1}) is input j - 1 times tap r + 2 plus input j
+    times tap r: a 2³ convolution of the input padded by one makes all eight phases at once, as 8·Cout
+    channels; interleaved they are the uncropped output, (2D + 2)³, from which the padding is cut.
+    """
+    c_in, c_out = weight.shape[:2]
+    taps = weight.reshape(c_in, c_out, 2, 2, 2, 2, 2, 2).flip(2, 4, 6)  # tap 2h + r at kernel index 1 - h
+    kernel = taps.permute(3, 5, 7, 1, 0, 2, 4, 6).reshape(8 * c_out, c_in, 2, 2, 2)  # (phase, Cout) rows
+    phases = F.conv3d(x, kernel, None if bias is None else bias.repeat(8), padding=1)
+    b, _, d, h, w = phases.shape  # (B, 8·Cout, D + 1, H + 1, W + 1)
+    full = phases.view(b, 2, 2, 2, c_out, d, h, w).permute(0, 4, 5, 1, 6, 2, 7, 3)
+    return full.reshape(b, c_out, 2 * d, 2 * h, 2 * w)[:, :, 1:-1, 1:-1, 1:-1]
+
+
+def phase_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv3d(x, weight, bias, stride=2, padding=1)`` for a 4³ kernel, as one unstrided 2³ convolution.
+
+    x : (B, Cin, D, H, W), D, H, W even; weight : (Cout, Cin, 4, 4, 4); bias : (Cout,) or None ->
+    (B, Cout, D/2, H/2, W/2). The input padded by one is cut into its eight phases (voxels 2i + r along
+    each axis), stacked as 8·Cin channels: tap 2h + r of the strided convolution is then tap h of phase r.
+    """
+    c_out, c_in = weight.shape[:2]
+    padded = F.pad(x, (1, 1, 1, 1, 1, 1))
+    b, _, d, h, w = padded.shape
+    phases = padded.view(b, c_in, d // 2, 2, h // 2, 2, w // 2, 2).permute(0, 2, 4, 6, 3, 5, 7, 1)
+    phases = phases.reshape(b, d // 2, h // 2, w // 2, 8 * c_in).permute(0, 4, 1, 2, 3)  # channels-last
+    kernel = weight.reshape(c_out, c_in, 2, 2, 2, 2, 2, 2).permute(0, 3, 5, 7, 1, 2, 4, 6)
+    return F.conv3d(phases, kernel.reshape(c_out, 8 * c_in, 2, 2, 2), bias)
+
+
 class UpBlock(nn.Module):
     """One generator resolution step: (B, Cin, r, r, r) -> (B, Cout, 2r, 2r, 2r), then optional attention."""
 
@@ -113,7 +176,10 @@ class DownBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, attention: SelfAttention3d | None):
         super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, 4, stride=2, padding=1)
+        if in_channels == 1:  # straight from the volume
+            self.conv = VolumeConv3d(in_channels, out_channels)
+        else:
+            self.conv = nn.Conv3d(in_channels, out_channels, 4, stride=2, padding=1)
         self.attention = attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +248,7 @@ class Generator(nn.Module):
         elif output_layer == "resize":
             self.to_volume = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv3d(channels, 1, 3, padding=1))
         else:
-            self.to_volume = nn.ConvTranspose3d(channels, 1, 4, stride=2, padding=1)
+            self.to_volume = VolumeConvTranspose3d(channels, 1)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z : (B, latent_dim), labels : (B,) int64 or None -> (B, 1, R, R, R) occupancy in [0, 1]."""

@@ -17,7 +17,7 @@ from torch import nn
 from voxgan import __version__
 from voxgan.errors import VoxganError
 from voxgan.model.config import TrainConfig, build_networks
-from voxgan.model.networks import Critic, Generator
+from voxgan.model.networks import Critic, Generator, VolumeConvTranspose3d
 from voxgan.model.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, restore_rng_state, rng_state
 
 # The sums of a log interval (Progress.sums and a checkpoint's stats_sums), by name, in this order:
@@ -103,9 +103,10 @@ def build_training(config: TrainConfig, device: torch.device, memory_format) -> 
     for network in (generator, critic, ema):
         network.to(device, memory_format=memory_format)
         # Size-1 dims make channels-last strides ambiguous: give each weight the strides its gradient gets
-        # (DDP compares them), contiguous except for transposed convolutions.
+        # (DDP compares them), contiguous except for transposed convolutions run by the library's kernel.
         for module in network.modules():
-            if isinstance(module, nn.ConvTranspose3d):
+            phase_form = isinstance(module, VolumeConvTranspose3d) and device.type == "cpu"
+            if isinstance(module, nn.ConvTranspose3d) and not phase_form:
                 continue
             for parameter in module.parameters(recurse=False):
                 if parameter.dim() == 5 and 1 in parameter.shape[1:]:
