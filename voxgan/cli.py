@@ -368,6 +368,9 @@ def train(
     penalty_every: Annotated[
         int, typer.Option(help="Gradient penalty on every k-th critic update, weighted 10k (lazy).")
     ] = 1,
+    penalty_fraction: Annotated[
+        float, typer.Option(help="Share of each batch the gradient penalty is computed on, in (0, 1].")
+    ] = 1.0,
     epoch_size: Annotated[int, typer.Option(help="Volumes per epoch of a synthetic source.")] = 1000,
     generator_attention: Annotated[
         str, typer.Option(help="Grid sizes with self-attention in the generator, e.g. 4, 8 or 4,16; 'none'.")
@@ -438,6 +441,7 @@ def train(
         generator_width=generator_width,
         critic_width=critic_width,
         penalty_every=penalty_every,
+        penalty_fraction=penalty_fraction,
         epoch_size=epoch_size,
         compile=compile,
         augment=_names(augment),

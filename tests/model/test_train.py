@@ -113,6 +113,22 @@ def test_the_speck_penalty_adds_the_loose_voxels_to_the_generators_loss(tmp_path
     )
 
 
+def test_the_penalty_on_part_of_the_batch_is_another_estimate_of_it(tmp_path):
+    penalties = {}
+    for share in ("1", "0.5"):
+        done = voxgan_train(
+            "--steps", "2", "--penalty-fraction", share, "--out", f"runs-{share}", cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        run = find_latest_run(tmp_path / f"runs-{share}")
+        assert load_checkpoint(run)["config"]["penalty_fraction"] == float(share)
+        penalties[share] = [record["gradient_penalty"] for record in read_stats(run)]
+    # the same seed, so the same first critic update: only the samples the penalty is taken on differ
+    assert np.isfinite(penalties["0.5"]).all() and penalties["0.5"][0] != penalties["1"][0]
+    done = voxgan_train("--penalty-fraction", "0", cwd=tmp_path)
+    assert done.returncode == 2 and "--penalty-fraction: penalty_fraction must be in (0, 1]" in done.stderr
+
+
 def test_diverging_run_skips_non_finite_updates_then_stops_with_exit_1(tmp_path):
     done = voxgan_train("--lr", "1e30", "--steps", "20", "--epoch-size", "400", "--out", "runs", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
@@ -366,8 +382,9 @@ def test_training_on_shards_takes_their_resolution_widths_and_classes_and_a_diff
     from tests.results.sources import make_shards
 
     make_shards(tmp_path / "shards32", {"train": 8, "test": 4}, resolution=32)
-    done = train_plainly("--data", "shards32", "--steps", "1", "--batch-size", "4", "--out", "runs",
-                         cwd=tmp_path)  # fmt: skip (the default widths)
+    done = train_plainly(
+        "--data", "shards32", "--steps", "1", "--batch-size", "4", "--out", "runs", cwd=tmp_path
+    )  # fmt: skip (the default widths)
     assert done.returncode == 0, done.stderr
     run = find_latest_run(tmp_path / "runs")
     config = json.loads((run / "config.json").read_text())
