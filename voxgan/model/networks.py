@@ -108,8 +108,8 @@ class VolumeConvTranspose3d(nn.ConvTranspose3d):
 
 class VolumeConv3d(nn.Conv3d):
     """``Conv3d(in_channels, out_channels, 4, stride=2, padding=1)`` that runs, on the CPU, as
-    :func:`phase_conv3d`: the same function and parameters, about twice as fast there from one channel,
-    the gradient penalty's second derivative included (see BENCHMARKS.md). Other devices use the kernel."""
+    :func:`phase_conv3d`: the same function and parameters, faster there from one channel, most in the
+    gradient penalty's double backward (see BENCHMARKS.md). Other devices use the kernel."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(in_channels, out_channels, 4, stride=2, padding=1)
