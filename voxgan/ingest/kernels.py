@@ -3,8 +3,9 @@
 :func:`compiled_kernels` compiles them when numba is installed and returns None otherwise, or with
 ``VOXGAN_NO_NUMBA=1``; every caller then takes its vectorised numpy path, which gives the same occupancy
 10-20 times slower. The solid angle of one triangle, the heart of the winding-number sum, is written once
-(:func:`half_solid_angle`, which the numpy path calls on arrays too) and compiled into each loop that
-sums it; so is the dipole term of a far group of triangles (:func:`group_dipole`).
+(:func:`solid_angle_terms`, which the numpy path calls on arrays too) and compiled into the loop that
+sums it, where the angles of eight triangles cost one atan2 (:func:`angle_sum`); the dipole term of far
+groups of triangles is :func:`dipole_sum`.
 
 Each loop is compiled for the one signature its callers give it (:func:`kernel_signatures`), all at once
 on the first call, so a run compiles at one moment it announces on stderr, not file by file in its
@@ -47,8 +48,10 @@ def compiled_kernels():
         from numba.extending import register_jitable
     except ImportError:
         return None
-    for helper in (half_solid_angle, triangle_solid_angle, group_dipole, edge_side, sign, trilinear):
+    sums = (solid_angle_terms, solid_angle_terms_into, angle_sum, product_turns, bounding_sphere)
+    for helper in (*sums, far_from_cell, keep_far, edge_side, sign, trilinear):
         register_jitable(helper)  # callable from the loops below, compiled into them
+    register_jitable(fastmath={"reassoc", "contract"}, error_model="numpy")(dipole_sum)
     loops = {
         "overlap": overlap_loop,
         "columns": column_crossing_loop,
@@ -84,7 +87,7 @@ def kernel_signatures(nb) -> dict[str, tuple]:
         "overlap": (f8_3, nb.int64, nb.boolean[:, :, ::1], nb.boolean[:, :, ::1]),
         "columns": (f8_3, nb.int64, nb.int32[:, :, ::1]),
         "column_inside": (nb.int32[:, :, ::1], nb.boolean[:, :, ::1], nb.boolean[:, :, ::1]),
-        "two_level": (f8_2, f8_3, i8_1, i8_1, f8_2, f8_2, f8_1, i8_1, i8_1, f8_2, f8_2, f8_1, f8_1),
+        "two_level": (f8_2, i8_1, f8_2, i8_1, i8_1, f8_2, f8_2, f8_1, i8_1, i8_1, f8_2, f8_2, f8_1, f8_1),
         "moments": (f8_3, i8_1, i8_1, f8_2, f8_2, f8_1),
         "parts": (nb.int64[:, ::1], i8_1),
         "decimals": (nb.Array(nb.uint8, 1, "C", readonly=True), f8_1),
@@ -180,12 +183,10 @@ def cache_folder(dispatcher) -> str:
     return str(getattr(getattr(dispatcher, "_cache", None), "_cache_path", "numba's cache folder"))
 
 
-def half_solid_angle(ax, ay, az, bx, by, bz, cx, cy, cz):
-    """Half the signed solid angle of the triangle with corners a, b, c seen from the origin.
-
-    Van Oosterom and Strackee (1983). The one copy of this formula: the compiled loops call it on
-    scalars (float), :func:`voxgan.ingest.winding.winding_numbers` on arrays of any shape (numpy).
-    """
+def solid_angle_terms(ax, ay, az, bx, by, bz, cx, cy, cz):
+    """(y, x) such that half the signed solid angle of the triangle a, b, c seen from the origin is
+    ``atan2(y, x)`` (Van Oosterom and Strackee 1983). The one copy of this formula: the compiled loops call
+    it on scalars (float), :func:`half_solid_angle` on arrays of any shape (numpy)."""
     la = np.sqrt(ax * ax + ay * ay + az * az)
     lb = np.sqrt(bx * bx + by * by + bz * bz)
     lc = np.sqrt(cx * cx + cy * cy + cz * cz)
@@ -196,34 +197,119 @@ def half_solid_angle(ax, ay, az, bx, by, bz, cx, cy, cz):
         + (bx * cx + by * cy + bz * cz) * la
         + (cx * ax + cy * ay + cz * az) * lb
     )
+    return det, dots
+
+
+def half_solid_angle(ax, ay, az, bx, by, bz, cx, cy, cz):
+    """Half the signed solid angle of the triangle with corners a, b, c seen from the origin (arrays)."""
+    det, dots = solid_angle_terms(ax, ay, az, bx, by, bz, cx, cy, cz)
     return np.arctan2(det, dots)
 
 
-def triangle_solid_angle(triangles, t, px, py, pz):  # compiled by numba
-    """The signed solid angle of triangle t of triangles (F, 3, 3) seen from (px, py, pz)."""
-    return 2.0 * half_solid_angle(
-        triangles[t, 0, 0] - px,
-        triangles[t, 0, 1] - py,
-        triangles[t, 0, 2] - pz,
-        triangles[t, 1, 0] - px,
-        triangles[t, 1, 1] - py,
-        triangles[t, 1, 2] - pz,
-        triangles[t, 2, 0] - px,
-        triangles[t, 2, 1] - py,
-        triangles[t, 2, 2] - pz,
-    )
-
-
-def group_dipole(centres, normals, far_beyond, g, px, py, pz):  # compiled by numba
-    """(True, N·(c - p) / |c - p|³) when group g (area-weighted centre c, normal N) lies farther than
-    far_beyond[g] from p = (px, py, pz), where its triangles count by their dipole; else (False, 0.0)."""
-    dx, dy, dz = centres[g, 0] - px, centres[g, 1] - py, centres[g, 2] - pz
-    distance = math.sqrt(dx * dx + dy * dy + dz * dz)
-    if distance > far_beyond[g]:
-        return True, (dx * normals[g, 0] + dy * normals[g, 1] + dz * normals[g, 2]) / (
-            distance * distance * distance
+def solid_angle_terms_into(corners, first, last, px, py, pz, xs, ys, count):  # compiled by numba
+    """Write the terms (:func:`solid_angle_terms`) of triangles first:last of corners (9, F), seen from
+    (px, py, pz), to xs[count:], ys[count:]; return the new count. A point on a corner or an edge has
+    terms (0, 0), written (1, 0): angle 0, and a neutral factor for :func:`angle_sum`."""
+    for t in range(first, last):
+        y, x = solid_angle_terms(
+            corners[0, t] - px,
+            corners[1, t] - py,
+            corners[2, t] - pz,
+            corners[3, t] - px,
+            corners[4, t] - py,
+            corners[5, t] - pz,
+            corners[6, t] - px,
+            corners[7, t] - py,
+            corners[8, t] - pz,
         )
-    return False, 0.0
+        k = count + t - first
+        xs[k] = 1.0 if x == 0.0 and y == 0.0 else x
+        ys[k] = y
+    return count + last - first
+
+
+def angle_sum(xs, ys, count):  # compiled by numba
+    """Sum of atan2(ys[i], xs[i]) over i < count, with one atan2 per eight terms.
+
+    The angles of complex numbers add as the numbers multiply: eight at a time are multiplied
+    (:func:`product_turns`, which counts the turns the argument's range loses), and the product's angle plus
+    those turns is their sum, to rounding. A product beyond float range falls back to eight atan2.
+    """
+    total, turns = 0.0, 0
+    full = count - count % 8
+    for b in range(0, full, 8):
+        x01, y01, t01 = product_turns(xs[b], ys[b], xs[b + 1], ys[b + 1])
+        x23, y23, t23 = product_turns(xs[b + 2], ys[b + 2], xs[b + 3], ys[b + 3])
+        x45, y45, t45 = product_turns(xs[b + 4], ys[b + 4], xs[b + 5], ys[b + 5])
+        x67, y67, t67 = product_turns(xs[b + 6], ys[b + 6], xs[b + 7], ys[b + 7])
+        x03, y03, t03 = product_turns(x01, y01, x23, y23)
+        x47, y47, t47 = product_turns(x45, y45, x67, y67)
+        x, y, t07 = product_turns(x03, y03, x47, y47)
+        size = abs(x) + abs(y)
+        if 1e-250 < size < 1e250:
+            total += math.atan2(y, x)
+            turns += t01 + t23 + t45 + t67 + t03 + t47 + t07
+        else:
+            for i in range(b, b + 8):
+                total += math.atan2(ys[i], xs[i])
+    for i in range(full, count):
+        total += math.atan2(ys[i], xs[i])
+    return total + 2.0 * math.pi * turns
+
+
+def product_turns(ux, uy, vx, vy):  # compiled by numba
+    """(x, y, turns): the product w = x + iy of u and v, and arg u + arg v = arg w + 2π turns.
+
+    Arguments are atan2's, in [-π, π], the sign of y (a zero's too) saying which half: the sum leaves the
+    range upward when both lie in the upper half and w in the lower, downward in the opposite case.
+    """
+    wx, wy = ux * vx - uy * vy, ux * vy + uy * vx
+    u_up, v_up = math.copysign(1.0, uy) > 0.0, math.copysign(1.0, vy) > 0.0
+    w_up = math.copysign(1.0, wy) > 0.0
+    if u_up and v_up and not w_up:
+        return wx, wy, 1
+    if not u_up and not v_up and w_up:
+        return wx, wy, -1
+    return wx, wy, 0
+
+
+def bounding_sphere(points, first, last):  # compiled by numba
+    """(x, y, z, radius): the centre and half diagonal of the bounding box of points[first:last]."""
+    lx = hx = points[first, 0]
+    ly = hy = points[first, 1]
+    lz = hz = points[first, 2]
+    for n in range(first + 1, last):
+        lx, hx = min(lx, points[n, 0]), max(hx, points[n, 0])
+        ly, hy = min(ly, points[n, 1]), max(hy, points[n, 1])
+        lz, hz = min(lz, points[n, 2]), max(hz, points[n, 2])
+    radius = math.sqrt((hx - lx) ** 2 + (hy - ly) ** 2 + (hz - lz) ** 2) / 2
+    return (lx + hx) / 2, (ly + hy) / 2, (lz + hz) / 2, radius
+
+
+def far_from_cell(centres, far_beyond, g, bx, by, bz, radius):  # compiled by numba
+    """Whether group g (centre centres[g]) lies farther than far_beyond[g] from every point within radius
+    of (bx, by, bz), so that its triangles count by their dipole at each of them."""
+    dx, dy, dz = centres[g, 0] - bx, centres[g, 1] - by, centres[g, 2] - bz
+    return math.sqrt(dx * dx + dy * dy + dz * dz) - radius > far_beyond[g]
+
+
+def dipole_sum(far_rows, count, px, py, pz):  # compiled by numba, reassociated so that it vectorizes
+    """Σ N·(c - p) / |c - p|³ over the first count far groups, far_rows (6, G) holding each one's
+    area-weighted centre c (rows 0-2) and vector area N (rows 3-5), seen from p = (px, py, pz)."""
+    total = 0.0
+    for i in range(count):
+        dx, dy, dz = far_rows[0, i] - px, far_rows[1, i] - py, far_rows[2, i] - pz
+        d2 = dx * dx + dy * dy + dz * dz
+        total += (dx * far_rows[3, i] + dy * far_rows[4, i] + dz * far_rows[5, i]) / (d2 * math.sqrt(d2))
+    return total
+
+
+def keep_far(far_rows, count, centres, normals, g):  # compiled by numba
+    """Append group g's centre and vector area to far_rows (:func:`dipole_sum`); return the new count."""
+    for axis in range(3):
+        far_rows[axis, count] = centres[g, axis]
+        far_rows[3 + axis, count] = normals[g, axis]
+    return count + 1
 
 
 def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba: scalar code on purpose
@@ -462,7 +548,8 @@ def trilinear(sampled, a, b, c, tx, ty, tz):  # compiled by numba
 
 def two_level_winding_loop(
     points,
-    triangles,
+    cell_starts,
+    corners,
     large_starts,
     large_ends,
     large_centres,
@@ -477,25 +564,43 @@ def two_level_winding_loop(
 ):  # compiled by numba
     """The clustered winding-number sum (:mod:`voxgan.ingest.winding`); writes (P,) winding numbers to result.
 
-    Large group g holds small groups large_starts[g]:large_ends[g]; small group h holds triangles
-    starts[h]:ends[h]. Each group has an area-weighted centre, normal and dipole distance.
+    points : (P, 3), sorted into cells: cell c holds points cell_starts[c]:cell_starts[c + 1]. corners :
+    (9, F), triangle t's corners a, b, c as corners[:, t] = (ax, ay, az, bx, ..., cz). Large group g holds
+    small groups large_starts[g]:large_ends[g]; small group h holds triangles starts[h]:ends[h]. Each
+    group has an area-weighted centre, vector area and dipole distance. A cell's points share the
+    decisions: a group far from every one of them counts by its dipole, the triangles of the others are
+    gathered once and summed exactly at each point (:func:`angle_sum`), so no point counts by its dipole
+    a group it is near.
     """
-    for n in range(points.shape[0]):
-        px, py, pz = points[n, 0], points[n, 1], points[n, 2]
-        solid = 0.0
+    count = corners.shape[1]
+    near, xs, ys = np.empty((9, count)), np.empty(count), np.empty(count)
+    far_rows = np.empty((6, large_starts.shape[0] + starts.shape[0]))
+    for c in range(cell_starts.shape[0] - 1):
+        first, last = cell_starts[c], cell_starts[c + 1]
+        bx, by, bz, radius = bounding_sphere(points, first, last)
+        far_count, near_count = 0, 0
         for g in range(large_starts.shape[0]):
-            far, dipole = group_dipole(large_centres, large_normals, large_far, g, px, py, pz)
-            if far:
-                solid += dipole
+            if far_from_cell(large_centres, large_far, g, bx, by, bz, radius):
+                far_count = keep_far(far_rows, far_count, large_centres, large_normals, g)
                 continue
             for h in range(large_starts[g], large_ends[g]):
-                far, dipole = group_dipole(centres, normals, far_beyond, h, px, py, pz)
-                if far:
-                    solid += dipole
+                if far_from_cell(centres, far_beyond, h, bx, by, bz, radius):
+                    far_count = keep_far(far_rows, far_count, centres, normals, h)
+                    continue
+                if last - first == 1:  # one point: its terms at once
+                    span = starts[h], ends[h]
+                    near_count = solid_angle_terms_into(corners, *span, bx, by, bz, xs, ys, near_count)
                     continue
                 for t in range(starts[h], ends[h]):
-                    solid += triangle_solid_angle(triangles, t, px, py, pz)
-        result[n] = solid / (4.0 * math.pi)
+                    for row in range(9):
+                        near[row, near_count] = corners[row, t]
+                    near_count += 1
+        for n in range(first, last):
+            px, py, pz = points[n, 0], points[n, 1], points[n, 2]
+            solid = dipole_sum(far_rows, far_count, px, py, pz)
+            if last - first > 1:
+                solid_angle_terms_into(near, 0, near_count, px, py, pz, xs, ys, 0)
+            result[n] = (solid + 2.0 * angle_sum(xs, ys, near_count)) / (4.0 * math.pi)
 
 
 def group_moments_loop(triangles, starts, ends, centres, normals, radii):  # compiled by numba

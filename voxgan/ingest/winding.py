@@ -22,6 +22,7 @@ EXACT_PAIRS = 1 << 18  # without numba, below this many point/triangle pairs the
 SUBGROUP_TRIANGLES = 8  # triangles a small group of an open mesh's winding sum aims at
 LARGE_GROUP_BETA = 2.5  # with numba, a large group of an open mesh counts as far beyond this many radii
 SUBGROUP_BETA = 3.0  # small groups count by their dipole beyond this many radii (their error adds up)
+POINT_CELL = 4.0  # side, in voxels, of the cubes of points that share which groups count as far
 
 
 def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -146,22 +147,9 @@ def clustered_winding_numbers(
     group_radius = np.maximum.reduceat(corner_distance, starts)
     if kernels is not None:  # one level: the two-level sum whose large groups are the groups themselves
         groups, far = np.arange(len(starts)), beta * group_radius
-        kernels.two_level(
-            np.ascontiguousarray(points, dtype=np.float64),
-            np.ascontiguousarray(triangles),
-            groups,
-            groups + 1,
-            group_centre,
-            group_normal,
-            far,
-            starts,
-            ends,
-            group_centre,
-            group_normal,
-            far,
-            result,
-        )
-        return result
+        small = (starts, ends, group_centre, group_normal, far)
+        large = (groups, groups + 1, group_centre, group_normal, far)
+        return compiled_sum(points, corner_rows(triangles), large, small)
     step = max(1, EXACT_PAIRS // len(starts))
     near = np.zeros((len(points), len(starts)), dtype=bool)
     for first in range(0, len(points), step):
@@ -177,6 +165,11 @@ def clustered_winding_numbers(
         if len(close):
             result[close] += winding_numbers(points[close], triangles[start:end])
     return result
+
+
+def corner_rows(triangles: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) triangles as the compiled sum takes them: (9, F) float64, row 3m + axis = corner m's axis."""
+    return np.ascontiguousarray(triangles.reshape(-1, 9).T, dtype=np.float64)
 
 
 def cell_keys(points: np.ndarray, cell: float) -> np.ndarray:
@@ -241,24 +234,31 @@ def open_winding_function(triangles: np.ndarray, cell: float):
     large_far = (CLUSTER_BETA if split == 1 else LARGE_GROUP_BETA) * large_radius
     small_far = (CLUSTER_BETA if split == 1 else SUBGROUP_BETA) * small_radius
 
-    def winding(points: np.ndarray) -> np.ndarray:
-        result = np.zeros(len(points))
-        if len(points):
-            kernels.two_level(
-                np.ascontiguousarray(points, dtype=np.float64),
-                triangles,
-                large_starts,
-                large_ends,
-                large_centre,
-                large_normal,
-                large_far,
-                starts,
-                ends,
-                small_centre,
-                small_normal,
-                small_far,
-                result,
-            )
-        return result
+    corners = corner_rows(triangles)
+    large = (large_starts, large_ends, large_centre, large_normal, large_far)
+    small = (starts, ends, small_centre, small_normal, small_far)
+    return lambda points: compiled_sum(points, corners, large, small)
 
-    return winding
+
+def compiled_sum(points: np.ndarray, corners: np.ndarray, large: tuple, small: tuple) -> np.ndarray:
+    """The compiled two-level winding sum (:func:`voxgan.ingest.kernels.two_level_winding_loop`).
+
+    points : (P, 3); corners : (9, F), the triangles sorted by group (:func:`corner_rows`); large, small :
+    (starts, ends, centres, vector areas, dipole distances) of the large groups (over small groups) and of
+    the small groups (over triangles)  ->  (P,) float64. The points are taken in cubes of side ``POINT_CELL``
+    that share their decisions of which groups count as far.
+    """
+    result = np.zeros(len(points))
+    if len(points) == 0:
+        return result
+    points = np.asarray(points, dtype=np.float64)
+    keys = cell_keys(points, POINT_CELL)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    cell_starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1], [True]]))
+    sorted_result = np.empty(len(points))
+    compiled_kernels().two_level(
+        np.ascontiguousarray(points[order]), cell_starts, corners, *large, *small, sorted_result
+    )
+    result[order] = sorted_result
+    return result
