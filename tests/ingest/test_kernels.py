@@ -1,5 +1,6 @@
 """voxgan.ingest.kernels: the one compiled solid angle sums to the exact winding number."""
 
+import math
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from voxgan.ingest.kernels import COMPILE_NOTE, compiled_kernels
+from voxgan.ingest.kernels import COMPILE_NOTE, angle_sum, compiled_kernels
 from voxgan.ingest.winding import clustered_winding_numbers, open_winding_function, winding_numbers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +27,44 @@ def test_compiled_sums_with_every_group_near_equal_the_exact_numpy_sum():
     np.testing.assert_allclose(one_level, exact, atol=1e-9)
     two_level = open_winding_function(triangles, cell=2.0)(points)  # dipoles far away: close, not equal
     assert np.abs(two_level - exact).max() < 0.05
+
+
+def test_eight_angles_added_by_one_product_equal_their_atan2_sum():
+    """angle_sum multiplies eight x + iy and counts the turns: the same sum as atan2 one by one, for angles
+    near ±π (both signs of zero on the negative axis), for magnitudes far apart and beyond float range."""
+    rng = np.random.default_rng(2)
+    angles = np.concatenate(
+        [rng.uniform(-np.pi, np.pi, 45), np.full(6, np.pi - 1e-12), np.full(6, -np.pi + 1e-12)]
+    )
+    sizes = np.exp(rng.uniform(-30, 30, len(angles)))
+    xs, ys = sizes * np.cos(angles), sizes * np.sin(angles)
+    xs = np.concatenate([xs, [-1.0, -1.0, -2.0, 1e200, 1e200, 1e200, 1e200, 1e200, 1e200, 1e200, 1e200, 3.0]])
+    ys = np.concatenate(
+        [ys, [0.0, -0.0, -0.0, 1e200, 1e200, -1e200, 1e200, 1e200, 1e200, -1e200, 1e200, 0.0]]
+    )
+    for order in (np.arange(len(xs)), rng.permutation(len(xs))):
+        x, y = xs[order], ys[order]
+        for count in (0, 7, 8, 40, len(x)):
+            expected = math.fsum(math.atan2(b, a) for a, b in zip(x[:count], y[:count], strict=True))
+            with np.errstate(over="ignore", invalid="ignore"):  # the products beyond range, as compiled
+                total = angle_sum(x, y, count)
+            assert total == pytest.approx(expected, abs=1e-9)
+
+
+def test_compiled_exact_sum_at_corners_on_edges_and_far_away_equals_numpy():
+    """Points on a triangle's corner or edge (terms 0, 0) and points so far that eight terms multiply
+    beyond float range give numpy's exact winding numbers."""
+    if compiled_kernels() is None:
+        pytest.skip("numba is not installed: only the numpy path exists")
+    torus = trimesh.creation.torus(5.0, 2.0, major_sections=24, minor_sections=12)
+    triangles = (torus.vertices + 8.0)[torus.faces]
+    corners = triangles[::7, 0]
+    edges = (triangles[::5, 0] + triangles[::5, 1]) / 2
+    far = np.array([[1e11, 2e11, -3e11], [-5e10, 8.0, 8.0], [8.0, 8.0, 1e12]])
+    points = np.concatenate([corners, edges, far])
+    exact = winding_numbers(points, triangles)
+    compiled = clustered_winding_numbers(points, triangles, beta=np.inf)  # every group summed exactly
+    np.testing.assert_allclose(compiled, exact, atol=1e-9)
 
 
 def test_each_loop_runs_on_its_one_declared_signature():
