@@ -5,7 +5,7 @@
 10-20 times slower. The solid angle of one triangle, the heart of the winding-number sum, is written once
 (:func:`solid_angle_terms`, which the numpy path calls on arrays too) and compiled into the loop that
 sums it, where the angles of eight triangles cost one atan2 (:func:`angle_sum`); the dipole term of far
-groups of triangles is :func:`dipole_sum`.
+groups of triangles is :func:`far_field_sum`.
 
 Each loop is compiled for the one signature its callers give it (:func:`kernel_signatures`), all at once
 on the first call, so a run compiles at one moment it announces on stderr, not file by file in its
@@ -49,9 +49,9 @@ def compiled_kernels():
     except ImportError:
         return None
     sums = (solid_angle_terms, solid_angle_terms_into, angle_sum, product_turns, bounding_sphere)
-    for helper in (*sums, far_from_cell, keep_far, edge_side, sign, trilinear):
+    for helper in (*sums, far_from_cell, keep_far, vector_area, edge_side, sign, trilinear):
         register_jitable(helper)  # callable from the loops below, compiled into them
-    register_jitable(fastmath={"reassoc", "contract"}, error_model="numpy")(dipole_sum)
+    register_jitable(fastmath={"reassoc", "contract"}, error_model="numpy")(far_field_sum)
     loops = {
         "overlap": overlap_loop,
         "columns": column_crossing_loop,
@@ -87,8 +87,8 @@ def kernel_signatures(nb) -> dict[str, tuple]:
         "overlap": (f8_3, nb.int64, nb.boolean[:, :, ::1], nb.boolean[:, :, ::1]),
         "columns": (f8_3, nb.int64, nb.int32[:, :, ::1]),
         "column_inside": (nb.int32[:, :, ::1], nb.boolean[:, :, ::1], nb.boolean[:, :, ::1]),
-        "two_level": (f8_2, i8_1, f8_2, i8_1, i8_1, f8_2, f8_2, f8_1, i8_1, i8_1, f8_2, f8_2, f8_1, f8_1),
-        "moments": (f8_3, i8_1, i8_1, f8_2, f8_2, f8_1),
+        "two_level": (f8_2, i8_1, f8_2, i8_1, i8_1, f8_2, f8_1, i8_1, i8_1, f8_2, f8_1, f8_1),
+        "moments": (f8_3, i8_1, i8_1, f8_2, f8_1),
         "parts": (nb.int64[:, ::1], i8_1),
         "decimals": (nb.Array(nb.uint8, 1, "C", readonly=True), f8_1),
         "settle": (i8_1, f8_3, nb.boolean[:, :, ::1], nb.float64, nb.int32[:, :, ::1])
@@ -286,29 +286,37 @@ def bounding_sphere(points, first, last):  # compiled by numba
     return (lx + hx) / 2, (ly + hy) / 2, (lz + hz) / 2, radius
 
 
-def far_from_cell(centres, far_beyond, g, bx, by, bz, radius):  # compiled by numba
-    """Whether group g (centre centres[g]) lies farther than far_beyond[g] from every point within radius
-    of (bx, by, bz), so that its triangles count by their dipole at each of them."""
-    dx, dy, dz = centres[g, 0] - bx, centres[g, 1] - by, centres[g, 2] - bz
+def far_from_cell(moments, far_beyond, g, bx, by, bz, radius):  # compiled by numba
+    """Whether group g (centre moments[g, :3]) lies farther than far_beyond[g] from every point within
+    radius of (bx, by, bz), so that its triangles count by their far field at each of them."""
+    dx, dy, dz = moments[g, 0] - bx, moments[g, 1] - by, moments[g, 2] - bz
     return math.sqrt(dx * dx + dy * dy + dz * dz) - radius > far_beyond[g]
 
 
-def dipole_sum(far_rows, count, px, py, pz):  # compiled by numba, reassociated so that it vectorizes
-    """Σ N·(c - p) / |c - p|³ over the first count far groups, far_rows (6, G) holding each one's
-    area-weighted centre c (rows 0-2) and vector area N (rows 3-5), seen from p = (px, py, pz)."""
+def far_field_sum(far_rows, count, px, py, pz):  # compiled by numba, reassociated so that it vectorizes
+    """The solid angle of the first count far groups seen from p = (px, py, pz), to second order.
+
+    far_rows : (15, G), each group's moments (:func:`group_moments_loop`) as a column. With r = c - p, a
+    group contributes (N·r + tr C - 3 rᵀCr / |r|²) / |r|³: its dipole and the next term of the expansion
+    of each triangle's A_t·(x - p)/|x - p|³ about c (after Barill et al. 2018).
+    """
     total = 0.0
     for i in range(count):
-        dx, dy, dz = far_rows[0, i] - px, far_rows[1, i] - py, far_rows[2, i] - pz
-        d2 = dx * dx + dy * dy + dz * dz
-        total += (dx * far_rows[3, i] + dy * far_rows[4, i] + dz * far_rows[5, i]) / (d2 * math.sqrt(d2))
+        rx, ry, rz = far_rows[0, i] - px, far_rows[1, i] - py, far_rows[2, i] - pz
+        d2 = rx * rx + ry * ry + rz * rz
+        dipole = rx * far_rows[3, i] + ry * far_rows[4, i] + rz * far_rows[5, i]
+        trace = far_rows[6, i] + far_rows[10, i] + far_rows[14, i]
+        crx = far_rows[6, i] * rx + far_rows[7, i] * ry + far_rows[8, i] * rz
+        cry = far_rows[9, i] * rx + far_rows[10, i] * ry + far_rows[11, i] * rz
+        crz = far_rows[12, i] * rx + far_rows[13, i] * ry + far_rows[14, i] * rz
+        total += (dipole + trace - 3.0 * (rx * crx + ry * cry + rz * crz) / d2) / (d2 * math.sqrt(d2))
     return total
 
 
-def keep_far(far_rows, count, centres, normals, g):  # compiled by numba
-    """Append group g's centre and vector area to far_rows (:func:`dipole_sum`); return the new count."""
-    for axis in range(3):
-        far_rows[axis, count] = centres[g, axis]
-        far_rows[3 + axis, count] = normals[g, axis]
+def keep_far(far_rows, count, moments, g):  # compiled by numba
+    """Append group g's moments (G, 15) to far_rows as a column (:func:`far_field_sum`); return count + 1."""
+    for row in range(15):
+        far_rows[row, count] = moments[g, row]
     return count + 1
 
 
@@ -552,13 +560,11 @@ def two_level_winding_loop(
     corners,
     large_starts,
     large_ends,
-    large_centres,
-    large_normals,
+    large_moments,
     large_far,
     starts,
     ends,
-    centres,
-    normals,
+    moments,
     far_beyond,
     result,
 ):  # compiled by numba
@@ -574,18 +580,18 @@ def two_level_winding_loop(
     """
     count = corners.shape[1]
     near, xs, ys = np.empty((9, count)), np.empty(count), np.empty(count)
-    far_rows = np.empty((6, large_starts.shape[0] + starts.shape[0]))
+    far_rows = np.empty((15, large_starts.shape[0] + starts.shape[0]))
     for c in range(cell_starts.shape[0] - 1):
         first, last = cell_starts[c], cell_starts[c + 1]
         bx, by, bz, radius = bounding_sphere(points, first, last)
         far_count, near_count = 0, 0
         for g in range(large_starts.shape[0]):
-            if far_from_cell(large_centres, large_far, g, bx, by, bz, radius):
-                far_count = keep_far(far_rows, far_count, large_centres, large_normals, g)
+            if far_from_cell(large_moments, large_far, g, bx, by, bz, radius):
+                far_count = keep_far(far_rows, far_count, large_moments, g)
                 continue
             for h in range(large_starts[g], large_ends[g]):
-                if far_from_cell(centres, far_beyond, h, bx, by, bz, radius):
-                    far_count = keep_far(far_rows, far_count, centres, normals, h)
+                if far_from_cell(moments, far_beyond, h, bx, by, bz, radius):
+                    far_count = keep_far(far_rows, far_count, moments, h)
                     continue
                 if last - first == 1:  # one point: its terms at once
                     span = starts[h], ends[h]
@@ -597,28 +603,24 @@ def two_level_winding_loop(
                     near_count += 1
         for n in range(first, last):
             px, py, pz = points[n, 0], points[n, 1], points[n, 2]
-            solid = dipole_sum(far_rows, far_count, px, py, pz)
+            solid = far_field_sum(far_rows, far_count, px, py, pz)
             if last - first > 1:
                 solid_angle_terms_into(near, 0, near_count, px, py, pz, xs, ys, 0)
             result[n] = (solid + 2.0 * angle_sum(xs, ys, near_count)) / (4.0 * math.pi)
 
 
-def group_moments_loop(triangles, starts, ends, centres, normals, radii):  # compiled by numba
-    """Area-weighted centre, area-weighted normal and radius of each group of triangles, in place.
+def group_moments_loop(triangles, starts, ends, moments, radii):  # compiled by numba
+    """Each group's far-field moments and radius, in place.
 
-    triangles : (F, 3, 3); group g is triangles[starts[g]:ends[g]]; centres, normals : (G, 3) and
-    radii : (G,) are written (radius: largest distance from the centre to a corner).
+    triangles : (F, 3, 3); group g is triangles[starts[g]:ends[g]]. moments : (G, 15) gets, for each group,
+    its area-weighted centre c (0-2), its vector area N = Σ A_t (3-5) and its second moment C = Σ A_t ⊗
+    (x_t - c) (6-14, row-major; A_t a triangle's vector area, x_t its centroid); radii : (G,) the largest
+    distance from c to a corner.
     """
     for g in range(starts.shape[0]):
         sx = sy = sz = nx = ny = nz = total = 0.0
         for t in range(starts[g], ends[g]):
-            ux = triangles[t, 1, 0] - triangles[t, 0, 0]
-            uy = triangles[t, 1, 1] - triangles[t, 0, 1]
-            uz = triangles[t, 1, 2] - triangles[t, 0, 2]
-            vx = triangles[t, 2, 0] - triangles[t, 0, 0]
-            vy = triangles[t, 2, 1] - triangles[t, 0, 1]
-            vz = triangles[t, 2, 2] - triangles[t, 0, 2]
-            ax, ay, az = 0.5 * (uy * vz - uz * vy), 0.5 * (uz * vx - ux * vz), 0.5 * (ux * vy - uy * vx)
+            ax, ay, az = vector_area(triangles, t)
             area = math.sqrt(ax * ax + ay * ay + az * az) + 1e-300
             nx += ax
             ny += ay
@@ -627,15 +629,34 @@ def group_moments_loop(triangles, starts, ends, centres, normals, radii):  # com
             sx += area * (triangles[t, 0, 0] + triangles[t, 1, 0] + triangles[t, 2, 0]) / 3.0
             sy += area * (triangles[t, 0, 1] + triangles[t, 1, 1] + triangles[t, 2, 1]) / 3.0
             sz += area * (triangles[t, 0, 2] + triangles[t, 1, 2] + triangles[t, 2, 2]) / 3.0
-        cx, cy, cz = sx / total, sy / total, sz / total
+        centre = (sx / total, sy / total, sz / total)
+        moments[g, :] = 0.0
+        moments[g, 0], moments[g, 1], moments[g, 2] = centre
+        moments[g, 3], moments[g, 4], moments[g, 5] = nx, ny, nz
         radius = 0.0
         for t in range(starts[g], ends[g]):
+            area_vector = vector_area(triangles, t)
+            for j in range(3):
+                offset = (triangles[t, 0, j] + triangles[t, 1, j] + triangles[t, 2, j]) / 3.0 - centre[j]
+                for i in range(3):
+                    moments[g, 6 + 3 * i + j] += area_vector[i] * offset
             for m in range(3):
-                dx, dy, dz = triangles[t, m, 0] - cx, triangles[t, m, 1] - cy, triangles[t, m, 2] - cz
+                dx = triangles[t, m, 0] - centre[0]
+                dy = triangles[t, m, 1] - centre[1]
+                dz = triangles[t, m, 2] - centre[2]
                 radius = max(radius, math.sqrt(dx * dx + dy * dy + dz * dz))
-        centres[g, 0], centres[g, 1], centres[g, 2] = cx, cy, cz
-        normals[g, 0], normals[g, 1], normals[g, 2] = nx, ny, nz
         radii[g] = radius
+
+
+def vector_area(triangles, t):  # compiled by numba
+    """Half the cross product of triangle t's edges: its area times its unit normal, (x, y, z)."""
+    ux = triangles[t, 1, 0] - triangles[t, 0, 0]
+    uy = triangles[t, 1, 1] - triangles[t, 0, 1]
+    uz = triangles[t, 1, 2] - triangles[t, 0, 2]
+    vx = triangles[t, 2, 0] - triangles[t, 0, 0]
+    vy = triangles[t, 2, 1] - triangles[t, 0, 1]
+    vz = triangles[t, 2, 2] - triangles[t, 0, 2]
+    return 0.5 * (uy * vz - uz * vy), 0.5 * (uz * vx - ux * vz), 0.5 * (ux * vy - uy * vx)
 
 
 def vertex_parts_loop(faces, part_of_vertex):  # compiled by numba

@@ -4,8 +4,8 @@
 and a smooth field across the holes of an open one. A closed mesh's field is an integer that only
 changes across the surface, so the signed crossings of a +z ray give it, for every voxel centre in one
 pass (:func:`column_winding`). An open mesh's field is summed with far groups of triangles counted by
-their dipole (after Barill et al. 2018; dense meshes use two levels of groups), near ones exactly; the
-error is about 0.02 at most.
+their far field (after Barill et al. 2018: dipole, and with numba the next term too; dense meshes use
+two levels of groups), near ones exactly; the error is about 0.01 at most.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ CLUSTER_CELL = 2.0  # smallest side, in voxels, of the groups of triangles an op
 CLUSTER_BETA = 2.0  # a group counts as far beyond this many times its radius
 EXACT_PAIRS = 1 << 18  # without numba, below this many point/triangle pairs the plain exact sum is used
 SUBGROUP_TRIANGLES = 8  # triangles a small group of an open mesh's winding sum aims at
-LARGE_GROUP_BETA = 2.5  # with numba, a large group of an open mesh counts as far beyond this many radii
-SUBGROUP_BETA = 3.0  # small groups count by their dipole beyond this many radii (their error adds up)
 POINT_CELL = 4.0  # side, in voxels, of the cubes of points that share which groups count as far
 
 
@@ -119,12 +117,13 @@ def column_crossings_numpy(triangles: np.ndarray, resolution: int, counts: np.nd
 def clustered_winding_numbers(
     points: np.ndarray, triangles: np.ndarray, cell: float = CLUSTER_CELL, beta: float = CLUSTER_BETA
 ) -> np.ndarray:
-    """Winding numbers with far groups of triangles replaced by their dipole (after Barill et al. 2018).
+    """Winding numbers with far groups of triangles replaced by their far field (after Barill et al. 2018).
 
     points : (P, 3); triangles : (F, 3, 3)  ->  (P,) float64. Triangles are grouped by the cube of
     side ``cell`` holding their centroid. A group farther than ``beta`` times its radius from a
-    point contributes ``N · (c - p) / (4π |c - p|³)`` (N its area-weighted normal, c its
-    area-weighted centroid); nearer groups are summed exactly.
+    point contributes its dipole ``N · (c - p) / (4π |c - p|³)`` (N its vector area, c its
+    area-weighted centroid), compiled with the next term of the expansion
+    (:func:`voxgan.ingest.kernels.far_field_sum`); nearer groups are summed exactly.
     """
     result = np.zeros(len(points))
     if len(triangles) == 0 or len(points) == 0:
@@ -136,6 +135,13 @@ def clustered_winding_numbers(
     order, starts, _ = cell_groups(centroids, cell)
     triangles, centroids = triangles[order], centroids[order]
     ends = np.append(starts[1:], len(triangles))
+    if kernels is not None:  # one level: the two-level sum whose large groups are the groups themselves
+        moments, radii = group_moments(
+            kernels, np.ascontiguousarray(triangles, dtype=np.float64), starts, ends
+        )
+        groups, far = np.arange(len(starts)), beta * radii
+        large, small = (groups, groups + 1, moments, far), (starts, ends, moments, far)
+        return compiled_sum(points, corner_rows(triangles), large, small)
     vector_area = 0.5 * np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
     area = np.sqrt((vector_area**2).sum(axis=1)) + 1e-300
     group_normal = np.add.reduceat(vector_area, starts, axis=0)  # (G, 3)
@@ -145,11 +151,6 @@ def clustered_winding_numbers(
     group_of = np.repeat(np.arange(len(starts)), ends - starts)
     corner_distance = np.sqrt(((triangles - group_centre[group_of][:, None, :]) ** 2).sum(axis=2)).max(axis=1)
     group_radius = np.maximum.reduceat(corner_distance, starts)
-    if kernels is not None:  # one level: the two-level sum whose large groups are the groups themselves
-        groups, far = np.arange(len(starts)), beta * group_radius
-        small = (starts, ends, group_centre, group_normal, far)
-        large = (groups, groups + 1, group_centre, group_normal, far)
-        return compiled_sum(points, corner_rows(triangles), large, small)
     step = max(1, EXACT_PAIRS // len(starts))
     near = np.zeros((len(points), len(starts)), dtype=bool)
     for first in range(0, len(points), step):
@@ -203,8 +204,9 @@ def open_winding_function(triangles: np.ndarray, cell: float):
 
     With numba, triangles are grouped once on two levels (cubes of side ``cell``, and cubes of side
     ``cell / s`` within them, s chosen so that a small group holds about ``SUBGROUP_TRIANGLES``):
-    a far group counts by its dipole, a near large group by its small groups, a near small group
-    triangle by triangle. Without numba, :func:`clustered_winding_numbers`.
+    a group farther than ``CLUSTER_BETA`` radii counts by its far field (dipole and second-order
+    term), a near large group by its small groups, a near small group triangle by triangle. Without
+    numba, :func:`clustered_winding_numbers`.
     """
     kernels = compiled_kernels()
     if kernels is None or len(triangles) == 0:
@@ -218,34 +220,33 @@ def open_winding_function(triangles: np.ndarray, cell: float):
     triangles = np.ascontiguousarray(triangles[order])
     ends = np.append(starts[1:], len(triangles))  # small group h: triangles starts[h]:ends[h]
     large_ends = np.append(large_starts[1:], len(starts))  # large group g: small groups in that range
-    small_centre, small_normal, small_radius = (
-        np.empty((len(starts), 3)),
-        np.empty((len(starts), 3)),
-        np.empty(len(starts)),
-    )
-    kernels.moments(triangles, starts, ends, small_centre, small_normal, small_radius)
+    small_moments, small_radius = group_moments(kernels, triangles, starts, ends)
     large_first = starts[large_starts]
-    large_last = np.append(large_first[1:], len(triangles))
-    large_centre, large_normal = np.empty((len(large_first), 3)), np.empty((len(large_first), 3))
-    large_radius = np.empty(len(large_first))
-    kernels.moments(triangles, large_first, large_last, large_centre, large_normal, large_radius)
-    # one level (split 1) is the plain clustered sum; two levels add up more dipoles, so they count
-    # only farther groups by theirs, which keeps the error below the one-level sum's
-    large_far = (CLUSTER_BETA if split == 1 else LARGE_GROUP_BETA) * large_radius
-    small_far = (CLUSTER_BETA if split == 1 else SUBGROUP_BETA) * small_radius
+    large_moments, large_radius = group_moments(
+        kernels, triangles, large_first, np.append(large_first[1:], len(triangles))
+    )
+    large_far, small_far = CLUSTER_BETA * large_radius, CLUSTER_BETA * small_radius
 
     corners = corner_rows(triangles)
-    large = (large_starts, large_ends, large_centre, large_normal, large_far)
-    small = (starts, ends, small_centre, small_normal, small_far)
+    large = (large_starts, large_ends, large_moments, large_far)
+    small = (starts, ends, small_moments, small_far)
     return lambda points: compiled_sum(points, corners, large, small)
+
+
+def group_moments(kernels, triangles: np.ndarray, first: np.ndarray, last: np.ndarray):
+    """Far-field moments (G, 15) and radii (G,) of the groups triangles[first[g]:last[g]] of (F, 3, 3)
+    triangles (:func:`voxgan.ingest.kernels.group_moments_loop`)."""
+    moments, radii = np.empty((len(first), 15)), np.empty(len(first))
+    kernels.moments(triangles, first, last, moments, radii)
+    return moments, radii
 
 
 def compiled_sum(points: np.ndarray, corners: np.ndarray, large: tuple, small: tuple) -> np.ndarray:
     """The compiled two-level winding sum (:func:`voxgan.ingest.kernels.two_level_winding_loop`).
 
     points : (P, 3); corners : (9, F), the triangles sorted by group (:func:`corner_rows`); large, small :
-    (starts, ends, centres, vector areas, dipole distances) of the large groups (over small groups) and of
-    the small groups (over triangles)  ->  (P,) float64. The points are taken in cubes of side ``POINT_CELL``
+    (starts, ends, moments, far distances) of the large groups (over small groups) and of the small groups
+    (over triangles)  ->  (P,) float64. The points are taken in cubes of side ``POINT_CELL``
     that share their decisions of which groups count as far.
     """
     result = np.zeros(len(points))
