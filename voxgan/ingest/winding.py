@@ -5,7 +5,7 @@ and a smooth field across the holes of an open one. A closed mesh's field is an 
 changes across the surface, so the signed crossings of a +z ray give it, for every voxel centre in one
 pass (:func:`column_winding`). An open mesh's field is summed with far groups of triangles counted by
 their far field (after Barill et al. 2018: dipole, and with numba the next term too; dense meshes use
-two levels of groups), near ones exactly; the error is about 0.01 at most.
+two levels of groups), near ones exactly; the error is about 0.02 at most.
 """
 
 from __future__ import annotations
