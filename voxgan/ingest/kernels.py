@@ -48,10 +48,9 @@ def compiled_kernels():
         from numba.extending import register_jitable
     except ImportError:
         return None
-    sums = (solid_angle_terms, solid_angle_terms_into, angle_sum, product_turns, bounding_sphere)
-    for helper in (*sums, far_from_cell, keep_far, vector_area, edge_side, sign, trilinear):
-        register_jitable(helper)  # callable from the loops below, compiled into them
-    register_jitable(fastmath={"reassoc", "contract"}, error_model="numpy")(far_field_sum)
+    sums = (solid_angle_terms, solid_angle_terms_into, angle_sum, product_turns, far_field_sum)
+    for helper in (*sums, bounding_sphere, far_from_cell, keep_far, vector_area, edge_side, sign, trilinear):
+        register_jitable(inline="always")(helper)  # compiled into the loops below that call them
     loops = {
         "overlap": overlap_loop,
         "columns": column_crossing_loop,
@@ -235,7 +234,7 @@ def angle_sum(xs, ys, count):  # compiled by numba
     (:func:`product_turns`, which counts the turns the argument's range loses), and the product's angle plus
     those turns is their sum, to rounding. A product beyond float range falls back to eight atan2.
     """
-    total, turns = 0.0, 0
+    total, turns = 0.0, 0.0
     full = count - count % 8
     for b in range(0, full, 8):
         x01, y01, t01 = product_turns(xs[b], ys[b], xs[b + 1], ys[b + 1])
@@ -258,19 +257,14 @@ def angle_sum(xs, ys, count):  # compiled by numba
 
 
 def product_turns(ux, uy, vx, vy):  # compiled by numba
-    """(x, y, turns): the product w = x + iy of u and v, and arg u + arg v = arg w + 2π turns.
+    """(x, y, turns): the product w = x + iy of u and v, and arg u + arg v = arg w + 2π turns (a float).
 
     Arguments are atan2's, in [-π, π], the sign of y (a zero's too) saying which half: the sum leaves the
     range upward when both lie in the upper half and w in the lower, downward in the opposite case.
     """
     wx, wy = ux * vx - uy * vy, ux * vy + uy * vx
-    u_up, v_up = math.copysign(1.0, uy) > 0.0, math.copysign(1.0, vy) > 0.0
-    w_up = math.copysign(1.0, wy) > 0.0
-    if u_up and v_up and not w_up:
-        return wx, wy, 1
-    if not u_up and not v_up and w_up:
-        return wx, wy, -1
-    return wx, wy, 0
+    u, v, w = math.copysign(1.0, uy), math.copysign(1.0, vy), math.copysign(1.0, wy)  # +1 upper, -1 lower
+    return wx, wy, ((1 + u) * (1 + v) * (1 - w) - (1 - u) * (1 - v) * (1 + w)) / 8  # no branch to mispredict
 
 
 def bounding_sphere(points, first, last):  # compiled by numba
@@ -593,10 +587,6 @@ def two_level_winding_loop(
                 if far_from_cell(moments, far_beyond, h, bx, by, bz, radius):
                     far_count = keep_far(far_rows, far_count, moments, h)
                     continue
-                if last - first == 1:  # one point: its terms at once
-                    span = starts[h], ends[h]
-                    near_count = solid_angle_terms_into(corners, *span, bx, by, bz, xs, ys, near_count)
-                    continue
                 for t in range(starts[h], ends[h]):
                     for row in range(9):
                         near[row, near_count] = corners[row, t]
@@ -604,8 +594,7 @@ def two_level_winding_loop(
         for n in range(first, last):
             px, py, pz = points[n, 0], points[n, 1], points[n, 2]
             solid = far_field_sum(far_rows, far_count, px, py, pz)
-            if last - first > 1:
-                solid_angle_terms_into(near, 0, near_count, px, py, pz, xs, ys, 0)
+            solid_angle_terms_into(near, 0, near_count, px, py, pz, xs, ys, 0)
             result[n] = (solid + 2.0 * angle_sum(xs, ys, near_count)) / (4.0 * math.pi)
 
 
