@@ -13,6 +13,11 @@ workers. numba caches the machine code in the installed package's ``__pycache__`
 install) in ``~/.cache/numba``, or in ``NUMBA_CACHE_DIR`` when set; with no writable folder at all the
 loops are compiled in memory on every run. Processes that find the cache empty at once (the tasks of a
 job array) take turns: one compiles, the others wait for it and load what it wrote.
+
+The module is long (over 700 lines) because every loop and helper numba compiles lives in it: they are
+registered, compiled and cached at one moment from one file, and the numpy paths elsewhere call the same
+formulas. It reads in sections: the solid angle and the winding sums, the surface test, the column
+crossings, the coarse-to-fine bookkeeping, the moments and parts of meshes, the number parser.
 """
 
 from __future__ import annotations
