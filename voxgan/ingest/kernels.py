@@ -16,8 +16,9 @@ job array) take turns: one compiles, the others wait for it and load what it wro
 
 The module is long (over 700 lines) because every loop and helper numba compiles lives in it: they are
 registered, compiled and cached at one moment from one file, and the numpy paths elsewhere call the same
-formulas. It reads in sections: the solid angle and the winding sums, the surface test, the column
-crossings, the coarse-to-fine bookkeeping, the moments and parts of meshes, the number parser.
+formulas. It reads in sections: the compiling, the solid angle and its sums, the surface test, the
+column crossings, the coarse-to-fine bookkeeping, the winding loop, the moments and parts of meshes, the
+number parser.
 """
 
 from __future__ import annotations
