@@ -4,8 +4,8 @@
 ``VOXGAN_NO_NUMBA=1``; every caller then takes its vectorised numpy path, which gives the same occupancy
 10-20 times slower. The solid angle of one triangle, the heart of the winding-number sum, is written once
 (:func:`solid_angle_terms`, which the numpy path calls on arrays too) and compiled into the loop that
-sums it, where the angles of eight triangles cost one atan2 (:func:`angle_sum`); the dipole term of far
-groups of triangles is :func:`far_field_sum`.
+sums it, where the angles of eight triangles cost one atan2 (:func:`angle_sum`); the far field of a group
+of triangles (its dipole and second-order term) is :func:`far_field_sum`.
 
 Each loop is compiled for the one signature its callers give it (:func:`kernel_signatures`), all at once
 on the first call, so a run compiles at one moment it announces on stderr, not file by file in its
@@ -575,10 +575,10 @@ def two_level_winding_loop(
     points : (P, 3), sorted into cells: cell c holds points cell_starts[c]:cell_starts[c + 1]. corners :
     (9, F), triangle t's corners a, b, c as corners[:, t] = (ax, ay, az, bx, ..., cz). Large group g holds
     small groups large_starts[g]:large_ends[g]; small group h holds triangles starts[h]:ends[h]. Each
-    group has an area-weighted centre, vector area and dipole distance. A cell's points share the
-    decisions: a group far from every one of them counts by its dipole, the triangles of the others are
-    gathered once and summed exactly at each point (:func:`angle_sum`), so no point counts by its dipole
-    a group it is near.
+    group has its moments (:func:`group_moments_loop`) and the distance beyond which it counts as far. A
+    cell's points share the decisions: a group far from every one of them counts by its far field
+    (:func:`far_field_sum`), the triangles of the others are gathered once and summed exactly at each point
+    (:func:`angle_sum`), so no point counts by its far field a group it is near.
     """
     count = corners.shape[1]
     near, xs, ys = np.empty((9, count)), np.empty(count), np.empty(count)
