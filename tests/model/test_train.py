@@ -94,16 +94,21 @@ def test_bad_option_values_exit_2(tmp_path):
     assert done.returncode == 2 and "--augment: augment must be among translation, cutout" in done.stderr
 
 
-def test_the_speck_penalty_adds_the_loose_voxels_to_the_generators_loss(tmp_path):
-    losses = {}
-    for weight in ("0", "0.5"):
-        done = voxgan_train(
-            "--steps", "2", "--speck-penalty", weight, "--out", f"runs-{weight}", cwd=tmp_path
-        )
+def logged_with(tmp_path, option: str, values: tuple[str, ...], field: str) -> dict[str, list[float]]:
+    """Two-step runs of ``voxgan train OPTION VALUE`` for each value: the value as the run's config records
+    it is checked, and each run's logged ``field`` returned by value."""
+    logged = {}
+    for value in values:
+        done = voxgan_train("--steps", "2", option, value, "--out", f"runs-{value}", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        run = find_latest_run(tmp_path / f"runs-{weight}")
-        assert load_checkpoint(run)["config"]["speck_penalty"] == float(weight)
-        losses[weight] = [record["loss_generator"] for record in read_stats(run)]
+        run = find_latest_run(tmp_path / f"runs-{value}")
+        assert load_checkpoint(run)["config"][option[2:].replace("-", "_")] == float(value)
+        logged[value] = [record[field] for record in read_stats(run)]
+    return logged
+
+
+def test_the_speck_penalty_adds_the_loose_voxels_to_the_generators_loss(tmp_path):
+    losses = logged_with(tmp_path, "--speck-penalty", ("0", "0.5"), "loss_generator")
     # the same seed, so the same first critic update and generator batch: only the penalty differs
     assert np.isfinite(losses["0.5"]).all() and losses["0.5"][0] > losses["0"][0]
     done = voxgan_train("--speck-penalty", "-1", cwd=tmp_path)
@@ -114,15 +119,7 @@ def test_the_speck_penalty_adds_the_loose_voxels_to_the_generators_loss(tmp_path
 
 
 def test_the_penalty_on_part_of_the_batch_is_another_estimate_of_it(tmp_path):
-    penalties = {}
-    for share in ("1", "0.5"):
-        done = voxgan_train(
-            "--steps", "2", "--penalty-fraction", share, "--out", f"runs-{share}", cwd=tmp_path
-        )
-        assert done.returncode == 0, done.stderr
-        run = find_latest_run(tmp_path / f"runs-{share}")
-        assert load_checkpoint(run)["config"]["penalty_fraction"] == float(share)
-        penalties[share] = [record["gradient_penalty"] for record in read_stats(run)]
+    penalties = logged_with(tmp_path, "--penalty-fraction", ("1", "0.5"), "gradient_penalty")
     # the same seed, so the same first critic update: only the samples the penalty is taken on differ
     assert np.isfinite(penalties["0.5"]).all() and penalties["0.5"][0] != penalties["1"][0]
     done = voxgan_train("--penalty-fraction", "0", cwd=tmp_path)
