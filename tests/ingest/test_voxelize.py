@@ -9,7 +9,8 @@ from tests.accuracy_set import accuracy_set, box, inverted, join, to_grid
 from tests.reference_voxelize import iou, reference_inside, reference_voxelize
 from voxgan.errors import VoxganError
 from voxgan.ingest.kernels import compiled_kernels
-from voxgan.ingest.topology import is_closed, welded_faces
+from voxgan.ingest import topology
+from voxgan.ingest.topology import is_closed, unmatched_edges, welded_faces
 from voxgan.ingest.voxelize import (
     OPEN_MARGIN,
     block_margins,
@@ -339,6 +340,45 @@ def test_the_compiled_and_the_numpy_block_reductions_agree():
         expected = blocks_holding_numpy(voxels, lattice)
         assert expected.any() and not expected.all()
         assert np.array_equal(blocks_holding(voxels, lattice), expected)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_symmetric_soups_weld_into_one_vertex_per_position(compiled, monkeypatch):
+    """Corners mirrored through the origin differ in a few bits (signs): each position is still one vertex."""
+    if not compiled:
+        monkeypatch.setattr(topology, "compiled_kernels", lambda: None)
+    sphere = trimesh.creation.icosphere(subdivisions=2)  # centred: every corner has its mirror images
+    soup = sphere.vertices[sphere.faces]
+    welded = welded_faces(soup)
+    assert welded.max() + 1 == len(sphere.vertices) == len(np.unique(soup.reshape(-1, 3), axis=0))
+    positions = np.zeros((welded.max() + 1, 3))
+    positions[welded.reshape(-1)] = soup.reshape(-1, 3)
+    assert np.array_equal(positions[welded], soup)  # one position per vertex
+    assert is_closed(welded)
+
+
+def test_compiled_and_numpy_unmatched_edges_agree(monkeypatch):
+    """Holes, flipped faces, doubled faces, a fan around one vertex: every unmatched use of an edge, once."""
+    rng = np.random.default_rng(5)
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    flipped = sphere.faces.copy()
+    flipped[::5] = flipped[::5, ::-1]
+    fan = np.stack([np.zeros(40, int), np.arange(1, 41), np.arange(2, 42)], axis=1)
+    cases = {
+        "holes": sphere.faces[rng.random(len(sphere.faces)) > 0.1],
+        "flipped": flipped,
+        "doubled": np.concatenate([sphere.faces, sphere.faces[:30]]),
+        "fan": np.concatenate([fan, fan[:3], fan[5:9, ::-1]]),
+        "random": rng.integers(0, 30, (400, 3)),
+    }
+    for name, faces in cases.items():
+        compiled = unmatched_edges(faces)
+        with monkeypatch.context() as patched:
+            patched.setattr(topology, "compiled_kernels", lambda: None)
+            expected = unmatched_edges(faces)
+        assert len(expected) > 0, name
+        assert sorted(map(tuple, compiled)) == sorted(map(tuple, expected)), name
+    assert len(unmatched_edges(sphere.faces)) == 0
 
 
 def test_soups_and_meshes_split_at_seams_are_welded_closed_without_changing_a_triangle():

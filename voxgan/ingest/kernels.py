@@ -57,7 +57,7 @@ def compiled_kernels():
     for helper in (solid_angle_terms_into, angle_sum):  # a winding sum's inner loops run 1.7× faster
         register_jitable(inline="always")(helper)  # inlined than as numba's out-of-line calls
     helpers = (solid_angle_terms, product_turns, far_field_sum, bounding_sphere, far_from_cell, keep_far)
-    for helper in (*helpers, vector_area, edge_side, sign, trilinear):
+    for helper in (*helpers, vector_area, edge_side, sign, trilinear, mixed, table_size):
         register_jitable(helper)  # callable from the loops below, compiled into them
     loops = {
         "overlap": overlap_loop,
@@ -66,6 +66,8 @@ def compiled_kernels():
         "two_level": two_level_winding_loop,
         "moments": group_moments_loop,
         "parts": vertex_parts_loop,
+        "unmatched": unmatched_edges_loop,
+        "weld": weld_loop,
         "decimals": decimal_loop,
         "settle": settle_loop,
         "near": blocks_near_loop,
@@ -97,6 +99,8 @@ def kernel_signatures(nb) -> dict[str, tuple]:
         "two_level": (f8_2, i8_1, f8_2, i8_1, i8_1, f8_2, f8_1, i8_1, i8_1, f8_2, f8_1, f8_1),
         "moments": (f8_3, i8_1, i8_1, f8_2, f8_1),
         "parts": (nb.int64[:, ::1], i8_1),
+        "unmatched": (nb.int64[:, ::1], nb.int64[:, ::1]),
+        "weld": (nb.uint64[:, ::1], i8_1),
         "decimals": (nb.Array(nb.uint8, 1, "C", readonly=True), f8_1),
         "settle": (i8_1, f8_3, nb.boolean[:, :, ::1], nb.float64, nb.int32[:, :, ::1])
         + (nb.boolean[:, :, ::1],) * 2,
@@ -684,6 +688,111 @@ def vertex_parts_loop(faces, part_of_vertex):  # compiled by numba
         else:
             part_of_vertex[v] = part_of_vertex[root]
     return parts
+
+
+MIX_A = np.uint64(0xBF58476D1CE4E5B9)  # the multipliers of splitmix64's finaliser
+MIX_B = np.uint64(0x94D049BB133111EB)
+
+
+def mixed(key, value):  # compiled by numba
+    """A hash of ``key`` (uint64) and ``value`` (uint64) together: splitmix64's finaliser of their xor, so that
+    every bit of each moves every bit of the result (float bit patterns differ in few bits)."""
+    z = key ^ value
+    z = (z ^ (z >> np.uint64(30))) * MIX_A
+    z = (z ^ (z >> np.uint64(27))) * MIX_B
+    return z ^ (z >> np.uint64(31))
+
+
+def table_size(count):  # compiled by numba
+    """(size, shift): a power of two at least twice ``count``, and 64 less its bits (a hash's top bits)."""
+    size, bits = 2, 1
+    while size < 2 * count:
+        size *= 2
+        bits += 1
+    return size, np.uint64(64 - bits)
+
+
+def unmatched_edges_loop(faces, unmatched):  # compiled by numba
+    """Each use of a directed edge (a, b) beyond the uses of (b, a).
+
+    faces : (F, 3) int64, indices from 0; unmatched : (3F, 2) int64, written from row 0  ->  the rows
+    written, by first corner. The edges are listed by their first corner (a counting sort), each list
+    sorted by second corner, so an edge's uses are a run in one list and its reverse's a run found by
+    bisection in another: O(E log degree), whatever the mesh.
+    """
+    edges = 3 * faces.shape[0]
+    vertices = 0
+    for f in range(faces.shape[0]):
+        for m in range(3):
+            vertices = max(vertices, faces[f, m] + 1)
+    starts = np.zeros(vertices + 1, np.int64)
+    for f in range(faces.shape[0]):
+        for m in range(3):
+            starts[faces[f, m] + 1] += 1
+    for v in range(vertices):
+        starts[v + 1] += starts[v]
+    heads = np.empty(edges, np.int64)  # the second corners of the edges out of a: heads[starts[a]:starts[a + 1]]
+    filled = starts[:-1].copy()
+    for f in range(faces.shape[0]):
+        for m in range(3):
+            a = faces[f, m]
+            heads[filled[a]] = faces[f, (m + 1) % 3]
+            filled[a] += 1
+    for a in range(vertices):
+        if starts[a + 1] - starts[a] > 16:
+            heads[starts[a] : starts[a + 1]].sort()
+            continue
+        for n in range(starts[a] + 1, starts[a + 1]):  # an insertion sort: most lists hold about six
+            head, m = heads[n], n
+            while m > starts[a] and heads[m - 1] > head:
+                heads[m] = heads[m - 1]
+                m -= 1
+            heads[m] = head
+    count = 0
+    for a in range(vertices):
+        n = starts[a]
+        while n < starts[a + 1]:
+            b = heads[n]
+            run = n
+            while run < starts[a + 1] and heads[run] == b:
+                run += 1
+            reverse = 0
+            if starts[b + 1] - starts[b] > 16:
+                out_of_b = heads[starts[b] : starts[b + 1]]
+                reverse = np.searchsorted(out_of_b, a, side="right") - np.searchsorted(out_of_b, a, side="left")
+            else:
+                for m in range(starts[b], starts[b + 1]):
+                    reverse += heads[m] == a
+            for _ in range(run - n - reverse):
+                unmatched[count, 0], unmatched[count, 1] = a, b
+                count += 1
+            n = run
+    return count
+
+
+def weld_loop(bits, index):  # compiled by numba
+    """Number equal rows of bits (N, 3) uint64 (corner positions, bit for bit) in order of first use.
+
+    index : (N,) int64, written: row n's vertex  ->  the count of distinct rows.
+    """
+    size, shift = table_size(bits.shape[0])
+    mask = size - 1
+    first = np.full(size, -1, np.int64)  # the first row of each slot's position
+    count = 0
+    for n in range(bits.shape[0]):
+        slot = np.int64(mixed(mixed(mixed(bits[n, 0], np.uint64(0)), bits[n, 1]), bits[n, 2]) >> shift)
+        while True:
+            row = first[slot]
+            if row == -1:
+                first[slot] = n
+                index[n] = count
+                count += 1
+                break
+            if bits[row, 0] == bits[n, 0] and bits[row, 1] == bits[n, 1] and bits[row, 2] == bits[n, 2]:
+                index[n] = index[row]
+                break
+            slot = (slot + 1) & mask
+    return count
 
 
 POWERS_OF_TEN = np.array([10.0**n for n in range(23)])  # exact in float64

@@ -17,13 +17,29 @@ def is_closed(faces: np.ndarray) -> bool:
     faces : (F, 3) int. Such a mesh bounds its volume: its winding number is an integer that only
     changes across the surface. Holes, open edges and mixed orientation make this False.
     """
-    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    tails = faces.reshape(-1)
-    heads = faces[:, [1, 2, 0]].reshape(-1)
+    return len(unmatched_edges(faces)) == 0
+
+
+def unmatched_edges(faces: np.ndarray) -> np.ndarray:
+    """Each use of a directed edge (a, b) beyond the uses of its reverse (b, a): the edges along holes,
+    seams and flips of orientation.
+
+    faces : (F, 3) int  ->  (U, 2) int64 rows (a, b), an edge used k times more than its reverse k times.
+    Compiled: one pass through a hash table, the edges in the faces' order; else numpy's sorts.
+    """
+    faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
+    kernels = compiled_kernels()
+    if kernels is not None:
+        unmatched = np.empty((3 * len(faces), 2), dtype=np.int64)
+        return unmatched[: kernels.unmatched(faces, unmatched)]
+    tails, heads = faces.reshape(-1), faces[:, [1, 2, 0]].reshape(-1)
     base = int(faces.max()) + 1 if len(faces) else 1
-    forward = np.sort(tails * base + heads)
-    backward = np.sort(heads * base + tails)
-    return bool(np.array_equal(forward, backward))
+    keys, uses = np.unique(tails * base + heads, return_counts=True)
+    reverse = (keys % base) * base + keys // base
+    at = np.minimum(np.searchsorted(keys, reverse), max(len(keys) - 1, 0))
+    extra = uses - np.where(keys[at] == reverse, uses[at], 0) if len(keys) else uses
+    unmatched = np.repeat(keys, np.maximum(extra, 0))
+    return np.stack([unmatched // base, unmatched % base], axis=1)
 
 
 def front_faces(faces: np.ndarray) -> np.ndarray:
@@ -85,14 +101,16 @@ def welded_faces(triangles: np.ndarray) -> np.ndarray:
     triangles : (F, 3, 3)  ->  faces : (F, 3) int64. A triangle soup (three corners of its own per face,
     as STL stores) or a mesh split along its seams (glTF and OBJ split vertices where normals or texture
     coordinates change) shares no edge across the split and looks open; welded, it is the closed mesh
-    it is. No triangle changes. (Positions are compared bit for bit, so nothing different is merged; +0.0
-    and -0.0, or two positions whose hashes collide, may be left apart, which only costs time.)
+    it is. No triangle changes. Positions are compared bit for bit, so nothing different is merged (+0.0
+    and -0.0 stay apart). Compiled: one pass through a hash table; else numpy's sort of the rows.
     """
     bits = np.ascontiguousarray(triangles, dtype=np.float64).reshape(-1, 3).view(np.uint64)
-    key = bits[:, 0] * np.uint64(0x9E3779B97F4A7C15)  # a hash of each corner's position: one sort of
-    key ^= bits[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)  # one key, several times faster than a lexsort of
-    key ^= bits[:, 2] * np.uint64(0x165667B19E3779F9)  # three; equal rows end up side by side
-    order = np.argsort(key)
+    kernels = compiled_kernels()
+    if kernels is not None:  # one pass through a hash table
+        index = np.empty(len(bits), dtype=np.int64)
+        kernels.weld(bits, index)
+        return index.reshape(-1, 3)
+    order = np.lexsort(bits.T[::-1])
     ordered = bits[order]
     starts = np.ones(len(ordered), dtype=bool)
     starts[1:] = any_axis(ordered[1:] != ordered[:-1])
@@ -101,25 +119,21 @@ def welded_faces(triangles: np.ndarray) -> np.ndarray:
     return index.reshape(-1, 3)
 
 
-def hole_caps(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def hole_caps(triangles: np.ndarray, faces: np.ndarray, unmatched: np.ndarray | None = None) -> np.ndarray:
     """Triangles that close an open mesh: with them every directed edge is matched by its reverse.
 
-    triangles : (F, 3, 3); faces : (F, 3) int, their corner indices  ->  caps : (B, 3, 3). Each use of
+    triangles : (F, 3, 3); faces : (F, 3) int, their corner indices; unmatched : (U, 2) int, the faces'
+    :func:`unmatched_edges` where known  ->  caps : (U, 3, 3). Each use of
     a directed edge (a, b) beyond the uses of (b, a) gets a triangle (apex, b, a); the apex is the mean
     of the unmatched edges' tails in its connected set of such edges (one hole, one seam). The
     winding number of the mesh is then that of mesh + caps (an integer, :func:`column_winding`) minus
     that of the caps, which lie along the holes and are few.
     """
-    tails, heads = faces.reshape(-1), faces[:, [1, 2, 0]].reshape(-1)
-    base = int(faces.max()) + 1
-    keys, uses = np.unique(tails * base + heads, return_counts=True)
-    reverse = (keys % base) * base + keys // base
-    at = np.minimum(np.searchsorted(keys, reverse), len(keys) - 1)
-    extra = uses - np.where(keys[at] == reverse, uses[at], 0)
-    unmatched = np.repeat(keys, np.maximum(extra, 0))
+    unmatched = unmatched_edges(faces) if unmatched is None else unmatched
     if len(unmatched) == 0:
         return np.zeros((0, 3, 3))
-    a, b = unmatched // base, unmatched % base
+    a, b = unmatched[:, 0], unmatched[:, 1]
+    base = int(faces.max()) + 1
     position = np.empty((base, 3))
     position[faces.reshape(-1)] = triangles.reshape(-1, 3)
     part = vertex_parts(np.stack([a, b, b], axis=1))[1][a]

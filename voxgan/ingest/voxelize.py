@@ -35,7 +35,7 @@ import numpy as np
 from voxgan.errors import VoxganError
 from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest.overlap import all_axes, overlap_masks
-from voxgan.ingest.topology import front_faces, hole_caps, is_closed, vertex_parts, welded_faces
+from voxgan.ingest.topology import front_faces, hole_caps, unmatched_edges, vertex_parts, welded_faces
 from voxgan.ingest.winding import (
     CLUSTER_CELL,
     column_inside,
@@ -147,16 +147,19 @@ def inside_mask(
     skip = np.zeros(touched.shape, dtype=bool) if skip is None else skip
     if len(triangles) == 0:
         return np.zeros(touched.shape, dtype=bool)
-    if not is_closed(faces):
+    unmatched = unmatched_edges(faces)
+    if len(unmatched):
         faces = welded_faces(triangles)
-    if not is_closed(faces):
+        unmatched = unmatched_edges(faces)
+    if len(unmatched):
         wanted = ~skip
         front = front_faces(faces)
         if not front.all():  # back faces cancel their fronts: w = 0 everywhere without this
             triangles, faces = triangles[front], faces[front]
             touched = overlap_masks(triangles, r)[1]
+            unmatched = unmatched_edges(faces)
         cell = max(CLUSTER_CELL, r / 16)
-        caps = hole_caps(triangles, faces)
+        caps = hole_caps(triangles, faces, unmatched)
         if len(caps) > len(triangles) * MAX_CAPS_PER_TRIANGLE:  # a soup: its own field, sampled
             return lattice_inside(open_winding_function(triangles, cell), None, touched, wanted)
         closed = column_winding(np.concatenate([triangles, caps]), r)  # mesh + caps: an integer field
