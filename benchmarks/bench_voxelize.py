@@ -160,8 +160,7 @@ def main() -> None:
     voxelize(*everything["sphere"], 16)  # imports and first-call costs out of the timings
 
     print(
-        "\n16³ per mesh: voxgan.ingest.voxelize vs trimesh voxelized(pitch=1).fill(), "
-        "IoU vs exact reference"
+        "\n16³ per mesh: voxgan.ingest.voxelize vs trimesh voxelized(pitch=1).fill(), IoU vs exact reference"
     )
     print(
         f"{'mesh':20s} {'faces':>7s} {'voxgan ms':>10s} {'trimesh ms':>11s} {'speed-up':>9s} "

@@ -1,7 +1,7 @@
 """Run every benchmark behind BENCHMARKS.md, one after the other, on this machine.
 
-    python benchmarks/run.py            # all of them (about 20 minutes on 2 cores)
-    python benchmarks/run.py data train # only those
+python benchmarks/run.py            # all of them (about 20 minutes on 2 cores)
+python benchmarks/run.py data train # only those
 """
 
 from __future__ import annotations

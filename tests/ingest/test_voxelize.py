@@ -8,8 +8,8 @@ from scipy import ndimage
 from tests.accuracy_set import accuracy_set, box, inverted, join, to_grid
 from tests.reference_voxelize import iou, reference_inside, reference_voxelize
 from voxgan.errors import VoxganError
-from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest import topology
+from voxgan.ingest.kernels import compiled_kernels
 from voxgan.ingest.topology import is_closed, unmatched_edges, welded_faces
 from voxgan.ingest.voxelize import (
     OPEN_MARGIN,

@@ -695,8 +695,8 @@ MIX_B = np.uint64(0x94D049BB133111EB)
 
 
 def mixed(key, value):  # compiled by numba
-    """A hash of ``key`` (uint64) and ``value`` (uint64) together: splitmix64's finaliser of their xor, so that
-    every bit of each moves every bit of the result (float bit patterns differ in few bits)."""
+    """A hash of ``key`` and ``value`` (uint64) together: splitmix64's finaliser of their xor, so that every
+    bit of each moves every bit of the result (float bit patterns differ in few bits)."""
     z = key ^ value
     z = (z ^ (z >> np.uint64(30))) * MIX_A
     z = (z ^ (z >> np.uint64(27))) * MIX_B
@@ -731,7 +731,7 @@ def unmatched_edges_loop(faces, unmatched):  # compiled by numba
             starts[faces[f, m] + 1] += 1
     for v in range(vertices):
         starts[v + 1] += starts[v]
-    heads = np.empty(edges, np.int64)  # the second corners of the edges out of a: heads[starts[a]:starts[a + 1]]
+    heads = np.empty(edges, np.int64)  # second corners of the edges out of a: heads[starts[a]:starts[a + 1]]
     filled = starts[:-1].copy()
     for f in range(faces.shape[0]):
         for m in range(3):
@@ -759,7 +759,7 @@ def unmatched_edges_loop(faces, unmatched):  # compiled by numba
             reverse = 0
             if starts[b + 1] - starts[b] > 16:
                 out_of_b = heads[starts[b] : starts[b + 1]]
-                reverse = np.searchsorted(out_of_b, a, side="right") - np.searchsorted(out_of_b, a, side="left")
+                reverse = np.searchsorted(out_of_b, a, "right") - np.searchsorted(out_of_b, a, "left")
             else:
                 for m in range(starts[b], starts[b + 1]):
                     reverse += heads[m] == a
