@@ -175,10 +175,9 @@ def corner_rows(triangles: np.ndarray) -> np.ndarray:
 
 def cell_keys(points: np.ndarray, cell: float) -> np.ndarray:
     """Which cube of side ``cell`` holds each point, as one int each: (P, 3)  ->  (P,) int64."""
-    cells = np.floor(points / cell).astype(np.int64)
-    cells -= cells.min(axis=0)
-    span = cells.max(axis=0) + 1
-    return (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
+    x, y, z = (np.floor(points[:, axis] / cell).astype(np.int64) for axis in range(3))  # by column: faster
+    x, y, z = x - x.min(), y - y.min(), z - z.min()
+    return (x * (y.max() + 1) + y) * (z.max() + 1) + z
 
 
 def cell_groups(
