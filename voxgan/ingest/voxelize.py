@@ -38,10 +38,10 @@ from voxgan.ingest.overlap import all_axes, overlap_masks
 from voxgan.ingest.topology import front_faces, hole_caps, unmatched_edges, vertex_parts, welded_faces
 from voxgan.ingest.winding import (
     CLUSTER_CELL,
+    clustered_winding_numbers,
     column_inside,
     column_winding,
     open_winding_function,
-    winding_numbers,
 )
 from voxgan.shards import MODES
 
@@ -426,7 +426,8 @@ def outward_parts(triangles: np.ndarray, faces: np.ndarray) -> np.ndarray:
     for part in np.flatnonzero(inverted):  # an inverted part wholly inside another part is a cavity
         corners = np.unique(faces[part_of_face == part])
         points = triangles[part_of_face == part].reshape(-1, 3)[:: max(1, 3 * len(corners) // 32)]
-        inverted[part] = not (np.abs(winding_numbers(points, triangles[part_of_face != part])) >= 0.5).all()
+        others = np.ascontiguousarray(triangles[part_of_face != part])
+        inverted[part] = not (np.abs(clustered_winding_numbers(points, others, beta=np.inf)) >= 0.5).all()
     flip = inverted[part_of_face]
     if not flip.any():
         return triangles
