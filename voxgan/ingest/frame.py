@@ -76,11 +76,15 @@ def apply_transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     assert matrix.shape == (4, 4), matrix.shape
     if (matrix == np.eye(4)).all():
         return points.copy()
-    # broadcast products, not matmul: no BLAS threads fighting the worker processes
-    linear, shift = matrix[:3, :3], matrix[:3, 3]
-    return (
-        points[:, 0:1] * linear[:, 0] + points[:, 1:2] * linear[:, 1] + points[:, 2:3] * linear[:, 2] + shift
-    )
+    # column by column, not matmul: no BLAS threads fighting the worker processes, and the zeros of a
+    # scaling or an axis turn skipped
+    transformed = np.empty((len(points), 3))
+    for row in range(3):
+        column = transformed[:, row]
+        column[:] = matrix[row, 3]
+        for axis in np.flatnonzero(matrix[row, :3]):
+            column += points[:, axis] * matrix[row, axis]
+    return transformed
 
 
 def column_bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
