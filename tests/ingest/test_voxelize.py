@@ -379,6 +379,8 @@ def test_compiled_and_numpy_unmatched_edges_agree(monkeypatch):
         assert len(expected) > 0, name
         assert sorted(map(tuple, compiled)) == sorted(map(tuple, expected)), name
     assert len(unmatched_edges(sphere.faces)) == 0
+    with pytest.raises(ValueError, match="negative"):  # the compiled pass indexes by them
+        unmatched_edges(np.array([[0, 1, -2]]))
 
 
 def test_soups_and_meshes_split_at_seams_are_welded_closed_without_changing_a_triangle():

@@ -28,6 +28,8 @@ def unmatched_edges(faces: np.ndarray) -> np.ndarray:
     Compiled: one pass through a hash table, the edges in the faces' order; else numpy's sorts.
     """
     faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(faces) and faces.min() < 0:
+        raise ValueError("face indices must not be negative")
     kernels = compiled_kernels()
     if kernels is not None:
         unmatched = np.empty((3 * len(faces), 2), dtype=np.int64)
