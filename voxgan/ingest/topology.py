@@ -25,7 +25,8 @@ def unmatched_edges(faces: np.ndarray) -> np.ndarray:
     seams and flips of orientation.
 
     faces : (F, 3) int  ->  (U, 2) int64 rows (a, b), an edge used k times more than its reverse k times.
-    Compiled: one pass through a hash table, the edges in the faces' order; else numpy's sorts.
+    Compiled: the edges listed by first corner, each list sorted by second corner, the rows by first
+    corner (:func:`voxgan.ingest.kernels.unmatched_edges_loop`); else numpy's sort of the edges.
     """
     faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
     if len(faces) and faces.min() < 0:
