@@ -55,3 +55,21 @@ def test_hole_caps_close_an_open_mesh_and_keep_its_winding_number():
     recovered = closed - winding_numbers(points, caps)
     assert (np.abs(exact - np.round(exact)) > 0.05).any()  # not an integer field: the caps matter
     assert np.allclose(recovered, exact, atol=1e-6)
+
+
+def test_hole_caps_over_a_wide_hole_are_mostly_short():
+    # a tube's open end is one loop of 64 edges: a fan from one corner would make every cap about as long
+    # as the hole is wide; spanned by halves, most caps lie along the rim
+    tube = trimesh.creation.cylinder(radius=8.0, height=10.0, sections=64)
+    faces = tube.faces[tube.triangles_center[:, 2] < 4.9]  # the top disc left out
+    triangles = tube.vertices[faces] + [8.3, 8.4, 8.2]  # no voxel centre on the surface
+    caps = hole_caps(triangles, faces)
+    assert len(caps) == 62  # one loop of 64 corners: 64 - 2 triangles
+    assert np.allclose(caps[:, :, 2], 13.2)  # in the hole's plane
+    longest = np.linalg.norm(caps - caps[:, [1, 2, 0]], axis=2).max(axis=1)
+    assert np.median(longest) < 16.0 / 4 and (longest > 16.0 / 2).sum() <= 8  # a fan: all 62
+    area = 0.5 * np.cross(caps[:, 1] - caps[:, 0], caps[:, 2] - caps[:, 0])[:, 2]
+    assert np.isclose(np.abs(area).sum(), 32 * 64 * np.sin(2 * np.pi / 64))  # they cover the disc once
+    points = centres(17)
+    closed = column_winding(np.concatenate([triangles, caps]), 17).reshape(-1)
+    assert np.allclose(closed - winding_numbers(points, caps), winding_numbers(points, triangles), atol=1e-6)

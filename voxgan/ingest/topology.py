@@ -126,22 +126,69 @@ def hole_caps(triangles: np.ndarray, faces: np.ndarray, unmatched: np.ndarray | 
     """Triangles that close an open mesh: with them every directed edge is matched by its reverse.
 
     triangles : (F, 3, 3); faces : (F, 3) int, their corner indices; unmatched : (U, 2) int, the faces'
-    :func:`unmatched_edges` where known  ->  caps : (U, 3, 3). Each use of
-    a directed edge (a, b) beyond the uses of (b, a) gets a triangle (apex, b, a); the apex is the mean
-    of the unmatched edges' tails in its connected set of such edges (one hole, one seam). The
-    winding number of the mesh is then that of mesh + caps (an integer, :func:`column_winding`) minus
-    that of the caps, which lie along the holes and are few.
+    :func:`unmatched_edges` where known  ->  caps : (C, 3, 3), C <= U. The unmatched edges join into
+    loops (:func:`hole_loops`), each spanned by halves (:func:`spanning_corners`): most caps are short
+    and lie along the hole's rim, so a winding sum counts them by groups (a fan from one corner would
+    make every cap as long as the hole). The winding number of the mesh is then that of mesh + caps (an
+    integer, :func:`column_winding`) minus that of the caps.
     """
     unmatched = unmatched_edges(faces) if unmatched is None else unmatched
     if len(unmatched) == 0:
         return np.zeros((0, 3, 3))
-    a, b = unmatched[:, 0], unmatched[:, 1]
-    base = int(faces.max()) + 1
-    position = np.empty((base, 3))
+    position = np.empty((int(faces.max()) + 1, 3))
     position[faces.reshape(-1)] = triangles.reshape(-1, 3)
-    part = vertex_parts(np.stack([a, b, b], axis=1))[1][a]
-    weight = np.bincount(part)
-    apex = np.stack([np.bincount(part, weights=position[a, axis]) for axis in range(3)], axis=1)
-    apex = apex[weight > 0] / weight[weight > 0, None]
-    index = np.cumsum(weight > 0) - 1
-    return np.stack([apex[index[part]], position[b], position[a]], axis=1)
+    return position[spanning_corners(*hole_loops(unmatched))]
+
+
+def hole_loops(unmatched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unmatched edges joined head to tail into loops.
+
+    unmatched : (U, 2) int, edges (a, b)  ->  (corners : (U,) int, starts : (L + 1,) int): loop l visits
+    corners[starts[l]:starts[l + 1]] in the edges' direction and returns to its first. At a vertex with
+    several edges in and out, the k-th edge in (by index) goes on with the k-th edge out. Loops are
+    found by pointer jumping, O(U log U). As many unmatched edges enter each vertex as leave it (each
+    face enters and leaves each of its corners once, and matched pairs cancel), so every edge is on a loop.
+    """
+    tails, heads = unmatched[:, 0], unmatched[:, 1]
+    count = len(tails)
+    by_tail, by_head = np.argsort(tails, kind="stable"), np.argsort(heads, kind="stable")
+    assert np.array_equal(tails[by_tail], heads[by_head]), "unmatched edges that do not form loops"
+    following = np.empty(count, dtype=np.int64)
+    following[by_head] = by_tail  # the edge that goes on from each edge's head
+    rounds = int(np.ceil(np.log2(max(count, 2)))) + 1
+    leader, jump = np.arange(count), following.copy()
+    for _ in range(rounds):  # each edge learns the smallest edge index on its loop
+        leader, jump = np.minimum(leader, leader[jump]), jump[jump]
+    last = following == leader  # the loop's last edge, before its leader again
+    step = np.where(last, np.arange(count), following)
+    to_last = (~last).astype(np.int64)
+    for _ in range(rounds):  # list ranking: each edge learns how many edges follow it on its loop
+        to_last, step = to_last + to_last[step], step[step]
+    order = np.lexsort((-to_last, leader))
+    starts = np.flatnonzero(np.concatenate([[True], leader[order][1:] != leader[order][:-1], [True]]))
+    return tails[order], starts
+
+
+def spanning_corners(corners: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Triangles spanning each loop against its direction, halving it: (U,), (L + 1,)  ->  (T, 3) corner
+    indices, T = U - 2 L over the loops of at least three corners.
+
+    A loop c_0 .. c_{n-1} gets (c_0, c_{2n/3}, c_{n/3}), then each stretch c_i .. c_j of it (j > i + 1)
+    gets (c_j, c_m, c_i), m halfway, and its two halves go on. The triangles' sizes halve with each
+    step, so few of them are long (where a fan from one corner makes every one as long as the hole).
+    """
+    size = np.diff(starts)
+    first, size = starts[:-1][size >= 3], size[size >= 3]
+    third, two_thirds = size // 3, 2 * size // 3
+    spans = [np.stack([first, first + two_thirds, first + third], axis=1)]
+    loop_first, loop_size = np.tile(first, 3), np.tile(size, 3)
+    low = np.concatenate([np.zeros_like(size), third, two_thirds])
+    high = np.concatenate([third, two_thirds, size])
+    while len(low):
+        keep = high - low >= 2
+        loop_first, loop_size, low, high = loop_first[keep], loop_size[keep], low[keep], high[keep]
+        middle = (low + high) // 2
+        spans.append(np.stack([loop_first + high % loop_size, loop_first + middle, loop_first + low], axis=1))
+        loop_first, loop_size = np.tile(loop_first, 2), np.tile(loop_size, 2)
+        low, high = np.concatenate([low, middle]), np.concatenate([middle, high])
+    return corners[np.concatenate(spans)]
