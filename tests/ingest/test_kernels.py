@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import trimesh
 
-from voxgan.ingest.kernels import COMPILE_NOTE, angle_sum, compiled_kernels
+from voxgan.ingest.kernels import (
+    COMPILE_NOTE,
+    LOCAL_RATIO,
+    angle_sum,
+    compiled_kernels,
+    far_field_sum,
+    local_quadratic,
+    quadratic_at,
+)
 from voxgan.ingest.winding import clustered_winding_numbers, open_winding_function, winding_numbers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +96,38 @@ def test_far_field_with_its_second_order_term_beats_the_dipole_alone():
     dipole = offset @ vector_area.sum(axis=0) / (4 * np.pi * np.linalg.norm(offset, axis=1) ** 3)
     assert np.abs(far - exact).max() < np.abs(dipole - exact).max() / 3
     assert not np.allclose(far, dipole)
+
+
+def test_the_quadratic_of_distant_groups_matches_their_far_field_across_a_cell():
+    """A cell of points counts the groups beyond LOCAL_RATIO of its radius by one quadratic: within the cell
+    it stays within a few hundredths of the groups' own far field, point by point (solid angles)."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(40, 3))
+    centres *= rng.uniform(LOCAL_RATIO * 2.6, 120, (40, 1)) / np.linalg.norm(centres, axis=1, keepdims=True)
+    rows = np.zeros((15, 40))
+    rows[:3] = centres.T
+    rows[3:6] = rng.normal(scale=30.0, size=(3, 40))  # vector areas of groups of side 8
+    rows[6:] = rng.normal(scale=30.0, size=(9, 40))  # their second moments
+    quadratic = local_quadratic(rows, 40, 0.0, 0.0, 0.0, 2.6)  # a cell of 4³ voxel centres: radius 2.6
+    offsets = rng.uniform(-1.5, 1.5, (100, 3))
+    direct = np.array([far_field_sum(rows, 40, *offset) for offset in offsets])
+    fitted = np.array([quadratic_at(quadratic, *offset) for offset in offsets])
+    assert np.abs(fitted - direct).max() < 0.03 * np.abs(direct).max()
+    assert np.ptp(direct) > 0.05 * np.abs(direct).max()  # the field does vary across the cell
+
+
+def test_a_large_open_mesh_summed_by_cells_of_many_points_matches_the_exact_sum():
+    # an open sphere of radius 60 (as at 128³) and a dense block of points by its surface: the cells there
+    # count the far side of the sphere by its quadratic, the near side by groups and triangles
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=60.0)
+    keep = sphere.triangles_center[:, 2] < 45.0
+    triangles = (sphere.vertices + 64.0)[sphere.faces[keep]]
+    block = np.stack(np.meshgrid(*[np.arange(12) + 0.5] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    points = block + [58.0, 58.0, 2.0]  # across the bottom of the sphere
+    exact = winding_numbers(points, triangles)
+    summed = open_winding_function(triangles, cell=8.0)(points)
+    assert np.abs(summed - exact).max() < 0.01
+    assert (exact > 0.5).any() and (exact < 0.5).any()
 
 
 def test_each_loop_runs_on_its_one_declared_signature():

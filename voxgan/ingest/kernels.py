@@ -34,6 +34,10 @@ import types
 import numpy as np
 
 COMPILE_NOTE = "compiling the voxelizer's numba kernels for this machine"
+# A cell of at least LOCAL_POINTS points counts the far groups farther than LOCAL_RATIO times its radius
+# by the quadratic their far field makes about it (:func:`local_quadratic`), not point by point.
+LOCAL_POINTS = 16
+LOCAL_RATIO = 8.0
 COMPILE_LOCK = "voxgan-kernels.lock"  # in numba's cache folder: one process at a time compiles into it
 
 
@@ -57,6 +61,7 @@ def compiled_kernels():
     for helper in (solid_angle_terms_into, angle_sum):  # a winding sum's inner loops run 1.7× faster
         register_jitable(inline="always")(helper)  # inlined than as numba's out-of-line calls
     helpers = (solid_angle_terms, product_turns, far_field_sum, bounding_sphere, far_from_cell, keep_far)
+    helpers += (local_quadratic, quadratic_at)
     for helper in (*helpers, vector_area, edge_side, sign, trilinear, mixed, table_size):
         register_jitable(helper)  # callable from the loops below, compiled into them
     loops = {
@@ -582,18 +587,27 @@ def two_level_winding_loop(
     group has its moments (:func:`group_moments_loop`) and the distance beyond which it counts as far. A
     cell's points share the decisions: a group far from every one of them counts by its far field
     (:func:`far_field_sum`), the triangles of the others are gathered once and summed exactly at each point
-    (:func:`angle_sum`), so no point counts by its far field a group it is near.
+    (:func:`angle_sum`), so no point counts by its far field a group it is near. In a cell of many points
+    (``LOCAL_POINTS``) the large groups beyond ``LOCAL_RATIO`` times its radius count together by the
+    quadratic their far field makes about the cell (:func:`local_quadratic`): ten sums, not one a point.
     """
     count = corners.shape[1]
     near, xs, ys = np.empty((9, count)), np.empty(count), np.empty(count)
     far_rows = np.empty((15, large_starts.shape[0] + starts.shape[0]))
+    distant_rows = np.empty((15, large_starts.shape[0] + starts.shape[0]))
     for c in range(cell_starts.shape[0] - 1):
         first, last = cell_starts[c], cell_starts[c + 1]
         bx, by, bz, radius = bounding_sphere(points, first, last)
-        far_count, near_count = 0, 0
+        local = last - first >= LOCAL_POINTS  # distant groups by their field's quadratic about the cell
+        distant = LOCAL_RATIO * max(radius, 0.5)
+        far_count, distant_count, near_count = 0, 0, 0
         for g in range(large_starts.shape[0]):
             if far_from_cell(large_moments, large_far, g, bx, by, bz, radius):
-                far_count = keep_far(far_rows, far_count, large_moments, g)
+                dx, dy, dz = large_moments[g, 0] - bx, large_moments[g, 1] - by, large_moments[g, 2] - bz
+                if local and dx * dx + dy * dy + dz * dz > distant * distant:
+                    distant_count = keep_far(distant_rows, distant_count, large_moments, g)
+                else:
+                    far_count = keep_far(far_rows, far_count, large_moments, g)
                 continue
             for h in range(large_starts[g], large_ends[g]):
                 if far_from_cell(moments, far_beyond, h, bx, by, bz, radius):
@@ -603,11 +617,42 @@ def two_level_winding_loop(
                     for row in range(9):
                         near[row, near_count] = corners[row, t]
                     near_count += 1
+        quadratic = local_quadratic(distant_rows, distant_count, bx, by, bz, max(radius, 0.5))
         for n in range(first, last):
             px, py, pz = points[n, 0], points[n, 1], points[n, 2]
             solid = far_field_sum(far_rows, far_count, px, py, pz)
+            if distant_count:
+                solid += quadratic_at(quadratic, px - bx, py - by, pz - bz)
             solid_angle_terms_into(near, 0, near_count, px, py, pz, xs, ys, 0)
             result[n] = (solid + 2.0 * angle_sum(xs, ys, near_count)) / (4.0 * math.pi)
+
+
+def local_quadratic(far_rows, count, bx, by, bz, step):  # compiled by numba
+    """The far field of the first count groups of far_rows (:func:`far_field_sum`) about b = (bx, by, bz)
+    as a quadratic, from ten samples a step apart: (value, gradient (3), Hessian's xx yy zz xy xz yz)."""
+    at = far_field_sum(far_rows, count, bx, by, bz)
+    xp = far_field_sum(far_rows, count, bx + step, by, bz)
+    xm = far_field_sum(far_rows, count, bx - step, by, bz)
+    yp = far_field_sum(far_rows, count, bx, by + step, bz)
+    ym = far_field_sum(far_rows, count, bx, by - step, bz)
+    zp = far_field_sum(far_rows, count, bx, by, bz + step)
+    zm = far_field_sum(far_rows, count, bx, by, bz - step)
+    xy = far_field_sum(far_rows, count, bx + step, by + step, bz)
+    xz = far_field_sum(far_rows, count, bx + step, by, bz + step)
+    yz = far_field_sum(far_rows, count, bx, by + step, bz + step)
+    gx, gy, gz = (xp - xm) / (2 * step), (yp - ym) / (2 * step), (zp - zm) / (2 * step)
+    hxx, hyy, hzz = (xp - 2 * at + xm) / step**2, (yp - 2 * at + ym) / step**2, (zp - 2 * at + zm) / step**2
+    hxy = (xy - at - step * (gx + gy)) / step**2 - (hxx + hyy) / 2
+    hxz = (xz - at - step * (gx + gz)) / step**2 - (hxx + hzz) / 2
+    hyz = (yz - at - step * (gy + gz)) / step**2 - (hyy + hzz) / 2
+    return at, gx, gy, gz, hxx, hyy, hzz, hxy, hxz, hyz
+
+
+def quadratic_at(q, dx, dy, dz):  # compiled by numba
+    """The quadratic of :func:`local_quadratic` at an offset (dx, dy, dz) from its centre."""
+    at, gx, gy, gz, hxx, hyy, hzz, hxy, hxz, hyz = q
+    squares = 0.5 * (hxx * dx * dx + hyy * dy * dy + hzz * dz * dz)
+    return at + gx * dx + gy * dy + gz * dz + squares + hxy * dx * dy + hxz * dx * dz + hyz * dy * dz
 
 
 def group_moments_loop(triangles, starts, ends, moments, radii):  # compiled by numba
