@@ -37,6 +37,7 @@ COMPILE_NOTE = "compiling the voxelizer's numba kernels for this machine"
 # A cell of at least LOCAL_POINTS points counts the far groups farther than LOCAL_RATIO times its radius
 # by the quadratic their far field makes about it (:func:`local_quadratic`), not point by point.
 LOCAL_POINTS = 16
+SLACK = 1e-7  # in voxels: the surface test's ranges of voxels are widened by this against rounding
 LOCAL_RATIO = 8.0
 COMPILE_LOCK = "voxgan-kernels.lock"  # in numba's cache folder: one process at a time compiles into it
 
@@ -61,7 +62,7 @@ def compiled_kernels():
     for helper in (solid_angle_terms_into, angle_sum):  # a winding sum's inner loops run 1.7× faster
         register_jitable(inline="always")(helper)  # inlined than as numba's out-of-line calls
     helpers = (solid_angle_terms, product_turns, far_field_sum, bounding_sphere, far_from_cell, keep_far)
-    helpers += (local_quadratic, quadratic_at)
+    helpers += (local_quadratic, quadratic_at, slab_extents)
     for helper in (*helpers, vector_area, edge_side, sign, trilinear, mixed, table_size):
         register_jitable(helper)  # callable from the loops below, compiled into them
     loops = {
@@ -344,6 +345,7 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
     hi = np.empty(3, np.int64)
     rel = np.empty((3, 3))
     edge = np.empty((3, 3))
+    extent = np.empty(4)
     for t in range(triangles.shape[0]):
         inside_grid, generic, many = True, True, 0
         for a in range(3):
@@ -374,9 +376,22 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
         ny = edge[0, 2] * edge[1, 0] - edge[0, 0] * edge[1, 2]
         nz = edge[0, 0] * edge[1, 1] - edge[0, 1] * edge[1, 0]
         normal_radius = 0.5 * (abs(nx) + abs(ny) + abs(nz))
+        offset = nx * triangles[t, 0, 0] + ny * triangles[t, 0, 1] + nz * triangles[t, 0, 2]
+        steep = nz != 0 and 4 * abs(nz) >= abs(nx) + abs(ny)  # the plane meets at most 3 voxels of a z column
+        spread = 0.5 * (abs(nx) + abs(ny)) / abs(nz) + SLACK if steep else 0.0
         for i in range(lo[0], hi[0] + 1):
-            for j in range(lo[1], hi[1] + 1):
-                for k in range(lo[2], hi[2] + 1):
+            slab_extents(triangles, t, i, extent)  # y and z of the triangle within x in [i, i + 1]
+            for j in range(
+                max(int(math.ceil(extent[0] - SLACK)) - 1, lo[1]),
+                min(int(math.floor(extent[1] + SLACK)), hi[1]) + 1,
+            ):
+                first = max(int(math.ceil(extent[2] - SLACK)) - 1, lo[2])
+                last = min(int(math.floor(extent[3] + SLACK)), hi[2])
+                if steep:  # the voxels of the column that the triangle's plane meets
+                    middle = (offset - nx * (i + 0.5) - ny * (j + 0.5)) / nz
+                    first = max(int(math.ceil(middle - spread)) - 1, first)
+                    last = min(int(math.floor(middle + spread)), last)
+                for k in range(first, last + 1):
                     for m in range(3):
                         rel[m, 0] = triangles[t, m, 0] - (i + 0.5)
                         rel[m, 1] = triangles[t, m, 1] - (j + 0.5)
@@ -406,6 +421,27 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
                         touched[i, j, k] = True
                         if not open_apart:
                             surface[i, j, k] = True
+
+
+def slab_extents(triangles, t, i, extent):  # compiled by numba
+    """Write to extent the smallest and largest y, then z, of triangle t within the slab i <= x <= i + 1:
+    over its corners in the slab and the points where its edges cross the slab's two planes."""
+    extent[0] = extent[2] = math.inf
+    extent[1] = extent[3] = -math.inf
+    for m in range(3):
+        x, y, z = triangles[t, m, 0], triangles[t, m, 1], triangles[t, m, 2]
+        if i <= x <= i + 1:
+            extent[0], extent[1] = min(extent[0], y), max(extent[1], y)
+            extent[2], extent[3] = min(extent[2], z), max(extent[3], z)
+        n = (m + 1) % 3
+        x2 = triangles[t, n, 0]
+        for plane in (i, i + 1):
+            if (x - plane) * (x2 - plane) < 0:  # the edge crosses the plane
+                f = (plane - x) / (x2 - x)
+                y2 = y + f * (triangles[t, n, 1] - y)
+                z2 = z + f * (triangles[t, n, 2] - z)
+                extent[0], extent[1] = min(extent[0], y2), max(extent[1], y2)
+                extent[2], extent[3] = min(extent[2], z2), max(extent[3], z2)
 
 
 def edge_side(x0, y0, x1, y1, px, py):
