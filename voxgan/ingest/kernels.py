@@ -338,7 +338,10 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
     triangles : (F, 3, 3) float64; surface, touched : (R, R, R) bool. The same rules as
     :func:`voxgan.ingest.overlap.overlap_masks_numpy`: the closed index range, the one-axis shortcut for
     triangles off the grid planes, then the separating-axis test with strict (open) and non-strict
-    (closed) bounds.
+    (closed) bounds. The test runs only where the triangle can reach: in each x slab of its range, on
+    the y and z that its part in the slab spans (:func:`slab_extents`), and, where its plane is steep
+    in z, on the voxels of each z column that the plane meets; a slanted sliver across the grid costs
+    its length, not its bounding box.
     """
     r = resolution
     lo = np.empty(3, np.int64)
