@@ -15,10 +15,11 @@ occupancy grids are (R, R, R) bool indexed ``[x, y, z]``. Geometry outside [0, R
   integer, the signed crossings of a +z ray: one pass over the triangles counts them for every column
   of centres at once, exactly (ties on shared edges broken by simulation of simplicity). Closed parts
   with a negative signed volume are reversed first, so an inverted part overlapping another does not
-  cancel it (1 + -1 = 0). An open mesh (holes, mixed orientation) is closed by caps, a fan of
-  triangles over each hole; its ``w`` is that of mesh + caps, an integer counted the same way, minus
-  the caps' own ``w``, a smooth sum over the few cap triangles in which far groups count by their
-  far field (after Barill et al. 2018); its error is about 0.02 at most, which only matters where
+  cancel it (1 + -1 = 0). An open mesh (holes, mixed orientation) is closed by caps, triangles that
+  span each hole's loop by halves, most of them short and along its rim; its ``w`` is that of mesh +
+  caps, an integer counted the same way, minus the caps' own ``w``, a smooth sum over the few cap
+  triangles in which far groups count by their far field (after Barill et al. 2018) and, from a cell
+  of many points, distant groups by one quadratic; its error is about 0.02 at most, which only matters where
   ``|w|`` is within that of 0.5. That sum is not taken at every centre: lattices of centres from every
   R/8-th voxel down to every second one sample it coarse to fine, and a block of voxels clear of the
   caps (or of the mesh, for the mesh's own field) takes its value from its corners where that is a
