@@ -20,7 +20,7 @@ CLUSTER_CELL = 2.0  # smallest side, in voxels, of the groups of triangles an op
 CLUSTER_BETA = 2.0  # a group counts as far beyond this many times its radius
 EXACT_PAIRS = 1 << 18  # without numba, below this many point/triangle pairs the plain exact sum is used
 SUBGROUP_TRIANGLES = 8  # triangles a small group of an open mesh's winding sum aims at
-POINT_CELL = 4.0  # side, in voxels, of the cubes of points that share which groups count as far
+POINT_CELL = 6.0  # side, in voxels, of the cubes of points that share which groups count as far
 
 
 def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
