@@ -38,7 +38,7 @@ COMPILE_NOTE = "compiling the voxelizer's numba kernels for this machine"
 # by the quadratic their far field makes about it (:func:`local_quadratic`), not point by point.
 LOCAL_POINTS = 16
 SLACK = 1e-7  # in voxels: the surface test's ranges of voxels are widened by this against rounding
-LOCAL_RATIO = 8.0
+LOCAL_RATIO = 6.0
 COMPILE_LOCK = "voxgan-kernels.lock"  # in numba's cache folder: one process at a time compiles into it
 
 
