@@ -47,7 +47,7 @@ from voxgan.ingest.winding import (
 from voxgan.shards import MODES
 
 OPEN_MARGIN = 0.05  # lattice samples of a winding field decide a block at least this far from a half-integer
-MAX_CAPS_PER_TRIANGLE = 0.25  # beyond this an open mesh is more holes than surface: no caps
+MAX_CAPS_PER_TRIANGLE = 1.0  # more caps than faces: a soup of holes, summed as it is (its own field)
 
 
 def voxelize(vertices: np.ndarray, faces: np.ndarray, resolution: int, mode: str = "solid") -> np.ndarray:
