@@ -339,16 +339,16 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
     :func:`voxgan.ingest.overlap.overlap_masks_numpy`: the closed index range, the one-axis shortcut for
     triangles off the grid planes, then the separating-axis test with strict (open) and non-strict
     (closed) bounds. The test runs only where the triangle can reach: in each x slab of its range, on
-    the y and z that its part in the slab spans (:func:`slab_extents`), and, where its plane is steep
-    in z, on the voxels of each z column that the plane meets; a slanted sliver across the grid costs
-    its length, not its bounding box.
+    the y and z that its part in the slab spans (:func:`slab_extents`), and in each z column on the
+    voxels that its plane meets (a plane steep in z) or that its part in the column's y slab spans (a
+    plane not steep); a slanted sliver across the grid costs its length, not its bounding box.
     """
     r = resolution
     lo = np.empty(3, np.int64)
     hi = np.empty(3, np.int64)
     rel = np.empty((3, 3))
     edge = np.empty((3, 3))
-    extent = np.empty(4)
+    extent, column = np.empty(4), np.empty(4)
     for t in range(triangles.shape[0]):
         inside_grid, generic, many = True, True, 0
         for a in range(3):
@@ -383,13 +383,17 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
         steep = nz != 0 and 4 * abs(nz) >= abs(nx) + abs(ny)  # the plane meets at most 3 voxels of a z column
         spread = 0.5 * (abs(nx) + abs(ny)) / abs(nz) + SLACK if steep else 0.0
         for i in range(lo[0], hi[0] + 1):
-            slab_extents(triangles, t, i, extent)  # y and z of the triangle within x in [i, i + 1]
+            slab_extents(triangles, t, 0, i, extent)  # y and z of the triangle within x in [i, i + 1]
             for j in range(
                 max(int(math.ceil(extent[0] - SLACK)) - 1, lo[1]),
                 min(int(math.floor(extent[1] + SLACK)), hi[1]) + 1,
             ):
-                first = max(int(math.ceil(extent[2] - SLACK)) - 1, lo[2])
-                last = min(int(math.floor(extent[3] + SLACK)), hi[2])
+                low, high = extent[2], extent[3]
+                if not steep:  # and the z of the triangle within y in [j, j + 1]
+                    slab_extents(triangles, t, 1, j, column)
+                    low, high = max(low, column[0]), min(high, column[1])
+                first = max(int(math.ceil(low - SLACK)) - 1, lo[2])
+                last = min(int(math.floor(high + SLACK)), hi[2])
                 if steep:  # the voxels of the column that the triangle's plane meets
                     middle = (offset - nx * (i + 0.5) - ny * (j + 0.5)) / nz
                     first = max(int(math.ceil(middle - spread)) - 1, first)
@@ -426,23 +430,25 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
                             surface[i, j, k] = True
 
 
-def slab_extents(triangles, t, i, extent):  # compiled by numba
-    """Write to extent the smallest and largest y, then z, of triangle t within the slab i <= x <= i + 1:
-    over its corners in the slab and the points where its edges cross the slab's two planes."""
+def slab_extents(triangles, t, axis, i, extent):  # compiled by numba
+    """Write to extent the smallest and largest coordinate along the next axis, then the one after
+    (cyclically: y, z for x; z, x for y), of triangle t within the slab i <= coordinate <= i + 1 along
+    axis: over its corners in the slab and the points where its edges cross the slab's two planes."""
+    a, b = (axis + 1) % 3, (axis + 2) % 3
     extent[0] = extent[2] = math.inf
     extent[1] = extent[3] = -math.inf
     for m in range(3):
-        x, y, z = triangles[t, m, 0], triangles[t, m, 1], triangles[t, m, 2]
+        x, y, z = triangles[t, m, axis], triangles[t, m, a], triangles[t, m, b]
         if i <= x <= i + 1:
             extent[0], extent[1] = min(extent[0], y), max(extent[1], y)
             extent[2], extent[3] = min(extent[2], z), max(extent[3], z)
         n = (m + 1) % 3
-        x2 = triangles[t, n, 0]
+        x2 = triangles[t, n, axis]
         for plane in (i, i + 1):
             if (x - plane) * (x2 - plane) < 0:  # the edge crosses the plane
                 f = (plane - x) / (x2 - x)
-                y2 = y + f * (triangles[t, n, 1] - y)
-                z2 = z + f * (triangles[t, n, 2] - z)
+                y2 = y + f * (triangles[t, n, a] - y)
+                z2 = z + f * (triangles[t, n, b] - z)
                 extent[0], extent[1] = min(extent[0], y2), max(extent[1], y2)
                 extent[2], extent[3] = min(extent[2], z2), max(extent[3], z2)
 
