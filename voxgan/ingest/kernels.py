@@ -349,6 +349,7 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
     rel = np.empty((3, 3))
     edge = np.empty((3, 3))
     extent, column = np.empty(4), np.empty(4)
+    corner_low, corner_high, edge_radius = np.empty(3), np.empty(3), np.empty((3, 3))
     for t in range(triangles.shape[0]):
         inside_grid, generic, many = True, True, 0
         for a in range(3):
@@ -379,6 +380,11 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
         ny = edge[0, 2] * edge[1, 0] - edge[0, 0] * edge[1, 2]
         nz = edge[0, 0] * edge[1, 1] - edge[0, 1] * edge[1, 0]
         normal_radius = 0.5 * (abs(nx) + abs(ny) + abs(nz))
+        for a in range(3):
+            corner_low[a] = min(triangles[t, 0, a], triangles[t, 1, a], triangles[t, 2, a])
+            corner_high[a] = max(triangles[t, 0, a], triangles[t, 1, a], triangles[t, 2, a])
+            for m in range(3):
+                edge_radius[m, a] = 0.5 * (abs(edge[m, (a + 1) % 3]) + abs(edge[m, (a + 2) % 3]))
         offset = nx * triangles[t, 0, 0] + ny * triangles[t, 0, 1] + nz * triangles[t, 0, 2]
         steep = nz != 0 and 4 * abs(nz) >= abs(nx) + abs(ny)  # the plane meets at most 3 voxels of a z column
         spread = 0.5 * (abs(nx) + abs(ny)) / abs(nz) + SLACK if steep else 0.0
@@ -399,16 +405,16 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
                     first = max(int(math.ceil(middle - spread)) - 1, first)
                     last = min(int(math.floor(middle + spread)), last)
                 for k in range(first, last + 1):
+                    open_apart = closed_apart = False
+                    for a in range(3):  # min(corner - centre) is min(corner) - centre: rounding is monotonic
+                        centre = (i, j, k)[a] + 0.5
+                        low, high = corner_low[a] - centre, corner_high[a] - centre
+                        open_apart |= low >= 0.5 or high <= -0.5
+                        closed_apart |= low > 0.5 or high < -0.5
                     for m in range(3):
                         rel[m, 0] = triangles[t, m, 0] - (i + 0.5)
                         rel[m, 1] = triangles[t, m, 1] - (j + 0.5)
                         rel[m, 2] = triangles[t, m, 2] - (k + 0.5)
-                    open_apart = closed_apart = False
-                    for a in range(3):
-                        low = min(rel[0, a], rel[1, a], rel[2, a])
-                        high = max(rel[0, a], rel[1, a], rel[2, a])
-                        open_apart |= low >= 0.5 or high <= -0.5
-                        closed_apart |= low > 0.5 or high < -0.5
                     along = rel[0, 0] * nx + rel[0, 1] * ny + rel[0, 2] * nz
                     closed_apart |= abs(along) > normal_radius
                     open_apart |= normal_radius > 0 and abs(along) >= normal_radius
@@ -420,7 +426,7 @@ def overlap_loop(triangles, resolution, surface, touched):  # compiled by numba:
                             b, c = (u + 1) % 3, (u + 2) % 3
                             p1 = rel[m, b] * edge[m, c] - rel[m, c] * edge[m, b]
                             p2 = rel[o, b] * edge[m, c] - rel[o, c] * edge[m, b]
-                            radius = 0.5 * (abs(edge[m, b]) + abs(edge[m, c]))
+                            radius = edge_radius[m, u]
                             low, high = min(p1, p2), max(p1, p2)
                             closed_apart |= low > radius or high < -radius
                             open_apart |= radius > 0 and (low >= radius or high <= -radius)
