@@ -37,8 +37,8 @@ COMPILE_NOTE = "compiling the voxelizer's numba kernels for this machine"
 # A cell of at least LOCAL_POINTS points counts the far groups farther than LOCAL_RATIO times its radius
 # by the quadratic their far field makes about it (:func:`local_quadratic`), not point by point.
 LOCAL_POINTS = 16
-SLACK = 1e-7  # in voxels: the surface test's ranges of voxels are widened by this against rounding
 LOCAL_RATIO = 6.0
+SLACK = 1e-7  # in voxels: the surface test's ranges of voxels are widened by this against rounding
 COMPILE_LOCK = "voxgan-kernels.lock"  # in numba's cache folder: one process at a time compiles into it
 
 
