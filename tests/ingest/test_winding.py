@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from voxgan.ingest.topology import hole_caps, is_closed
+from voxgan.ingest.topology import hole_caps, hole_loops, is_closed, spanning_corners, unmatched_edges
 from voxgan.ingest.winding import column_crossings_numpy, column_winding, winding_numbers
 
 
@@ -73,3 +73,17 @@ def test_hole_caps_over_a_wide_hole_are_mostly_short():
     points = centres(17)
     closed = column_winding(np.concatenate([triangles, caps]), 17).reshape(-1)
     assert np.allclose(closed - winding_numbers(points, caps), winding_numbers(points, triangles), atol=1e-6)
+
+
+def test_the_caps_of_any_faces_close_them():
+    # random faces over a few vertices: repeated corners, doubled and reversed faces, fans, non-manifold
+    # edges; whatever they are, the unmatched edges join into loops and the caps match every one of them
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        count = int(rng.integers(3, 12))
+        faces = rng.integers(0, count, (int(rng.integers(1, 40)), 3))
+        unmatched = unmatched_edges(faces)
+        corners, starts = hole_loops(unmatched)
+        assert len(corners) == len(unmatched) and starts[-1] == len(unmatched)
+        caps = spanning_corners(corners, starts)
+        assert is_closed(np.concatenate([faces, caps])), faces

@@ -151,6 +151,8 @@ def hole_loops(unmatched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     tails, heads = unmatched[:, 0], unmatched[:, 1]
     count = len(tails)
+    if count == 0:
+        return tails, np.zeros(1, dtype=np.int64)
     by_tail, by_head = np.argsort(tails, kind="stable"), np.argsort(heads, kind="stable")
     assert np.array_equal(tails[by_tail], heads[by_head]), "unmatched edges that do not form loops"
     following = np.empty(count, dtype=np.int64)
