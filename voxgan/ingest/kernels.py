@@ -63,7 +63,7 @@ def compiled_kernels():
         register_jitable(inline="always")(helper)  # inlined than as numba's out-of-line calls
     helpers = (solid_angle_terms, product_turns, far_field_sum, bounding_sphere, far_from_cell, keep_far)
     helpers += (local_quadratic, quadratic_at, slab_extents)
-    for helper in (*helpers, vector_area, edge_side, sign, trilinear, mixed, table_size):
+    for helper in (*helpers, vector_area, edge_side, sign, bilinear, mixed, table_size):
         register_jitable(helper)  # callable from the loops below, compiled into them
     loops = {
         "overlap": overlap_loop,
@@ -591,11 +591,12 @@ def settle_loop(lattice, sampled, eligible, floor, base, inside, undecided):  # 
                     tx = (i - lattice[a]) / (lattice[a + 1] - lattice[a])
                     for j in range(lattice[b], lattice[b + 1] + 1):
                         ty = (j - lattice[b]) / (lattice[b + 1] - lattice[b])
+                        low_z, high_z = bilinear(sampled, a, b, c, tx, ty)  # the column's two ends
                         for k in range(lattice[c], lattice[c + 1] + 1):
                             if not undecided[i, j, k]:
                                 continue
                             tz = (k - lattice[c]) / (lattice[c + 1] - lattice[c])
-                            w = trilinear(sampled, a, b, c, tx, ty, tz)
+                            w = low_z * (1 - tz) + high_z * tz
                             below, above = base[i, j, k] - 0.5, base[i, j, k] + 0.5
                             if w - margin > below and w + margin < above:
                                 undecided[i, j, k] = False
@@ -604,16 +605,15 @@ def settle_loop(lattice, sampled, eligible, floor, base, inside, undecided):  # 
                                 undecided[i, j, k] = False
 
 
-def trilinear(sampled, a, b, c, tx, ty, tz):  # compiled by numba
-    """sampled (L, L, L) interpolated in the cell from (a, b, c) at fractions (tx, ty, tz): along x,
-    then y, then z, each as ``low * (1 - t) + high * t`` (exact at t = 0 and 1), like the numpy path."""
+def bilinear(sampled, a, b, c, tx, ty):  # compiled by numba
+    """sampled (L, L, L) interpolated in the cell from (a, b, c) at fractions (tx, ty), on its two z faces:
+    along x, then y, each as ``low * (1 - t) + high * t`` (exact at t = 0 and 1), like the numpy path; then
+    ``low_z * (1 - tz) + high_z * tz`` is the trilinear value at tz."""
     c00 = sampled[a, b, c] * (1 - tx) + sampled[a + 1, b, c] * tx
     c01 = sampled[a, b, c + 1] * (1 - tx) + sampled[a + 1, b, c + 1] * tx
     c10 = sampled[a, b + 1, c] * (1 - tx) + sampled[a + 1, b + 1, c] * tx
     c11 = sampled[a, b + 1, c + 1] * (1 - tx) + sampled[a + 1, b + 1, c + 1] * tx
-    c0 = c00 * (1 - ty) + c10 * ty
-    c1 = c01 * (1 - ty) + c11 * ty
-    return c0 * (1 - tz) + c1 * tz
+    return c00 * (1 - ty) + c10 * ty, c01 * (1 - ty) + c11 * ty
 
 
 def two_level_winding_loop(
