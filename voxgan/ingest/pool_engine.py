@@ -21,6 +21,8 @@ from voxgan.ingest.plan import Unit
 from voxgan.ingest.sample import Outcome, Settings, voxelize_source
 from voxgan.ingest.units import UnitResult, unit_result
 
+LOOKAHEAD = 64  # files handed out beyond the first outcome still awaited
+
 
 def start_worker() -> None:
     """In a worker process: Ctrl-C is the parent's; die with the parent (Linux) so no worker is orphaned."""
@@ -90,7 +92,8 @@ def run_isolated(settings: Settings, source: str) -> Outcome:
 def outcomes_in_order(settings: Settings, sources: list[str], workers: int) -> Iterator[Outcome]:
     """Voxelize ``sources`` and yield their outcomes in the same order, whatever ``workers`` is.
 
-    workers=1 runs in this process. Otherwise up to ``workers`` processes take one file at a time; when a
+    workers=1 runs in this process. Otherwise up to ``workers`` processes take one file at a time, at most
+    ``LOOKAHEAD`` files ahead of the first outcome not yet given (outcomes held for order stay few); when a
     worker dies its file is done again alone in a fresh process (an error only if that dies too: the
     file's own crash), a new worker takes its place, and the rest goes on.
     """
@@ -104,7 +107,7 @@ def outcomes_in_order(settings: Settings, sources: list[str], workers: int) -> I
     handed = given = 0
     try:
         while given < len(sources):
-            while handed < len(sources) and len(busy) < workers:
+            while handed < len(sources) and len(busy) < workers and handed - given < LOOKAHEAD:
                 worker = idle.pop() if idle else Worker(settings)
                 if worker.ask(sources[handed]):
                     busy[worker] = handed
