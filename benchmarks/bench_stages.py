@@ -34,9 +34,9 @@ def measure(meshes: Path, resolution: int) -> dict:
     def timed_winding(triangles, cell):
         winding = open_winding(triangles, cell)
 
-        def timed(points):
+        def timed(points, *spacing):
             start = time.perf_counter()
-            values = winding(points)
+            values = winding(points, *spacing)
             spent["winding"] += time.perf_counter() - start
             spent["centres"] += len(points)
             return values

@@ -38,8 +38,9 @@ def test_compiled_sums_with_every_group_near_equal_the_exact_numpy_sum():
 
 
 def test_eight_angles_added_by_one_product_equal_their_atan2_sum():
-    """angle_sum multiplies eight x + iy and counts the turns: the same sum as atan2 one by one, for angles
-    near ±π (both signs of zero on the negative axis), for magnitudes far apart and beyond float range."""
+    """angle_sum multiplies eight x + iy at a time into one running product and counts the turns: the same
+    sum as atan2 one by one, for angles near ±π (both signs of zero on the negative axis), for magnitudes
+    far apart and beyond float range."""
     rng = np.random.default_rng(2)
     angles = np.concatenate(
         [rng.uniform(-np.pi, np.pi, 45), np.full(6, np.pi - 1e-12), np.full(6, -np.pi + 1e-12)]

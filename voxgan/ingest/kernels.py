@@ -4,8 +4,8 @@
 ``VOXGAN_NO_NUMBA=1``; every caller then takes its vectorised numpy path, which gives the same occupancy
 10-20 times slower. The solid angle of one triangle, the heart of the winding-number sum, is written once
 (:func:`solid_angle_terms`, which the numpy path calls on arrays too) and compiled into the loop that
-sums it, where the angles of eight triangles cost one atan2 (:func:`angle_sum`); the far field of a group
-of triangles (its dipole and second-order term) is :func:`far_field_sum`.
+sums it, where the angles of a point's near triangles cost one atan2 (:func:`angle_sum`); the far field
+of a group of triangles (its dipole and second-order term) is :func:`far_field_sum`.
 
 Each loop is compiled for the one signature its callers give it (:func:`kernel_signatures`), all at once
 on the first call, so a run compiles at one moment it announces on stderr, not file by file in its
@@ -259,13 +259,14 @@ def solid_angle_terms_into(corners, first, last, px, py, pz, xs, ys, count):  # 
 
 
 def angle_sum(xs, ys, count):  # compiled by numba
-    """Sum of atan2(ys[i], xs[i]) over i < count, with one atan2 per eight terms.
+    """Sum of atan2(ys[i], xs[i]) over i < count: one atan2 for the runs of eight, one for each of the rest.
 
     The angles of complex numbers add as the numbers multiply: eight at a time are multiplied
-    (:func:`product_turns`, which counts the turns the argument's range loses), and the product's angle plus
-    those turns is their sum, to rounding. A product beyond float range falls back to eight atan2.
+    (:func:`product_turns`, which counts the turns the argument's range loses), each product, scaled to
+    |x| + |y| = 1, into a running product (scaled again), and that product's angle plus the turns is their
+    sum, to rounding. Eight whose product lies beyond float range add their eight atan2 instead.
     """
-    total, turns = 0.0, 0.0
+    total, turns, px, py = 0.0, 0.0, 1.0, 0.0
     full = count - count % 8
     for b in range(0, full, 8):
         x01, y01, t01 = product_turns(xs[b], ys[b], xs[b + 1], ys[b + 1])
@@ -277,14 +278,16 @@ def angle_sum(xs, ys, count):  # compiled by numba
         x, y, t07 = product_turns(x03, y03, x47, y47)
         size = abs(x) + abs(y)
         if 1e-250 < size < 1e250:
-            total += math.atan2(y, x)
-            turns += t01 + t23 + t45 + t67 + t03 + t47 + t07
+            px, py, t = product_turns(px, py, x / size, y / size)
+            size = abs(px) + abs(py)
+            px, py = px / size, py / size
+            turns += t01 + t23 + t45 + t67 + t03 + t47 + t07 + t
         else:
             for i in range(b, b + 8):
                 total += math.atan2(ys[i], xs[i])
     for i in range(full, count):
         total += math.atan2(ys[i], xs[i])
-    return total + 2.0 * math.pi * turns
+    return total + math.atan2(py, px) + 2.0 * math.pi * turns
 
 
 def product_turns(ux, uy, vx, vy):  # compiled by numba

@@ -183,8 +183,8 @@ def lattice_inside(
 ) -> np.ndarray:
     """Where ``|base - w| >= 0.5``: w a winding field sampled coarse to fine, summed only where needed.
 
-    winding : points (P, 3) -> (P,) float, the field of some triangles; base : (R, R, R) int or None
-    (0); touched : (R, R, R) bool, the voxels those triangles touch; wanted : (R, R, R) bool;
+    winding : points (P, 3), their spacing -> (P,) float, the field of some triangles; base : (R, R, R) int
+    or None (0); touched : (R, R, R) bool, the voxels those triangles touch; wanted : (R, R, R) bool;
     mesh_touched : (R, R, R) bool or None, the voxels the surface of ``base - w`` touches (the mesh of
     which w is the caps)  ->  inside : (R, R, R) bool, False outside ``wanted``.
 
@@ -284,13 +284,14 @@ class SampledField:
         self.winding, self.resolution = winding, resolution
         self.known, self.values = np.zeros(0, np.int64), np.zeros(0)
 
-    def __call__(self, flat_indices: np.ndarray) -> np.ndarray:
-        """(N,) C-order flat voxel indices  ->  (N,) float, w at those centres."""
+    def __call__(self, flat_indices: np.ndarray, spacing: int) -> np.ndarray:
+        """(N,) C-order flat voxel indices of a lattice's points, ``spacing`` voxels apart  ->  (N,) float, w
+        at those centres."""
         at = np.minimum(np.searchsorted(self.known, flat_indices), max(len(self.known) - 1, 0))
         seen = (self.known[at] == flat_indices) if len(self.known) else np.zeros(len(flat_indices), bool)
         fresh = np.unique(flat_indices[~seen])
         if len(fresh):
-            values = self.winding(voxel_centres(fresh, self.resolution))
+            values = self.winding(voxel_centres(fresh, self.resolution), spacing)
             known = np.concatenate([self.known, fresh])
             order = np.argsort(known, kind="stable")
             self.known, self.values = known[order], np.concatenate([self.values, values])[order]
@@ -304,7 +305,7 @@ class SampledField:
             needed[dx : dx + n, dy : dy + n, dz : dz + n] |= blocks
         a, b, c = np.nonzero(needed)
         sampled = np.zeros(needed.shape)
-        sampled[a, b, c] = self((lattice[a] * r + lattice[b]) * r + lattice[c])
+        sampled[a, b, c] = self((lattice[a] * r + lattice[b]) * r + lattice[c], lattice[1] - lattice[0])
         return sampled
 
 

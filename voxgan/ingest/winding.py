@@ -21,6 +21,7 @@ CLUSTER_BETA = 2.0  # a group counts as far beyond this many times its radius
 EXACT_PAIRS = 1 << 18  # without numba, below this many point/triangle pairs the plain exact sum is used
 SUBGROUP_TRIANGLES = 8  # triangles a small group of an open mesh's winding sum aims at
 POINT_CELL = 6.0  # side, in voxels, of the cubes of points that share which groups count as far
+POINT_SPACINGS = 3.0  # and at least this many spacings of a lattice of points, so that its cubes hold many
 
 
 def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -199,7 +200,8 @@ def cell_groups(
 
 
 def open_winding_function(triangles: np.ndarray, cell: float):
-    """A function from points (P, 3) to winding numbers (P,) of the triangles (F, 3, 3).
+    """A function from points (P, 3), and optionally their spacing (a lattice's, in voxels; 1 by default),
+    to winding numbers (P,) of the triangles (F, 3, 3).
 
     With numba, triangles are grouped once on two levels (cubes of side ``cell``, and cubes of side
     ``cell / s`` within them, s chosen so that a small group holds about ``SUBGROUP_TRIANGLES``):
@@ -209,7 +211,7 @@ def open_winding_function(triangles: np.ndarray, cell: float):
     """
     kernels = compiled_kernels()
     if kernels is None or len(triangles) == 0:
-        return lambda points: clustered_winding_numbers(points, triangles, cell=cell)
+        return lambda points, spacing=1.0: clustered_winding_numbers(points, triangles, cell=cell)
     centroids = (triangles[:, 0] + triangles[:, 1] + triangles[:, 2]) / 3
     large_count = len(np.unique(cell_keys(centroids, cell)))
     split = 1
@@ -229,7 +231,7 @@ def open_winding_function(triangles: np.ndarray, cell: float):
     corners = corner_rows(triangles)
     large = (large_starts, large_ends, large_moments, large_far)
     small = (starts, ends, small_moments, small_far)
-    return lambda points: compiled_sum(points, corners, large, small)
+    return lambda points, spacing=1.0: compiled_sum(points, corners, large, small, spacing)
 
 
 def group_moments(kernels, triangles: np.ndarray, first: np.ndarray, last: np.ndarray):
@@ -240,19 +242,23 @@ def group_moments(kernels, triangles: np.ndarray, first: np.ndarray, last: np.nd
     return moments, radii
 
 
-def compiled_sum(points: np.ndarray, corners: np.ndarray, large: tuple, small: tuple) -> np.ndarray:
+def compiled_sum(
+    points: np.ndarray, corners: np.ndarray, large: tuple, small: tuple, spacing: float = 1.0
+) -> np.ndarray:
     """The compiled two-level winding sum (:func:`voxgan.ingest.kernels.two_level_winding_loop`).
 
     points : (P, 3); corners : (9, F), the triangles sorted by group (:func:`corner_rows`); large, small :
     (starts, ends, moments, far distances) of the large groups (over small groups) and of the small groups
-    (over triangles)  ->  (P,) float64. The points are taken in cubes of side ``POINT_CELL``
-    that share their decisions of which groups count as far.
+    (over triangles); spacing : the points' spacing  ->  (P,) float64. The points are taken in cubes of
+    side ``POINT_CELL``, or ``POINT_SPACINGS`` spacings of a sparse lattice, that share their decisions of
+    which groups count as far: a cube's decisions cost about as much as its points' sums, so a cube of
+    one lattice point would cost twice its sum.
     """
     result = np.zeros(len(points))
     if len(points) == 0:
         return result
     points = np.asarray(points, dtype=np.float64)
-    keys = cell_keys(points, POINT_CELL)
+    keys = cell_keys(points, max(POINT_CELL, POINT_SPACINGS * spacing))
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     cell_starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1], [True]]))
