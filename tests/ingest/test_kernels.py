@@ -35,6 +35,9 @@ def test_compiled_sums_with_every_group_near_equal_the_exact_numpy_sum():
     np.testing.assert_allclose(one_level, exact, atol=1e-9)
     two_level = open_winding_function(triangles, cell=2.0)(points)  # dipoles far away: close, not equal
     assert np.abs(two_level - exact).max() < 0.05
+    lattice = np.stack(np.meshgrid(*[np.arange(0.5, 16, 3.0)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    sparse = open_winding_function(triangles, cell=2.0)(lattice, 3.0)  # a lattice's points in wider cubes
+    assert np.abs(sparse - winding_numbers(lattice, triangles)).max() < 0.05
 
 
 def test_eight_angles_added_by_one_product_equal_their_atan2_sum():
